@@ -1,0 +1,343 @@
+//! Blob endpoints: fetch (with Range), delete, and the upload protocol (monolithic, POST+PUT, chunked
+//! PATCH, status, cancel, cross-repository mount).
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{
+    header_value, parse_digest, repo_path, ApiError, ApiResult, Ctx, CONTENT_DIGEST, UPLOAD_UUID,
+};
+use crate::oci::{Digest, ErrorCode, RepoName};
+use crate::registry::{self, ChunkCheck, UploadStatus};
+
+/// A byte range resolved against a blob's size.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RangeRequest {
+    Whole,
+    Part { start: u64, end: u64 },
+    Unsatisfiable,
+}
+
+/// Parses a `Range: bytes=...` header for a blob of `size` bytes. Several ranges are not supported and are
+/// answered with the whole blob, which RFC 9110 allows.
+pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
+    let Some(value) = value else {
+        return RangeRequest::Whole;
+    };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Unsatisfiable;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Whole;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeRequest::Unsatisfiable;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parsed = match (a.is_empty(), b.is_empty()) {
+        (false, _) => a.parse::<u64>().ok().and_then(|start| {
+            let end = if b.is_empty() {
+                Some(size.saturating_sub(1))
+            } else {
+                b.parse::<u64>().ok()
+            };
+            end.map(|end| (start, end.min(size.saturating_sub(1))))
+        }),
+        (true, false) => b
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(|n| (size.saturating_sub(n), size.saturating_sub(1))),
+        (true, true) => None,
+    };
+    match parsed {
+        Some((start, end)) if start <= end && start < size => RangeRequest::Part { start, end },
+        _ => RangeRequest::Unsatisfiable,
+    }
+}
+
+pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResult {
+    let d = parse_digest(digest)?;
+    let size = ctx.registry().blob_size(name, &d).await?;
+    let (status, start, len) = match parse_range(ctx.header(&header::RANGE), size) {
+        RangeRequest::Whole => (StatusCode::OK, 0, size),
+        RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        RangeRequest::Unsatisfiable => {
+            return Err(
+                ApiError::from(registry::Error::RangeInvalid { size }).with_header(
+                    header::CONTENT_RANGE,
+                    header_value(&format!("bytes */{size}")),
+                ),
+            )
+        }
+    };
+    let body = if ctx.method == axum::http::Method::HEAD || len == 0 {
+        Body::empty()
+    } else {
+        Body::from_stream(ctx.registry().read_blob(&d, start, len).await?)
+    };
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    h.insert(header::ETAG, header_value(&format!("\"{d}\"")));
+    h.insert(CONTENT_DIGEST, header_value(&d.to_string()));
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(
+            header::CONTENT_RANGE,
+            header_value(&format!("bytes {start}-{}/{size}", start + len - 1)),
+        );
+    }
+    Ok(resp)
+}
+
+pub(crate) async fn delete(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResult {
+    ctx.check_writable()?;
+    if !ctx.state.config.delete_enabled {
+        return Err(ApiError::unsupported(
+            "deletion is disabled (storage.delete.enabled is false)",
+        ));
+    }
+    let d = parse_digest(digest)?;
+    ctx.registry().delete_blob(name, &d).await?;
+    Ok(accepted_empty())
+}
+
+fn accepted_empty() -> Response {
+    let mut resp = StatusCode::ACCEPTED.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    resp
+}
+
+/// 201 Created for a blob now in the repository.
+fn blob_created(ctx: &Ctx<'_>, name: &RepoName, d: &Digest) -> Response {
+    let mut resp = StatusCode::CREATED.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        header_value(&ctx.url(&repo_path(name, &format!("blobs/{d}")))),
+    );
+    h.insert(CONTENT_DIGEST, header_value(&d.to_string()));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    resp
+}
+
+/// The `Range` header of an upload: the bytes received so far (distribution writes `0-0` when empty).
+fn upload_range(offset: u64) -> HeaderValue {
+    header_value(&format!("0-{}", offset.saturating_sub(1)))
+}
+
+/// 202 Accepted / 204 No Content describing an upload in progress.
+fn upload_progress(
+    ctx: &Ctx<'_>,
+    name: &RepoName,
+    status: StatusCode,
+    up: &UploadStatus,
+) -> Response {
+    let mut resp = status.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        header_value(&upload_location(ctx, name, &up.id)),
+    );
+    h.insert(header::RANGE, upload_range(up.offset));
+    h.insert(UPLOAD_UUID, header_value(&up.id));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    resp
+}
+
+fn upload_location(ctx: &Ctx<'_>, name: &RepoName, id: &str) -> String {
+    ctx.url(&repo_path(name, &format!("blobs/uploads/{id}")))
+}
+
+pub(crate) async fn start_upload(ctx: &mut Ctx<'_>, name: &RepoName) -> ApiResult {
+    ctx.check_writable()?;
+    if let Some(mount) = ctx.query("mount") {
+        let d = parse_digest(mount)?;
+        // An unusable `from` means the blob cannot be mounted from there: fall back to a new upload.
+        let from = match ctx.query("from") {
+            Some(f) => match RepoName::parse(f) {
+                Ok(n) => Some(Some(n)),
+                Err(_) => None,
+            },
+            None => Some(None),
+        };
+        if let Some(from) = from {
+            if ctx.registry().mount_blob(name, &d, from.as_ref()).await? {
+                return Ok(blob_created(ctx, name, &d));
+            }
+        }
+    } else if let Some(digest) = ctx.query("digest") {
+        let d = parse_digest(digest)?;
+        let check = ChunkCheck {
+            start: None,
+            len: ctx.content_length(),
+        };
+        let body = ctx.take_body();
+        ctx.registry().put_blob(name, &d, check, body).await?;
+        return Ok(blob_created(ctx, name, &d));
+    }
+    let up = ctx.registry().start_upload(name).await?;
+    Ok(upload_progress(ctx, name, StatusCode::ACCEPTED, &up))
+}
+
+pub(crate) async fn upload_status(ctx: &Ctx<'_>, name: &RepoName, id: &str) -> ApiResult {
+    let up = ctx.registry().upload_status(name, id).await?;
+    Ok(upload_progress(ctx, name, StatusCode::NO_CONTENT, &up))
+}
+
+/// Reads `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`).
+fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+    let v = v.trim();
+    let v = v
+        .strip_prefix("bytes=")
+        .or_else(|| v.strip_prefix("bytes "))
+        .unwrap_or(v);
+    let v = v.split('/').next()?;
+    let (a, b) = v.split_once('-')?;
+    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b).then_some((a, b))
+}
+
+fn chunk_check(ctx: &Ctx<'_>) -> ApiResult<ChunkCheck> {
+    let len = ctx.content_length();
+    match ctx.header(&header::CONTENT_RANGE) {
+        None => Ok(ChunkCheck { start: None, len }),
+        Some(v) => {
+            let (a, b) = parse_content_range(v).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::RangeInvalid,
+                    format!("Content-Range `{v}` is not of the form start-end"),
+                )
+            })?;
+            let range_len = b - a + 1;
+            if len.is_some_and(|l| l != range_len) {
+                return Err(registry::Error::SizeInvalid(format!(
+                    "Content-Length does not match the {range_len} bytes of Content-Range"
+                ))
+                .into());
+            }
+            Ok(ChunkCheck {
+                start: Some(a),
+                len: Some(range_len),
+            })
+        }
+    }
+}
+
+/// Turns an out-of-order chunk into the 416 the spec asks for, with the upload's real progress.
+fn with_progress(ctx: &Ctx<'_>, name: &RepoName, id: &str, e: registry::Error) -> ApiError {
+    let offset = match &e {
+        registry::Error::UploadOutOfOrder { expected, .. } => Some(*expected),
+        _ => None,
+    };
+    let mut err = ApiError::from(e);
+    if let Some(offset) = offset {
+        err = err
+            .with_header(
+                header::LOCATION,
+                header_value(&upload_location(ctx, name, id)),
+            )
+            .with_header(header::RANGE, upload_range(offset))
+            .with_header(UPLOAD_UUID, header_value(id));
+    }
+    err
+}
+
+pub(crate) async fn patch_upload(ctx: &mut Ctx<'_>, name: &RepoName, id: &str) -> ApiResult {
+    ctx.check_writable()?;
+    let check = chunk_check(ctx)?;
+    let body = ctx.take_body();
+    match ctx.registry().upload_chunk(name, id, check, body).await {
+        Ok(up) => Ok(upload_progress(ctx, name, StatusCode::ACCEPTED, &up)),
+        Err(e) => Err(with_progress(ctx, name, id, e)),
+    }
+}
+
+pub(crate) async fn finish_upload(ctx: &mut Ctx<'_>, name: &RepoName, id: &str) -> ApiResult {
+    ctx.check_writable()?;
+    let Some(digest) = ctx.query("digest") else {
+        return Err(registry::Error::DigestInvalid(
+            "the digest query parameter is required".into(),
+        )
+        .into());
+    };
+    let d = parse_digest(digest)?;
+    let check = chunk_check(ctx)?;
+    let last = if check.len == Some(0) {
+        None
+    } else {
+        Some((check, ctx.take_body()))
+    };
+    match ctx.registry().finish_upload(name, id, &d, last).await {
+        Ok(()) => Ok(blob_created(ctx, name, &d)),
+        Err(e) => Err(with_progress(ctx, name, id, e)),
+    }
+}
+
+pub(crate) async fn cancel_upload(ctx: &Ctx<'_>, name: &RepoName, id: &str) -> ApiResult {
+    ctx.check_writable()?;
+    ctx.registry().cancel_upload(name, id).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let check = |v: Option<&str>, size: u64, want: RangeRequest| {
+            assert_eq!(parse_range(v, size), want, "{v:?}")
+        };
+        check(None, 10, RangeRequest::Whole);
+        check(
+            Some("bytes=0-4"),
+            10,
+            RangeRequest::Part { start: 0, end: 4 },
+        );
+        check(
+            Some("bytes=5-"),
+            10,
+            RangeRequest::Part { start: 5, end: 9 },
+        );
+        check(
+            Some("bytes=-3"),
+            10,
+            RangeRequest::Part { start: 7, end: 9 },
+        );
+        check(
+            Some("bytes=8-100"),
+            10,
+            RangeRequest::Part { start: 8, end: 9 },
+        );
+        check(Some("bytes=10-"), 10, RangeRequest::Unsatisfiable);
+        check(Some("bytes=5-4"), 10, RangeRequest::Unsatisfiable);
+        check(Some("bytes=x-4"), 10, RangeRequest::Unsatisfiable);
+        check(Some("bytes=-0"), 10, RangeRequest::Unsatisfiable);
+        check(Some("items=0-4"), 10, RangeRequest::Unsatisfiable);
+        check(Some("bytes=0-1,3-4"), 10, RangeRequest::Whole);
+        check(Some("bytes=0-0"), 0, RangeRequest::Unsatisfiable);
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("0-99"), Some((0, 99)));
+        assert_eq!(parse_content_range("bytes 100-199/*"), Some((100, 199)));
+        assert_eq!(parse_content_range("5-4"), None);
+        assert_eq!(parse_content_range("abc"), None);
+    }
+}

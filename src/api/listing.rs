@@ -1,0 +1,73 @@
+//! Content discovery: the catalog and tags lists, with `n`/`last` pagination and a `Link` header.
+
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+
+use super::{header_value, json_response, parse_n, ApiResult, Ctx};
+use crate::oci::RepoName;
+use crate::registry::{self, page};
+
+fn with_link(
+    mut resp: Response,
+    ctx: &Ctx<'_>,
+    path: &str,
+    n: usize,
+    last: Option<&String>,
+) -> Response {
+    if let Some(last) = last {
+        let link = format!(
+            "<{}{path}?last={last}&n={n}>; rel=\"next\"",
+            ctx.state.config.prefix
+        );
+        resp.headers_mut().insert(header::LINK, header_value(&link));
+    }
+    resp
+}
+
+pub(crate) async fn catalog(ctx: &Ctx<'_>) -> ApiResult {
+    let max = ctx.state.config.catalog_max_entries;
+    let n = match parse_n(ctx)? {
+        Some(n) if n > max => {
+            return Err(registry::Error::PaginationInvalid(format!(
+                "n must not be above {max} (catalog.maxentries)"
+            ))
+            .into())
+        }
+        Some(n) => n,
+        None => max,
+    };
+    let all = ctx.registry().catalog().await?;
+    let (items, more) = page(&all, ctx.query("last"), Some(n));
+    let body = json!({ "repositories": items }).to_string();
+    let next = if more { items.last() } else { None };
+    Ok(with_link(
+        json_response(StatusCode::OK, body),
+        ctx,
+        "/v2/_catalog",
+        n,
+        next,
+    ))
+}
+
+pub(crate) async fn tags(ctx: &Ctx<'_>, name: &RepoName) -> ApiResult {
+    let max = ctx.state.config.max_tags;
+    let n = match parse_n(ctx)? {
+        Some(n) if max > 0 => Some(n.min(max)),
+        Some(n) => Some(n),
+        None if max > 0 => Some(max),
+        None => None,
+    };
+    let all = ctx.registry().tags(name).await?;
+    let (items, more) = page(&all, ctx.query("last"), n);
+    let body = json!({ "name": name.as_str(), "tags": items }).to_string();
+    let next = if more { items.last() } else { None };
+    let path = format!("/v2/{name}/tags/list");
+    Ok(with_link(
+        json_response(StatusCode::OK, body),
+        ctx,
+        &path,
+        n.unwrap_or(items.len()),
+        next,
+    ))
+}

@@ -1,0 +1,183 @@
+//! Manifest endpoints: fetch with content negotiation, push, delete, and the referrers API.
+
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{json, Value};
+
+use super::{
+    header_value, json_response, parse_digest, parse_reference, repo_path, ApiError, ApiResult,
+    Ctx, CONTENT_DIGEST,
+};
+use crate::oci::manifest::{accepted_types, is_index_type, MAX_MANIFEST_SIZE, OCI_INDEX};
+use crate::oci::{Manifest, Reference, RepoName};
+use crate::registry::{self, StoredManifest};
+
+const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+/// Whether the client's Accept header allows `media_type` (no Accept header, or `*/*`, allows anything).
+fn accepts(accepted: &[String], media_type: &str) -> bool {
+    accepted.is_empty() || accepted.iter().any(|a| a == media_type || a == "*/*")
+}
+
+/// distribution's fallback for clients that cannot read an index fetched by tag: serve its linux/amd64
+/// image manifest instead, if the client accepts that.
+async fn platform_fallback(
+    ctx: &Ctx<'_>,
+    name: &RepoName,
+    index: &StoredManifest,
+    accepted: &[String],
+) -> ApiResult<Option<StoredManifest>> {
+    let Ok(m) = Manifest::parse(&index.body, Some(&index.media_type)) else {
+        return Ok(None);
+    };
+    let child = m.manifests.iter().find(|c| {
+        c.platform
+            .as_ref()
+            .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+            && accepts(accepted, &c.media_type)
+    });
+    let Some(child) = child else { return Ok(None) };
+    match ctx
+        .registry()
+        .get_manifest(name, &Reference::Digest(child.digest.clone()))
+        .await
+    {
+        Ok(m) => Ok(Some(m)),
+        Err(registry::Error::ManifestUnknown(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, reference: &str) -> ApiResult {
+    let reference = parse_reference(reference)?;
+    let mut m = ctx.registry().get_manifest(name, &reference).await?;
+    let accept: Vec<&str> = ctx
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let accepted = accepted_types(&accept);
+    if matches!(reference, Reference::Tag(_))
+        && is_index_type(&m.media_type)
+        && !accepts(&accepted, &m.media_type)
+    {
+        if let Some(child) = platform_fallback(ctx, name, &m, &accepted).await? {
+            m = child;
+        }
+    }
+    let etag = format!("\"{}\"", m.digest);
+    let not_modified = ctx
+        .header(&header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let len = m.body.len();
+    let mut resp = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else if ctx.method == axum::http::Method::HEAD {
+        StatusCode::OK.into_response()
+    } else {
+        (StatusCode::OK, m.body).into_response()
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, header_value(&m.media_type));
+    if !not_modified {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    h.insert(CONTENT_DIGEST, header_value(&m.digest.to_string()));
+    h.insert(header::ETAG, header_value(&etag));
+    Ok(resp)
+}
+
+pub(crate) async fn put(ctx: &mut Ctx<'_>, name: &RepoName, reference: &str) -> ApiResult {
+    ctx.check_writable()?;
+    let reference = parse_reference(reference)?;
+    let limit = MAX_MANIFEST_SIZE;
+    if ctx.content_length().is_some_and(|l| l > limit as u64) {
+        return Err(registry::Error::ManifestTooLarge { limit }.into());
+    }
+    let body = ctx.take_raw_body();
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if too_large {
+                registry::Error::ManifestTooLarge { limit }.into()
+            } else {
+                registry::Error::Body(std::io::Error::other(e)).into()
+            });
+        }
+    };
+    let content_type = ctx.header(&header::CONTENT_TYPE).map(str::to_owned);
+    let pushed = ctx
+        .registry()
+        .put_manifest(name, &reference, body, content_type.as_deref())
+        .await?;
+    let mut resp = StatusCode::CREATED.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        header_value(&ctx.url(&repo_path(name, &format!("manifests/{}", pushed.digest)))),
+    );
+    h.insert(CONTENT_DIGEST, header_value(&pushed.digest.to_string()));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    if let Some(subject) = pushed.subject {
+        h.insert(OCI_SUBJECT, header_value(&subject.to_string()));
+    }
+    Ok(resp)
+}
+
+pub(crate) async fn delete(ctx: &Ctx<'_>, name: &RepoName, reference: &str) -> ApiResult {
+    ctx.check_writable()?;
+    if !ctx.state.config.delete_enabled {
+        return Err(ApiError::unsupported(
+            "deletion is disabled (storage.delete.enabled is false)",
+        ));
+    }
+    let reference = parse_reference(reference)?;
+    ctx.registry().delete_manifest(name, &reference).await?;
+    let mut resp = StatusCode::ACCEPTED.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    Ok(resp)
+}
+
+pub(crate) async fn referrers(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResult {
+    let subject = parse_digest(digest)?;
+    let filter = ctx
+        .query("artifactType")
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let mut manifests = Vec::new();
+    for r in ctx.registry().referrers(name, &subject).await? {
+        let s = &r.summary;
+        if filter
+            .as_deref()
+            .is_some_and(|f| s.artifact_type.as_deref() != Some(f))
+        {
+            continue;
+        }
+        let mut d =
+            json!({ "mediaType": s.media_type, "digest": r.digest.to_string(), "size": s.size });
+        if let Some(at) = &s.artifact_type {
+            d["artifactType"] = Value::String(at.clone());
+        }
+        if let Some(a) = &s.annotations {
+            d["annotations"] = Value::Object(a.clone());
+        }
+        manifests.push(d);
+    }
+    let body =
+        json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests }).to_string();
+    let mut resp = json_response(StatusCode::OK, body);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
+    if filter.is_some() {
+        resp.headers_mut().insert(
+            OCI_FILTERS_APPLIED,
+            HeaderValue::from_static("artifactType"),
+        );
+    }
+    Ok(resp)
+}

@@ -1,0 +1,268 @@
+//! The HTTP API (OCI distribution spec v1.1 / Docker Registry HTTP API V2). One entry handler parses the
+//! path into a [`Route`], dispatches on method and route to a thin handler that calls [`Registry`], and
+//! adds the headers every response carries. Handlers never see storage paths.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use futures_util::TryStreamExt;
+
+use crate::oci::{Digest, ErrorCode, Reference, RepoName};
+use crate::registry::{self, Registry};
+use crate::storage::ByteStream;
+
+mod blobs;
+pub mod error;
+mod listing;
+mod manifests;
+pub mod route;
+
+pub use error::{ApiError, ApiResult};
+use route::{Route, RouteError};
+
+/// The settings the API reads, taken from the configuration at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct ApiConfig {
+    /// `storage.delete.enabled`.
+    pub delete_enabled: bool,
+    /// `storage.maintenance.readonly.enabled`.
+    pub readonly: bool,
+    /// `http.prefix`: "" or "/something".
+    pub prefix: String,
+    /// `http.host`: base URL for absolute Location headers.
+    pub host: Option<String>,
+    /// `http.relativeurls`.
+    pub relative_urls: bool,
+    /// `http.headers`, added to every response.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `catalog.maxentries`.
+    pub catalog_max_entries: usize,
+    /// `tags.maxtags` (0: no limit).
+    pub max_tags: usize,
+    /// `log.accesslog.disabled`.
+    pub access_log_disabled: bool,
+}
+
+pub struct AppState {
+    pub registry: Registry,
+    pub config: ApiConfig,
+}
+
+/// The API as a router; every path goes through [`entry`].
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new().fallback(entry).with_state(state)
+}
+
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub(crate) const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+pub(crate) const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+
+async fn entry(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = match dispatch(&state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    let headers = resp.headers_mut();
+    headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    for (k, v) in &state.config.headers {
+        headers.insert(k.clone(), v.clone());
+    }
+    if !state.config.access_log_disabled {
+        tracing::info!(
+            target: "berth::access",
+            method = %method,
+            path = %path,
+            status = resp.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+    resp
+}
+
+/// Everything a handler needs from the request.
+pub(crate) struct Ctx<'a> {
+    pub state: &'a AppState,
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: Vec<(String, String)>,
+    /// In a mutex only so that `&Ctx` is `Sync` across awaits; it is taken once, through `&mut`.
+    body: std::sync::Mutex<Body>,
+}
+
+impl Ctx<'_> {
+    pub fn registry(&self) -> &Registry {
+        &self.state.registry
+    }
+
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header(&self, name: &HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The base of absolute URLs: `http.host`, or the request's own scheme and host, plus the prefix.
+    pub fn url(&self, path: &str) -> String {
+        let cfg = &self.state.config;
+        let base = if let Some(host) = &cfg.host {
+            host.trim_end_matches('/').to_owned()
+        } else if cfg.relative_urls {
+            String::new()
+        } else {
+            match self.header(&header::HOST) {
+                Some(host) => {
+                    let scheme = self
+                        .header(&HeaderName::from_static("x-forwarded-proto"))
+                        .and_then(|s| s.split(',').next())
+                        .map(str::trim)
+                        .unwrap_or("http");
+                    format!("{scheme}://{host}")
+                }
+                None => String::new(),
+            }
+        };
+        format!("{base}{}{path}", cfg.prefix)
+    }
+
+    /// The body as a stream of bytes, never buffered whole.
+    pub fn take_body(&mut self) -> ByteStream {
+        let body = self.take_raw_body();
+        Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+    }
+
+    pub fn take_raw_body(&mut self) -> Body {
+        std::mem::take(self.body.get_mut().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn content_length(&self) -> Option<u64> {
+        self.header(&header::CONTENT_LENGTH)
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn check_writable(&self) -> ApiResult<()> {
+        if self.state.config.readonly {
+            return Err(ApiError::unsupported("the registry is in read-only mode"));
+        }
+        Ok(())
+    }
+}
+
+fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = q else { return Vec::new() };
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let decode = |s: &str| route::percent_decode(&s.replace('+', " "));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+async fn dispatch(state: &AppState, req: Request) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let path = match path.strip_prefix(state.config.prefix.as_str()) {
+        Some(p) if !state.config.prefix.is_empty() || path.starts_with('/') => p,
+        _ => return Err(not_found()),
+    };
+    let route = match Route::parse(path) {
+        Ok(r) => r,
+        Err(RouteError::NotFound) => return Err(not_found()),
+        Err(RouteError::Name(msg)) => return Err(ApiError::new(ErrorCode::NameInvalid, msg)),
+    };
+    let mut ctx = Ctx {
+        state,
+        method: parts.method.clone(),
+        headers: parts.headers,
+        query: parse_query(parts.uri.query()),
+        body: std::sync::Mutex::new(body),
+    };
+    let m = &parts.method;
+    let is_read = m == Method::GET || m == Method::HEAD;
+    match route {
+        Route::Base if is_read => Ok(json_response(StatusCode::OK, "{}".to_owned())),
+        Route::Catalog if is_read => listing::catalog(&ctx).await,
+        Route::Tags(name) if is_read => listing::tags(&ctx, &name).await,
+        Route::Manifest(name, r) if is_read => manifests::get(&ctx, &name, &r).await,
+        Route::Manifest(name, r) if m == Method::PUT => manifests::put(&mut ctx, &name, &r).await,
+        Route::Manifest(name, r) if m == Method::DELETE => manifests::delete(&ctx, &name, &r).await,
+        Route::Referrers(name, d) if m == Method::GET => {
+            manifests::referrers(&ctx, &name, &d).await
+        }
+        Route::Blob(name, d) if is_read => blobs::get(&ctx, &name, &d).await,
+        Route::Blob(name, d) if m == Method::DELETE => blobs::delete(&ctx, &name, &d).await,
+        Route::UploadStart(name) if m == Method::POST => blobs::start_upload(&mut ctx, &name).await,
+        Route::Upload(name, id) if m == Method::GET => blobs::upload_status(&ctx, &name, &id).await,
+        Route::Upload(name, id) if m == Method::PATCH => {
+            blobs::patch_upload(&mut ctx, &name, &id).await
+        }
+        Route::Upload(name, id) if m == Method::PUT => {
+            blobs::finish_upload(&mut ctx, &name, &id).await
+        }
+        Route::Upload(name, id) if m == Method::DELETE => {
+            blobs::cancel_upload(&ctx, &name, &id).await
+        }
+        _ => Err(ApiError::unsupported(format!(
+            "method {m} is not allowed on this endpoint"
+        ))),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NameUnknown, "no such endpoint").with_status(404)
+}
+
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+pub(crate) fn header_value(s: &str) -> HeaderValue {
+    // Values we put in headers are URLs, digests and numbers we built; fall back to an empty value rather
+    // than fail if one ever were not a valid header value.
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+pub(crate) fn parse_digest(s: &str) -> ApiResult<Digest> {
+    s.parse::<Digest>()
+        .map_err(|e| ApiError::from(registry::Error::DigestInvalid(e.to_string())))
+}
+
+pub(crate) fn parse_reference(s: &str) -> ApiResult<Reference> {
+    Reference::parse(s).map_err(|e| match e {
+        crate::oci::name::ReferenceError::Digest(e) => {
+            registry::Error::DigestInvalid(e.to_string()).into()
+        }
+        crate::oci::name::ReferenceError::Tag(t) => registry::Error::TagInvalid(t).into(),
+    })
+}
+
+/// `?n=` as distribution reads it: a non-negative integer.
+pub(crate) fn parse_n(ctx: &Ctx<'_>) -> ApiResult<Option<usize>> {
+    match ctx.query("n") {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse::<usize>().map(Some).map_err(|_| {
+            registry::Error::PaginationInvalid(format!(
+                "n must be a non-negative integer, not `{v}`"
+            ))
+            .into()
+        }),
+    }
+}
+
+pub(crate) fn repo_path(name: &RepoName, rest: &str) -> String {
+    format!("/v2/{name}/{rest}")
+}

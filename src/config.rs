@@ -1,0 +1,2055 @@
+//! Configuration: distribution's (`registry:2`) YAML schema, `REGISTRY_*` environment overrides,
+//! validation with errors that name the key and line, and the effective configuration rendered for
+//! `berth config check`.
+//!
+//! Loading goes: YAML text -> `serde_norway::Value` -> environment overrides applied to the value
+//! tree -> private `Raw*` structs (serde, with `serde_ignored` collecting unknown keys and
+//! `serde_path_to_error` naming the failing key) -> validated public types. Problems carry a key
+//! path; the path is looked up again in the YAML text to find its line, or traced to the
+//! environment variable that set it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_norway::{Mapping, Value};
+
+/// The configuration berth runs with when no file is given: registry:2's image config, with the
+/// data kept in `./data` under the working directory.
+const EMBEDDED_DEFAULT_YAML: &str = "\
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: ./data
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+";
+
+const EMBEDDED_DEFAULT_NAME: &str = "embedded default configuration";
+
+/// Keys of the `storage` section that are not a storage driver.
+const STORAGE_NON_DRIVER_KEYS: &[&str] = &["delete", "redirect", "maintenance", "cache", "tag"];
+
+/// Keys whose values `render_effective` masks, wherever they appear.
+const SECRET_KEYS: &[&str] = &["password", "secretkey", "accesskey", "secret"];
+
+const MASK: &str = "********";
+
+// ------------------------------------------------------------------------------------------------
+// Public types
+// ------------------------------------------------------------------------------------------------
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Always "0.1".
+    pub version: String,
+    pub log: Log,
+    pub storage: Storage,
+    pub http: Http,
+    pub catalog: Catalog,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// One of error, warn, info, debug, trace.
+    pub level: String,
+    pub formatter: LogFormat,
+    /// Fields added to every log line.
+    pub fields: BTreeMap<String, String>,
+    pub accesslog: AccessLog,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// `json`, and distribution's `logstash`.
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    pub driver: StorageDriver,
+    /// `storage.delete.enabled`.
+    pub delete: bool,
+    /// `storage.redirect.disable`.
+    pub redirect_disable: bool,
+    /// `storage.maintenance.readonly.enabled`.
+    pub readonly: bool,
+    /// `storage.maintenance.uploadpurging`.
+    pub uploadpurging: UploadPurging,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageDriver {
+    Filesystem { rootdirectory: PathBuf },
+    Inmemory,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadPurging {
+    pub enabled: bool,
+    pub age: Duration,
+    pub interval: Duration,
+    pub dryrun: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http {
+    /// As written, e.g. ":5000"; see [`Http::listen_addr`].
+    pub addr: String,
+    /// Always "tcp".
+    pub net: String,
+    /// "" or "/something", without a trailing slash.
+    pub prefix: String,
+    /// Absolute base URL for Location headers, e.g. "https://r.example.com:5000", without a
+    /// trailing slash.
+    pub host: Option<String>,
+    pub secret: Option<String>,
+    pub relativeurls: bool,
+    pub draintimeout: Duration,
+    /// Header name -> values, in file order; entries with no values are dropped.
+    pub headers: Vec<(String, Vec<String>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalog {
+    pub maxentries: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tags {
+    /// 0 means unlimited.
+    pub maxtags: usize,
+}
+
+/// A configuration problem. `Display` is one line for a human: the key path, what is wrong, and
+/// where the value came from (file and line, or environment variable).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    /// Dotted key path, e.g. "storage.delete.enabled"; empty when the problem is the file as a
+    /// whole.
+    pub key: String,
+    /// Line in the configuration file, when the offending value came from it.
+    pub line: Option<usize>,
+    /// The environment variable the offending value came from.
+    pub env_var: Option<String>,
+    message: String,
+}
+
+impl Http {
+    /// The socket address to bind: ":5000" -> 0.0.0.0:5000, "localhost:5000" -> 127.0.0.1:5000;
+    /// other host names are resolved.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_listen_addr(&self.addr).map_err(|detail| ConfigError {
+            key: "http.addr".to_owned(),
+            line: None,
+            env_var: None,
+            message: format!("http.addr: {detail}"),
+        })
+    }
+}
+
+impl Config {
+    /// The embedded default used by `berth serve` with no file: registry:2's image config, except
+    /// that the filesystem root is "./data" (relative to the working directory).
+    pub fn default_embedded() -> Config {
+        let mut fields = BTreeMap::new();
+        fields.insert("service".to_owned(), "registry".to_owned());
+        Config {
+            version: "0.1".to_owned(),
+            log: Log {
+                fields,
+                ..default_log()
+            },
+            storage: default_storage(StorageDriver::Filesystem {
+                rootdirectory: PathBuf::from("./data"),
+            }),
+            http: Http {
+                headers: vec![(
+                    "X-Content-Type-Options".to_owned(),
+                    vec!["nosniff".to_owned()],
+                )],
+                ..default_http()
+            },
+            catalog: Catalog { maxentries: 1000 },
+            tags: Tags { maxtags: 0 },
+        }
+    }
+
+    /// Loads a configuration. `file` is the display name and YAML text of the configuration file
+    /// (`None`: start from the embedded default); `env` is the process environment
+    /// (`std::env::vars()`). Returns the configuration and warnings (unknown keys, ignored
+    /// variables) for the caller to log.
+    pub fn load(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let (name, text) = file.unwrap_or((EMBEDDED_DEFAULT_NAME, EMBEDDED_DEFAULT_YAML));
+        let source = Source { name, text };
+        let mut warnings = Vec::new();
+
+        let mut root: Value = serde_norway::from_str(text).map_err(|e| ConfigError {
+            key: String::new(),
+            line: e.location().map(|l| l.line()),
+            env_var: None,
+            message: format!("{name}: invalid YAML: {e}"),
+        })?;
+        if root.is_null() {
+            root = Value::Mapping(Mapping::new());
+        }
+        root.apply_merge().map_err(|e| ConfigError {
+            key: String::new(),
+            line: e.location().map(|l| l.line()),
+            env_var: None,
+            message: format!("{name}: invalid YAML: {e}"),
+        })?;
+        if !root.is_mapping() {
+            return Err(ConfigError {
+                key: String::new(),
+                line: Some(1),
+                env_var: None,
+                message: format!("{name}: the configuration must be a YAML mapping (line 1)"),
+            });
+        }
+        check_version(&root).map_err(|p| source.error(p, &[]))?;
+
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("REGISTRY_"))
+            .collect();
+        vars.sort();
+        let origins = apply_env(&mut root, &vars, &mut warnings);
+
+        let mut ignored: Vec<Vec<Seg>> = Vec::new();
+        let raw: RawConfig = {
+            let mut record = |path: serde_ignored::Path| ignored.push(ignored_segs(&path));
+            let de = serde_ignored::Deserializer::new(root, &mut record);
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = p2e_segs(e.path());
+                source.error(
+                    Problem {
+                        path,
+                        detail: e.into_inner().to_string(),
+                    },
+                    &origins,
+                )
+            })?
+        };
+        for path in &ignored {
+            source.unknown_key_warnings(path, &origins, &mut warnings);
+        }
+        let config = build(raw).map_err(|p| source.error(p, &origins))?;
+        Ok((config, warnings))
+    }
+
+    /// The effective configuration as YAML, with secrets masked.
+    pub fn render_effective(&self) -> String {
+        let mut value = self.to_value();
+        mask_secrets(&mut value);
+        match serde_norway::to_string(&value) {
+            Ok(s) => s,
+            Err(e) => format!("# cannot render the effective configuration: {e}\n"),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        let driver = match &self.storage.driver {
+            StorageDriver::Filesystem { rootdirectory } => (
+                "filesystem",
+                map(vec![("rootdirectory", s(&rootdirectory.to_string_lossy()))]),
+            ),
+            StorageDriver::Inmemory => ("inmemory", Value::Mapping(Mapping::new())),
+        };
+        let up = &self.storage.uploadpurging;
+        let mut http = vec![
+            ("addr", s(&self.http.addr)),
+            ("net", s(&self.http.net)),
+            ("prefix", s(&self.http.prefix)),
+        ];
+        if let Some(host) = &self.http.host {
+            http.push(("host", s(host)));
+        }
+        if let Some(secret) = &self.http.secret {
+            http.push(("secret", s(secret)));
+        }
+        http.push(("relativeurls", Value::Bool(self.http.relativeurls)));
+        http.push((
+            "draintimeout",
+            s(&format_go_duration(self.http.draintimeout)),
+        ));
+        let mut headers = Mapping::new();
+        for (name, values) in &self.http.headers {
+            headers.insert(
+                s(name),
+                Value::Sequence(values.iter().map(|v| s(v)).collect()),
+            );
+        }
+        http.push(("headers", Value::Mapping(headers)));
+        let mut fields = Mapping::new();
+        for (k, v) in &self.log.fields {
+            fields.insert(s(k), s(v));
+        }
+        map(vec![
+            ("version", s(&self.version)),
+            (
+                "log",
+                map(vec![
+                    ("level", s(&self.log.level)),
+                    (
+                        "formatter",
+                        s(match self.log.formatter {
+                            LogFormat::Text => "text",
+                            LogFormat::Json => "json",
+                        }),
+                    ),
+                    ("fields", Value::Mapping(fields)),
+                    (
+                        "accesslog",
+                        map(vec![("disabled", Value::Bool(self.log.accesslog.disabled))]),
+                    ),
+                ]),
+            ),
+            (
+                "storage",
+                map(vec![
+                    driver,
+                    (
+                        "delete",
+                        map(vec![("enabled", Value::Bool(self.storage.delete))]),
+                    ),
+                    (
+                        "redirect",
+                        map(vec![(
+                            "disable",
+                            Value::Bool(self.storage.redirect_disable),
+                        )]),
+                    ),
+                    (
+                        "maintenance",
+                        map(vec![
+                            (
+                                "uploadpurging",
+                                map(vec![
+                                    ("enabled", Value::Bool(up.enabled)),
+                                    ("age", s(&format_go_duration(up.age))),
+                                    ("interval", s(&format_go_duration(up.interval))),
+                                    ("dryrun", Value::Bool(up.dryrun)),
+                                ]),
+                            ),
+                            (
+                                "readonly",
+                                map(vec![("enabled", Value::Bool(self.storage.readonly))]),
+                            ),
+                        ]),
+                    ),
+                ]),
+            ),
+            ("http", map(http)),
+            (
+                "catalog",
+                map(vec![(
+                    "maxentries",
+                    Value::Number((self.catalog.maxentries as u64).into()),
+                )]),
+            ),
+            (
+                "tags",
+                map(vec![(
+                    "maxtags",
+                    Value::Number((self.tags.maxtags as u64).into()),
+                )]),
+            ),
+        ])
+    }
+}
+
+fn s(text: &str) -> Value {
+    Value::String(text.to_owned())
+}
+
+fn map(entries: Vec<(&str, Value)>) -> Value {
+    let mut m = Mapping::new();
+    for (k, v) in entries {
+        m.insert(s(k), v);
+    }
+    Value::Mapping(m)
+}
+
+fn mask_secrets(value: &mut Value) {
+    match value {
+        Value::Mapping(m) => {
+            for (k, v) in m.iter_mut() {
+                let secret = k
+                    .as_str()
+                    .is_some_and(|k| SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(k)));
+                if secret && !v.is_null() {
+                    *v = s(MASK);
+                } else {
+                    mask_secrets(v);
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(mask_secrets),
+        _ => {}
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Defaults
+// ------------------------------------------------------------------------------------------------
+
+fn default_log() -> Log {
+    Log {
+        level: "info".to_owned(),
+        formatter: LogFormat::Text,
+        fields: BTreeMap::new(),
+        accesslog: AccessLog { disabled: false },
+    }
+}
+
+fn default_storage(driver: StorageDriver) -> Storage {
+    Storage {
+        driver,
+        delete: false,
+        redirect_disable: false,
+        readonly: false,
+        uploadpurging: UploadPurging {
+            enabled: true,
+            age: Duration::from_secs(168 * 3600),
+            interval: Duration::from_secs(24 * 3600),
+            dryrun: false,
+        },
+    }
+}
+
+fn default_http() -> Http {
+    Http {
+        addr: ":5000".to_owned(),
+        net: "tcp".to_owned(),
+        prefix: String::new(),
+        host: None,
+        secret: None,
+        relativeurls: false,
+        draintimeout: Duration::ZERO,
+        headers: Vec::new(),
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Key paths, problems, and where they came from
+// ------------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn dotted(path: &[Seg]) -> String {
+    let parts: Vec<String> = path
+        .iter()
+        .map(|seg| match seg {
+            Seg::Key(k) => k.clone(),
+            Seg::Index(i) => i.to_string(),
+        })
+        .collect();
+    parts.join(".")
+}
+
+fn keys(path: &[&str]) -> Vec<Seg> {
+    path.iter().map(|k| Seg::Key((*k).to_owned())).collect()
+}
+
+fn p2e_segs(path: &serde_path_to_error::Path) -> Vec<Seg> {
+    path.iter()
+        .filter_map(|seg| match seg {
+            serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+            serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+            serde_path_to_error::Segment::Unknown => None,
+        })
+        .collect()
+}
+
+fn ignored_segs(path: &serde_ignored::Path) -> Vec<Seg> {
+    let mut out = Vec::new();
+    let mut cur = path;
+    loop {
+        cur = match cur {
+            serde_ignored::Path::Root => break,
+            serde_ignored::Path::Seq { parent, index } => {
+                out.push(Seg::Index(*index));
+                parent
+            }
+            serde_ignored::Path::Map { parent, key } => {
+                out.push(Seg::Key(key.clone()));
+                parent
+            }
+            serde_ignored::Path::Some { parent }
+            | serde_ignored::Path::NewtypeStruct { parent }
+            | serde_ignored::Path::NewtypeVariant { parent } => parent,
+        };
+    }
+    out.reverse();
+    out
+}
+
+/// Something wrong with the value at `path`.
+#[derive(Debug)]
+struct Problem {
+    path: Vec<Seg>,
+    detail: String,
+}
+
+fn problem(path: &[&str], detail: impl Into<String>) -> Problem {
+    Problem {
+        path: keys(path),
+        detail: detail.into(),
+    }
+}
+
+/// An environment variable and the key path it set.
+#[derive(Debug)]
+struct EnvOrigin {
+    path: Vec<Seg>,
+    var: String,
+}
+
+struct Source<'a> {
+    name: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// Turns a problem into an error that says where the value came from.
+    fn error(&self, p: Problem, origins: &[EnvOrigin]) -> ConfigError {
+        let key = dotted(&p.path);
+        let head = if key.is_empty() || p.detail.starts_with(&key) {
+            p.detail.clone()
+        } else {
+            format!("{key}: {}", p.detail)
+        };
+        // A variable that set this value or a section containing it.
+        if let Some(o) = origins.iter().rev().find(|o| p.path.starts_with(&o.path)) {
+            return ConfigError {
+                message: format!("{head} (from environment variable {})", o.var),
+                key,
+                line: None,
+                env_var: Some(o.var.clone()),
+            };
+        }
+        // A variable that changed something inside this section may be the cause.
+        let inside = origins
+            .iter()
+            .find(|o| o.path.starts_with(&p.path) && !p.path.is_empty());
+        let also = inside
+            .map(|o| format!("; see also environment variable {}", o.var))
+            .unwrap_or_default();
+        let line = line_of(self.text, &p.path, true);
+        let message = match line {
+            Some(n) => format!("{head} ({}, line {n}{also})", self.name),
+            None => format!("{head} ({}{also})", self.name),
+        };
+        ConfigError {
+            key,
+            line,
+            env_var: None,
+            message,
+        }
+    }
+
+    fn unknown_key_warnings(
+        &self,
+        path: &[Seg],
+        origins: &[EnvOrigin],
+        warnings: &mut Vec<String>,
+    ) {
+        let text = |p: &[Seg], from: String| {
+            format!(
+                "unknown or not yet supported configuration key `{}` (ignored){from}",
+                dotted(p)
+            )
+        };
+        if let Some(o) = origins.iter().rev().find(|o| path.starts_with(&o.path)) {
+            warnings.push(text(
+                path,
+                format!(", set by environment variable {}", o.var),
+            ));
+            return;
+        }
+        let mut any = false;
+        if let Some(n) = line_of(self.text, path, false) {
+            warnings.push(text(path, format!(", {} line {n}", self.name)));
+            any = true;
+        }
+        for o in origins.iter().filter(|o| o.path.starts_with(path)) {
+            warnings.push(text(
+                &o.path,
+                format!(", set by environment variable {}", o.var),
+            ));
+            any = true;
+        }
+        if !any {
+            warnings.push(text(path, String::new()));
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Finding the line of a key path in the YAML text
+// ------------------------------------------------------------------------------------------------
+
+/// Sentinel error message: the locator reached its target; the error's mark is the target's
+/// position.
+const FOUND: &str = "\u{0}berth-config-locate-found";
+
+/// The 1-based line of the key at `path` in `text` (of the list item, for an index). With
+/// `nearest`, falls back to the nearest enclosing key that is in the text.
+fn line_of(text: &str, path: &[Seg], nearest: bool) -> Option<usize> {
+    let mut len = path.len();
+    while len > 0 {
+        let target = &path[..len];
+        let de = serde_norway::Deserializer::from_str(text);
+        if let Err(e) = Locate(target).deserialize(de) {
+            if e.to_string().contains(FOUND) {
+                return e.location().map(|l| l.line());
+            }
+        }
+        if !nearest {
+            return None;
+        }
+        len -= 1;
+    }
+    None
+}
+
+struct Locate<'p>(&'p [Seg]);
+
+impl<'de> DeserializeSeed<'de> for Locate<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(LocateVisitor(self.0))
+    }
+}
+
+struct LocateVisitor<'p>(&'p [Seg]);
+
+impl LocateVisitor<'_> {
+    fn leaf<E: de::Error>(self) -> Result<(), E> {
+        if self.0.is_empty() {
+            Err(E::custom(FOUND))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for LocateVisitor<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        let Some((first, rest)) = self.0.split_first() else {
+            return Err(de::Error::custom(FOUND));
+        };
+        let Seg::Key(want) = first else {
+            while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(());
+        };
+        while let Some(hit) = m.next_key_seed(KeySeed {
+            want,
+            last: rest.is_empty(),
+        })? {
+            if hit {
+                return m.next_value_seed(Locate(rest));
+            }
+            m.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let Some((first, rest)) = self.0.split_first() else {
+            return Err(de::Error::custom(FOUND));
+        };
+        let Seg::Index(want) = first else {
+            while items.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(());
+        };
+        let mut i = 0;
+        loop {
+            if i == *want {
+                return items.next_element_seed(Locate(rest)).map(|_| ());
+            }
+            if items.next_element::<IgnoredAny>()?.is_none() {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Deserializes a mapping key: `Ok(true)` when it is the wanted key, the FOUND error when it is the
+/// wanted key and the last segment of the path (so that the error carries the key's position).
+struct KeySeed<'a> {
+    want: &'a str,
+    last: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = bool;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl KeySeed<'_> {
+    fn compare<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        match (key == self.want, self.last) {
+            (true, true) => Err(E::custom(FOUND)),
+            (hit, _) => Ok(hit),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+        self.compare(v)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+        self.compare(&v.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
+        self.compare(&v.to_string())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
+        self.compare(&v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<bool, E> {
+        self.compare(&v.to_string())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Version and environment overrides
+// ------------------------------------------------------------------------------------------------
+
+fn check_version(root: &Value) -> Result<(), Problem> {
+    let version = match root.get("version") {
+        None | Some(Value::Null) => {
+            return Err(problem(
+                &["version"],
+                "missing; the configuration must start with `version: 0.1`",
+            ))
+        }
+        Some(Value::String(v)) => v.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => String::new(),
+    };
+    if version != "0.1" {
+        return Err(problem(
+            &["version"],
+            format!("unsupported configuration version `{version}`; berth reads version 0.1"),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies `REGISTRY_*` variables (already sorted) to the value tree; returns what each variable
+/// set.
+fn apply_env(
+    root: &mut Value,
+    vars: &[(String, String)],
+    warnings: &mut Vec<String>,
+) -> Vec<EnvOrigin> {
+    let mut origins = Vec::new();
+    for (var, raw) in vars {
+        let rest = var.strip_prefix("REGISTRY_").unwrap_or(var);
+        let segs: Vec<String> = rest.split('_').map(str::to_lowercase).collect();
+        if segs.iter().any(String::is_empty) {
+            warnings.push(format!(
+                "environment variable {var} does not name a configuration key (ignored)"
+            ));
+            continue;
+        }
+        if segs.first().map(String::as_str) == Some("version") {
+            warnings.push(format!(
+                "environment variable {var} ignored: `version` cannot be overridden from the \
+                 environment"
+            ));
+            continue;
+        }
+        let value = env_value(raw);
+        let storage_only = segs.len() == 1 && segs.first().map(String::as_str) == Some("storage");
+        if let (true, Value::String(driver)) = (storage_only, &value) {
+            let driver = driver.trim().to_owned();
+            select_storage_driver(root, &driver);
+            origins.push(EnvOrigin {
+                path: keys(&["storage", &driver]),
+                var: var.clone(),
+            });
+            continue;
+        }
+        match set_path(root, &segs, value) {
+            Ok(path) => origins.push(EnvOrigin {
+                path,
+                var: var.clone(),
+            }),
+            Err(why) => warnings.push(format!("environment variable {var} ignored: {why}")),
+        }
+    }
+    origins
+}
+
+/// An environment value is YAML ("true" -> bool, "5000" -> int, "[a, b]" -> list). Text that is not
+/// valid YAML, or a number that would not read back as written ("0123", "1.10"), stays a string.
+fn env_value(raw: &str) -> Value {
+    match serde_norway::from_str::<Value>(raw) {
+        Ok(Value::Number(n)) if n.to_string() != raw.trim() => s(raw),
+        Ok(v) => v,
+        Err(_) => s(raw),
+    }
+}
+
+/// `REGISTRY_STORAGE=<driver>`: keep the non-driver keys of `storage`, drop the other drivers.
+fn select_storage_driver(root: &mut Value, driver: &str) {
+    let Value::Mapping(top) = root else { return };
+    let key = find_key(top, "storage").unwrap_or_else(|| s("storage"));
+    let slot = top.entry(key).or_insert(Value::Null);
+    let mut storage = match std::mem::take(slot) {
+        Value::Mapping(m) => m,
+        Value::String(name) => {
+            let mut m = Mapping::new();
+            m.insert(s(&name), Value::Mapping(Mapping::new()));
+            m
+        }
+        _ => Mapping::new(),
+    };
+    storage.retain(|k, _| {
+        k.as_str()
+            .is_some_and(|k| k == driver || STORAGE_NON_DRIVER_KEYS.contains(&k))
+    });
+    if !storage.contains_key(driver) {
+        storage.insert(s(driver), Value::Mapping(Mapping::new()));
+    }
+    *slot = Value::Mapping(storage);
+}
+
+fn find_key(m: &Mapping, seg: &str) -> Option<Value> {
+    m.keys()
+        .find(|k| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(seg)))
+        .cloned()
+}
+
+/// Sets the value at the (lowercased) key path, creating mappings on the way; returns the path with
+/// the key names as found in the tree.
+fn set_path(root: &mut Value, segs: &[String], value: Value) -> Result<Vec<Seg>, String> {
+    let mut node = root;
+    let mut path: Vec<Seg> = Vec::new();
+    for seg in segs {
+        if node.is_null() {
+            *node = Value::Mapping(Mapping::new());
+        }
+        // `storage: inmemory` and `auth: silly` are short for a one-key mapping.
+        if let Value::String(name) = &*node {
+            if path == keys(&["storage"]) || path == keys(&["auth"]) {
+                let mut m = Mapping::new();
+                m.insert(s(name), Value::Mapping(Mapping::new()));
+                *node = Value::Mapping(m);
+            }
+        }
+        node = match node {
+            Value::Mapping(m) => {
+                let key = find_key(m, seg).unwrap_or_else(|| s(seg));
+                path.push(Seg::Key(key.as_str().unwrap_or(seg).to_owned()));
+                m.entry(key).or_insert(Value::Null)
+            }
+            Value::Sequence(items) => {
+                let index: usize = seg.parse().map_err(|_| {
+                    format!("`{}` is a list; `{seg}` is not an index", dotted(&path))
+                })?;
+                if index == items.len() {
+                    items.push(Value::Null);
+                }
+                let len = items.len();
+                path.push(Seg::Index(index));
+                items.get_mut(index).ok_or_else(|| {
+                    format!(
+                        "index {index} is past the end of `{}` ({len} items)",
+                        dotted(&path[..path.len() - 1])
+                    )
+                })?
+            }
+            _ => {
+                return Err(format!(
+                    "`{}` holds a single value, not a section",
+                    dotted(&path)
+                ))
+            }
+        };
+    }
+    *node = value;
+    Ok(path)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Raw (as written) configuration
+// ------------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct RawConfig {
+    version: Option<Scalar>,
+    log: Option<RawLog>,
+    storage: Option<RawStorage>,
+    http: Option<RawHttp>,
+    catalog: Option<RawCatalog>,
+    tags: Option<RawTags>,
+    auth: Option<Value>,
+    health: Option<RawHealth>,
+}
+
+#[derive(Deserialize)]
+struct RawLog {
+    level: Option<Scalar>,
+    formatter: Option<Scalar>,
+    fields: Option<BTreeMap<Scalar, Option<Scalar>>>,
+    accesslog: Option<RawAccessLog>,
+}
+
+#[derive(Deserialize)]
+struct RawAccessLog {
+    disabled: Option<Bool>,
+}
+
+#[derive(Default)]
+struct RawStorage {
+    /// Driver keys in file order (`storage: inmemory` gives one, from the string form).
+    drivers: Vec<String>,
+    filesystem: Option<RawFilesystem>,
+    delete: Option<RawEnabled>,
+    redirect: Option<RawRedirect>,
+    maintenance: Option<RawMaintenance>,
+    cache: Option<RawCache>,
+}
+
+#[derive(Deserialize)]
+struct RawFilesystem {
+    rootdirectory: Option<Scalar>,
+}
+
+#[derive(Deserialize)]
+struct RawInmemory {}
+
+#[derive(Deserialize)]
+struct RawEnabled {
+    enabled: Option<Bool>,
+}
+
+#[derive(Deserialize)]
+struct RawRedirect {
+    disable: Option<Bool>,
+}
+
+#[derive(Deserialize)]
+struct RawMaintenance {
+    uploadpurging: Option<RawUploadPurging>,
+    readonly: Option<RawEnabled>,
+}
+
+#[derive(Deserialize)]
+struct RawUploadPurging {
+    enabled: Option<Bool>,
+    age: Option<GoDuration>,
+    interval: Option<GoDuration>,
+    dryrun: Option<Bool>,
+}
+
+/// Parsed and type-checked; berth has no descriptor cache to configure yet.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct RawCache {
+    blobdescriptor: Option<Scalar>,
+}
+
+impl<'de> Deserialize<'de> for RawStorage {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RawStorageVisitor)
+    }
+}
+
+struct RawStorageVisitor;
+
+impl<'de> Visitor<'de> for RawStorageVisitor {
+    type Value = RawStorage;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a storage section (a mapping with one storage driver) or a driver name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStorage, E> {
+        Ok(RawStorage {
+            drivers: vec![v.to_owned()],
+            ..RawStorage::default()
+        })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawStorage, A::Error> {
+        let mut out = RawStorage::default();
+        while let Some(key) = m.next_key::<String>()? {
+            match key.as_str() {
+                "delete" => out.delete = m.next_value()?,
+                "redirect" => out.redirect = m.next_value()?,
+                "maintenance" => out.maintenance = m.next_value()?,
+                "cache" => out.cache = m.next_value()?,
+                "filesystem" => {
+                    out.filesystem = m.next_value()?;
+                    out.drivers.push(key);
+                }
+                "inmemory" => {
+                    m.next_value::<Option<RawInmemory>>()?;
+                    out.drivers.push(key);
+                }
+                // distribution 3's `storage.tag`: not a driver; reported as unknown.
+                "tag" => {
+                    m.next_value::<IgnoredAny>()?;
+                }
+                _ => {
+                    m.next_value::<Value>()?;
+                    out.drivers.push(key);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Deserialize)]
+struct RawHttp {
+    addr: Option<Scalar>,
+    net: Option<Scalar>,
+    prefix: Option<Scalar>,
+    host: Option<Scalar>,
+    secret: Option<Scalar>,
+    relativeurls: Option<Bool>,
+    draintimeout: Option<GoDuration>,
+    headers: Option<RawHeaders>,
+    tls: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawCatalog {
+    maxentries: Option<Count>,
+}
+
+#[derive(Deserialize)]
+struct RawTags {
+    maxtags: Option<Count>,
+}
+
+/// `health`: parsed and type-checked so that registry:2's own config loads cleanly; berth's health
+/// checks do not use it yet.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct RawHealth {
+    storagedriver: Option<RawHealthStorage>,
+    file: Option<Vec<RawHealthFile>>,
+    http: Option<Vec<RawHealthHttp>>,
+    tcp: Option<Vec<RawHealthTcp>>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct RawHealthStorage {
+    enabled: Option<Bool>,
+    interval: Option<GoDuration>,
+    threshold: Option<Count>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct RawHealthFile {
+    file: Option<Scalar>,
+    interval: Option<GoDuration>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct RawHealthHttp {
+    uri: Option<Scalar>,
+    headers: Option<RawHeaders>,
+    statuscode: Option<u16>,
+    timeout: Option<GoDuration>,
+    interval: Option<GoDuration>,
+    threshold: Option<Count>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct RawHealthTcp {
+    addr: Option<Scalar>,
+    timeout: Option<GoDuration>,
+    interval: Option<GoDuration>,
+    threshold: Option<Count>,
+}
+
+/// A string, accepting any YAML scalar as its text (`secret: 12345`), as Go's yaml reads into a
+/// string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl Visitor<'_> for ScalarVisitor {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_owned()))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+}
+
+/// A whole number, 0 or more.
+struct Count(usize);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CountVisitor)
+    }
+}
+
+struct CountVisitor;
+
+impl Visitor<'_> for CountVisitor {
+    type Value = Count;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a whole number, 0 or more")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
+        usize::try_from(v)
+            .map(Count)
+            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+        usize::try_from(v)
+            .map(Count)
+            .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+    }
+}
+
+/// A boolean, also accepting the YAML 1.1 words Go's yaml reads as booleans (`yes`, `on`, ...).
+struct Bool(bool);
+
+impl<'de> Deserialize<'de> for Bool {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(BoolVisitor)
+    }
+}
+
+struct BoolVisitor;
+
+impl Visitor<'_> for BoolVisitor {
+    type Value = Bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("true or false")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Bool, E> {
+        Ok(Bool(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Bool, E> {
+        match v {
+            "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+                Ok(Bool(true))
+            }
+            "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off"
+            | "OFF" => Ok(Bool(false)),
+            _ => Err(E::custom(format!("expected true or false, got `{v}`"))),
+        }
+    }
+}
+
+/// A Go `time.Duration`: a duration string ("1h30m") or an integer number of nanoseconds.
+struct GoDuration(Duration);
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(GoDurationVisitor)
+    }
+}
+
+struct GoDurationVisitor;
+
+impl Visitor<'_> for GoDurationVisitor {
+    type Value = GoDuration;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a duration such as `10s`, `1h30m` or `300ms`")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<GoDuration, E> {
+        parse_go_duration(v).map(GoDuration).map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<GoDuration, E> {
+        Ok(GoDuration(Duration::from_nanos(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoDuration, E> {
+        u64::try_from(v)
+            .map(|n| GoDuration(Duration::from_nanos(n)))
+            .map_err(|_| E::custom(format!("invalid duration {v}: must not be negative")))
+    }
+}
+
+/// `http.headers`: header name -> a list of values, or a single value.
+struct RawHeaders(Vec<(String, Vec<String>)>);
+
+impl<'de> Deserialize<'de> for RawHeaders {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RawHeadersVisitor)
+    }
+}
+
+struct RawHeadersVisitor;
+
+impl<'de> Visitor<'de> for RawHeadersVisitor {
+    type Value = RawHeaders;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping of header names to lists of values")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawHeaders, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Scalar(name)) = m.next_key()? {
+            let HeaderValues(values) = m.next_value()?;
+            out.push((name, values));
+        }
+        Ok(RawHeaders(out))
+    }
+}
+
+struct HeaderValues(Vec<String>);
+
+impl<'de> Deserialize<'de> for HeaderValues {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(HeaderValuesVisitor)
+    }
+}
+
+struct HeaderValuesVisitor;
+
+impl<'de> Visitor<'de> for HeaderValuesVisitor {
+    type Value = HeaderValues;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of header values or a single value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<HeaderValues, E> {
+        Ok(HeaderValues(Vec::new()))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<HeaderValues, E> {
+        ScalarVisitor.visit_str(v).map(|s| HeaderValues(vec![s.0]))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<HeaderValues, E> {
+        ScalarVisitor.visit_bool(v).map(|s| HeaderValues(vec![s.0]))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<HeaderValues, E> {
+        ScalarVisitor.visit_i64(v).map(|s| HeaderValues(vec![s.0]))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<HeaderValues, E> {
+        ScalarVisitor.visit_u64(v).map(|s| HeaderValues(vec![s.0]))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<HeaderValues, E> {
+        ScalarVisitor.visit_f64(v).map(|s| HeaderValues(vec![s.0]))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<HeaderValues, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Scalar(v)) = items.next_element()? {
+            out.push(v);
+        }
+        Ok(HeaderValues(out))
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Validation: raw -> public
+// ------------------------------------------------------------------------------------------------
+
+fn flag(b: Option<Bool>, default: bool) -> bool {
+    b.map_or(default, |b| b.0)
+}
+
+fn text(v: Option<Scalar>) -> Option<String> {
+    v.map(|s| s.0)
+}
+
+fn build(raw: RawConfig) -> Result<Config, Problem> {
+    if let Some(auth) = &raw.auth {
+        check_auth(auth)?;
+    }
+    let log = build_log(raw.log)?;
+    let storage = build_storage(raw.storage)?;
+    let http = build_http(raw.http)?;
+    let maxentries = raw.catalog.and_then(|c| c.maxentries).map_or(0, |n| n.0);
+    let _ = raw.health;
+    Ok(Config {
+        version: text(raw.version).unwrap_or_else(|| "0.1".to_owned()),
+        log,
+        storage,
+        http,
+        // distribution: a missing or zero maxentries means 1000.
+        catalog: Catalog {
+            maxentries: if maxentries == 0 { 1000 } else { maxentries },
+        },
+        tags: Tags {
+            maxtags: raw.tags.and_then(|t| t.maxtags).map_or(0, |n| n.0),
+        },
+    })
+}
+
+/// Whether a section configures anything: a value other than null, "" or an empty collection.
+fn is_set(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Sequence(items) => items.iter().any(is_set),
+        Value::Mapping(m) => m.values().any(is_set),
+        _ => true,
+    }
+}
+
+fn check_auth(auth: &Value) -> Result<(), Problem> {
+    let method = match auth {
+        Value::String(s) if !s.is_empty() => s.clone(),
+        Value::Mapping(m) => match m.keys().next() {
+            Some(k) => k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned),
+            None => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    Err(problem(
+        &["auth", &method],
+        format!(
+            "auth.{method} is not supported by this build of berth; refusing to start without the \
+             authentication it configures"
+        ),
+    ))
+}
+
+fn build_log(raw: Option<RawLog>) -> Result<Log, Problem> {
+    let mut log = default_log();
+    let Some(raw) = raw else { return Ok(log) };
+    if let Some(level) = text(raw.level) {
+        log.level = match level.to_ascii_lowercase().as_str() {
+            "" | "info" => "info",
+            "panic" | "fatal" | "error" => "error",
+            "warn" | "warning" => "warn",
+            "debug" => "debug",
+            "trace" => "trace",
+            _ => {
+                return Err(problem(
+                    &["log", "level"],
+                    format!("unknown log level `{level}`; use error, warn, info, debug or trace"),
+                ))
+            }
+        }
+        .to_owned();
+    }
+    if let Some(formatter) = text(raw.formatter) {
+        log.formatter = match formatter.to_ascii_lowercase().as_str() {
+            "" | "text" => LogFormat::Text,
+            "json" | "logstash" => LogFormat::Json,
+            _ => {
+                return Err(problem(
+                    &["log", "formatter"],
+                    format!("unknown log formatter `{formatter}`; use text, json or logstash"),
+                ))
+            }
+        };
+    }
+    for (k, v) in raw.fields.unwrap_or_default() {
+        log.fields.insert(k.0, v.map(|v| v.0).unwrap_or_default());
+    }
+    log.accesslog.disabled = flag(raw.accesslog.and_then(|a| a.disabled), false);
+    Ok(log)
+}
+
+fn build_storage(raw: Option<RawStorage>) -> Result<Storage, Problem> {
+    let raw = raw.ok_or_else(|| {
+        problem(
+            &["storage"],
+            "missing; configure exactly one storage driver (`filesystem` or `inmemory`)",
+        )
+    })?;
+    if let Some(other) = raw
+        .drivers
+        .iter()
+        .find(|d| *d != "filesystem" && *d != "inmemory")
+    {
+        return Err(problem(
+            &["storage", other],
+            format!(
+                "storage driver `{other}` is not supported yet; berth has `filesystem` and \
+                 `inmemory`"
+            ),
+        ));
+    }
+    let driver =
+        match raw.drivers.as_slice() {
+            [] => return Err(problem(
+                &["storage"],
+                "no storage driver configured; configure exactly one: `filesystem` or `inmemory`",
+            )),
+            [one] if one == "inmemory" => StorageDriver::Inmemory,
+            [_] => {
+                let root = raw
+                    .filesystem
+                    .and_then(|f| text(f.rootdirectory))
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| "/var/lib/registry".to_owned());
+                StorageDriver::Filesystem {
+                    rootdirectory: PathBuf::from(root),
+                }
+            }
+            many => {
+                return Err(problem(
+                    &["storage"],
+                    format!(
+                        "more than one storage driver configured (`{}`); configure exactly one",
+                        many.join("`, `")
+                    ),
+                ))
+            }
+        };
+    let mut storage = default_storage(driver);
+    storage.delete = flag(raw.delete.and_then(|d| d.enabled), false);
+    storage.redirect_disable = flag(raw.redirect.and_then(|r| r.disable), false);
+    if let Some(m) = raw.maintenance {
+        storage.readonly = flag(m.readonly.and_then(|r| r.enabled), false);
+        if let Some(up) = m.uploadpurging {
+            let p = &mut storage.uploadpurging;
+            p.enabled = flag(up.enabled, p.enabled);
+            p.age = up.age.map_or(p.age, |d| d.0);
+            p.interval = up.interval.map_or(p.interval, |d| d.0);
+            p.dryrun = flag(up.dryrun, p.dryrun);
+            if p.enabled && p.interval.is_zero() {
+                return Err(problem(
+                    &["storage", "maintenance", "uploadpurging", "interval"],
+                    "must be more than zero while upload purging is enabled",
+                ));
+            }
+        }
+    }
+    let _ = raw.cache;
+    Ok(storage)
+}
+
+fn build_http(raw: Option<RawHttp>) -> Result<Http, Problem> {
+    let mut http = default_http();
+    let Some(raw) = raw else { return Ok(http) };
+    if let Some(tls) = &raw.tls {
+        check_tls(tls)?;
+    }
+    if let Some(addr) = text(raw.addr).filter(|a| !a.is_empty()) {
+        http.addr = addr;
+    }
+    parse_listen_addr(&http.addr).map_err(|detail| problem(&["http", "addr"], detail))?;
+    match text(raw.net).unwrap_or_default().as_str() {
+        "" | "tcp" => {}
+        "unix" => {
+            return Err(problem(
+                &["http", "net"],
+                "unix sockets are not supported yet; use `tcp`",
+            ))
+        }
+        other => {
+            return Err(problem(
+                &["http", "net"],
+                format!("unsupported network `{other}`; use `tcp`"),
+            ))
+        }
+    }
+    let prefix = text(raw.prefix).unwrap_or_default();
+    let prefix = prefix.trim().trim_end_matches('/');
+    http.prefix = match prefix {
+        "" => String::new(),
+        p if p.starts_with('/') => p.to_owned(),
+        p => format!("/{p}"),
+    };
+    if let Some(host) = text(raw.host).filter(|h| !h.is_empty()) {
+        http.host = Some(check_host(&host).map_err(|d| problem(&["http", "host"], d))?);
+    }
+    http.secret = text(raw.secret).filter(|s| !s.is_empty());
+    http.relativeurls = flag(raw.relativeurls, false);
+    http.draintimeout = raw.draintimeout.map_or(Duration::ZERO, |d| d.0);
+    for (name, values) in raw.headers.map(|h| h.0).unwrap_or_default() {
+        check_header(&name, &values).map_err(|d| problem(&["http", "headers", &name], d))?;
+        if !values.is_empty() {
+            http.headers.push((name, values));
+        }
+    }
+    Ok(http)
+}
+
+fn check_tls(tls: &Value) -> Result<(), Problem> {
+    if !is_set(tls) {
+        return Ok(());
+    }
+    let key = match tls {
+        Value::Mapping(m) => m
+            .iter()
+            .find(|(_, v)| is_set(v))
+            .and_then(|(k, _)| k.as_str()),
+        _ => None,
+    };
+    let mut segs = keys(&["http", "tls"]);
+    segs.extend(key.map(|k| Seg::Key(k.to_owned())));
+    let path = dotted(&segs);
+    Err(Problem {
+        path: segs,
+        detail: format!(
+            "{path}: TLS is not supported by this build of berth; refusing to serve plain HTTP \
+             where TLS is configured"
+        ),
+    })
+}
+
+fn check_host(host: &str) -> Result<String, String> {
+    let trimmed = host.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!("`{host}` is not an absolute URL; write it like `https://registry.example.com`")
+        })?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty()
+        || authority
+            .chars()
+            .any(|c| c.is_whitespace() || c == '?' || c == '#')
+    {
+        return Err(format!("`{host}` has no valid host name"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn check_header(name: &str, values: &[String]) -> Result<(), String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(format!("`{name}` is not a valid HTTP header name"));
+    }
+    if let Some(bad) = values
+        .iter()
+        .find(|v| !v.chars().all(|c| c == '\t' || (' '..='~').contains(&c)))
+    {
+        return Err(format!(
+            "header value `{}` must be printable ASCII",
+            bad.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+fn parse_listen_addr(addr: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{addr}` is not a host:port address (for example `:5000`)"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{addr}` has an invalid port `{port}`"))?;
+    if host.is_empty() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(h) => h,
+        None if host.contains(':') => {
+            return Err(format!(
+                "`{addr}`: write an IPv6 address in brackets, like `[::1]:5000`"
+            ))
+        }
+        None => host,
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let hostname = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    if !host.chars().all(hostname) {
+        return Err(format!(
+            "`{addr}` is not a host:port address (for example `:5000`)"
+        ));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{host}` resolves to no address"))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Go durations
+// ------------------------------------------------------------------------------------------------
+
+/// Parses Go's `time.ParseDuration` syntax ("1h30m", "1.5h", "300ms", "0"); negative durations are
+/// refused.
+fn parse_go_duration(input: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "invalid duration `{input}`: expected a Go duration such as `10s`, `1h30m` or `300ms`"
+        )
+    };
+    let (negative, mut rest) = match input.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, input.strip_prefix('+').unwrap_or(input)),
+    };
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let not_digit = |c: char| !c.is_ascii_digit();
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let (int, r) = rest.split_at(rest.find(not_digit).unwrap_or(rest.len()));
+        let (frac, r) = match r.strip_prefix('.') {
+            Some(r) => r.split_at(r.find(not_digit).unwrap_or(r.len())),
+            None => ("", r),
+        };
+        if int.is_empty() && frac.is_empty() {
+            return Err(bad());
+        }
+        let (unit, r) = r.split_at(
+            r.find(|c: char| c == '.' || c.is_ascii_digit())
+                .unwrap_or(r.len()),
+        );
+        let per: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(bad()),
+        };
+        let whole: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad())?
+        };
+        let mut nanos = whole.checked_mul(per).ok_or_else(bad)?;
+        let frac = frac.get(..frac.len().min(18)).unwrap_or_default();
+        if !frac.is_empty() {
+            let f: u128 = frac.parse().map_err(|_| bad())?;
+            let len = u32::try_from(frac.len()).map_err(|_| bad())?;
+            nanos += f * per / 10u128.pow(len);
+        }
+        total = total.checked_add(nanos).ok_or_else(bad)?;
+        rest = r;
+    }
+    if negative && total > 0 {
+        return Err(format!("invalid duration `{input}`: must not be negative"));
+    }
+    // Go's durations are int64 nanoseconds.
+    let nanos = u64::try_from(total)
+        .ok()
+        .filter(|n| i64::try_from(*n).is_ok())
+        .ok_or_else(|| format!("invalid duration `{input}`: too long"))?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// Formats a duration so that [`parse_go_duration`] reads it back: "168h", "1h30m", "1s500ms",
+/// "0s".
+fn format_go_duration(d: Duration) -> String {
+    let mut n = d.as_nanos();
+    if n == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    for (unit, per) in [
+        ("h", 3_600_000_000_000u128),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
+    ] {
+        if n >= per {
+            out.push_str(&format!("{}{unit}", n / per));
+            n %= per;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFICIAL: &str = "\
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+";
+
+    /// A minimal valid file followed by `rest` (indented as top-level keys).
+    fn minimal(rest: &str) -> String {
+        format!("version: 0.1\nstorage:\n  inmemory:\n{rest}")
+    }
+
+    fn env_of(env: &[(&str, &str)]) -> Vec<(String, String)> {
+        env.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn load(
+        yaml: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        Config::load(yaml.map(|y| ("config.yml", y)), env_of(env))
+    }
+
+    /// Loads without warnings and checks the result.
+    fn check_ok(yaml: Option<&str>, env: &[(&str, &str)], expect: impl Fn(&Config)) {
+        match load(yaml, env) {
+            Ok((config, warnings)) => {
+                assert!(warnings.is_empty(), "unexpected warnings: {warnings:#?}");
+                expect(&config);
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    /// Loads, and one warning contains all of `must_contain`.
+    fn check_warn(yaml: Option<&str>, env: &[(&str, &str)], must_contain: &[&str]) {
+        match load(yaml, env) {
+            Ok((_, warnings)) => assert!(
+                warnings
+                    .iter()
+                    .any(|w| must_contain.iter().all(|m| w.contains(m))),
+                "no warning contains {must_contain:?}: {warnings:#?}"
+            ),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    fn check_err(yaml: Option<&str>, env: &[(&str, &str)], must_contain: &[&str]) {
+        match load(yaml, env) {
+            Ok((config, _)) => panic!("expected an error, loaded {config:#?}"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(!msg.contains('\n'), "error is not one line: {msg}");
+                for m in must_contain {
+                    assert!(msg.contains(m), "error `{msg}` does not contain `{m}`");
+                }
+            }
+        }
+    }
+
+    fn rootdir(c: &Config) -> String {
+        match &c.storage.driver {
+            StorageDriver::Filesystem { rootdirectory } => rootdirectory.display().to_string(),
+            StorageDriver::Inmemory => "(inmemory)".to_owned(),
+        }
+    }
+
+    fn hours(h: u64) -> Duration {
+        Duration::from_secs(h * 3600)
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn official_image_config() {
+        check_ok(Some(OFFICIAL), &[], |c| {
+            assert_eq!(rootdir(c), "/var/lib/registry");
+            assert_eq!(c.http.addr, ":5000");
+            assert_eq!(c.http.headers, vec![("X-Content-Type-Options".to_owned(), vec!["nosniff".to_owned()])]);
+            assert_eq!(c.log.fields.get("service").map(String::as_str), Some("registry"));
+            assert_eq!(c.log.level, "info");
+            assert!(!c.storage.delete);
+            assert_eq!(c.storage.uploadpurging, UploadPurging { enabled: true, age: hours(168), interval: hours(24), dryrun: false });
+            assert_eq!(c.catalog.maxentries, 1000);
+            assert_eq!(c.tags.maxtags, 0);
+            assert_eq!(c.http.listen_addr().ok(), "0.0.0.0:5000".parse().ok());
+        });
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn embedded_default() {
+        check_ok(None, &[], |c| assert_eq!(*c, Config::default_embedded()));
+        check_ok(None, &[], |c| assert_eq!(rootdir(c), "./data"));
+        let official = Config { storage: default_storage(StorageDriver::Filesystem { rootdirectory: "/var/lib/registry".into() }), ..Config::default_embedded() };
+        check_ok(Some(OFFICIAL), &[], |c| assert_eq!(*c, official));
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn values() {
+        check_ok(Some(&minimal("")), &[], |c| assert_eq!(c.storage.driver, StorageDriver::Inmemory));
+        check_ok(Some("version: '0.1'\nstorage: inmemory\n"), &[], |c| assert_eq!(c.storage.driver, StorageDriver::Inmemory));
+        check_ok(Some("version: 0.1\nstorage:\n  filesystem:\n"), &[], |c| assert_eq!(rootdir(c), "/var/lib/registry"));
+        check_ok(Some(&minimal("log:\n  level: fatal\n  formatter: logstash\n")), &[], |c| assert_eq!((c.log.level.as_str(), c.log.formatter), ("error", LogFormat::Json)));
+        check_ok(Some(&minimal("log:\n  level: DEBUG\n  formatter: json\n  accesslog:\n    disabled: true\n")), &[], |c| assert_eq!((c.log.level.as_str(), c.log.formatter, c.log.accesslog.disabled), ("debug", LogFormat::Json, true)));
+        check_ok(Some(&minimal("http:\n  prefix: registry/\n")), &[], |c| assert_eq!(c.http.prefix, "/registry"));
+        check_ok(Some(&minimal("http:\n  prefix: /\n")), &[], |c| assert_eq!(c.http.prefix, ""));
+        check_ok(Some(&minimal("http:\n  prefix: /a/b//\n")), &[], |c| assert_eq!(c.http.prefix, "/a/b"));
+        check_ok(Some(&minimal("http:\n  host: https://r.example.com:5000/\n")), &[], |c| assert_eq!(c.http.host.as_deref(), Some("https://r.example.com:5000")));
+        check_ok(Some(&minimal("http:\n  secret: 12345\n  relativeurls: yes\n")), &[], |c| assert_eq!((c.http.secret.as_deref(), c.http.relativeurls), (Some("12345"), true)));
+        check_ok(Some(&minimal("http:\n  draintimeout: 1h30m\n")), &[], |c| assert_eq!(c.http.draintimeout, Duration::from_secs(5400)));
+        check_ok(Some(&minimal("http:\n  draintimeout: 1000000000\n")), &[], |c| assert_eq!(c.http.draintimeout, Duration::from_secs(1)));
+        check_ok(Some(&minimal("http:\n  headers:\n    X-One: single\n    X-Two: [a, b]\n    X-None:\n")), &[], |c| assert_eq!(c.http.headers, vec![("X-One".into(), vec!["single".into()]), ("X-Two".into(), vec!["a".into(), "b".into()])]));
+        check_ok(Some(&minimal("catalog:\n  maxentries: 50\ntags:\n  maxtags: 7\n")), &[], |c| assert_eq!((c.catalog.maxentries, c.tags.maxtags), (50, 7)));
+        check_ok(Some("version: 0.1\nstorage:\n  inmemory: {}\n  delete:\n    enabled: true\n  redirect:\n    disable: true\n  maintenance:\n    readonly:\n      enabled: true\n    uploadpurging:\n      enabled: false\n      age: 300ms\n      interval: 1.5h\n      dryrun: true\n"), &[], |c| {
+            assert!(c.storage.delete && c.storage.redirect_disable && c.storage.readonly);
+            assert_eq!(c.storage.uploadpurging, UploadPurging { enabled: false, age: Duration::from_millis(300), interval: Duration::from_secs(5400), dryrun: true });
+        });
+        check_ok(Some(&minimal("auth:\nhttp:\n  tls:\n    certificate: ''\n")), &[], |c| assert_eq!(c.http.addr, ":5000"));
+        check_ok(Some(&minimal("health:\n  file:\n    - file: /tmp/x\n      interval: 10s\n  tcp:\n    - addr: redis:6379\n      timeout: 3s\n      threshold: 3\n  http:\n    - uri: http://x/\n      headers:\n        Authorization: [Basic x]\n      statuscode: 200\n")), &[], |_| {});
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn env_overrides() {
+        check_ok(Some(OFFICIAL), &[("REGISTRY_HTTP_ADDR", "127.0.0.1:0")], |c| assert_eq!(c.http.listen_addr().ok(), "127.0.0.1:0".parse().ok()));
+        check_ok(Some(OFFICIAL), &[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/srv/registry")], |c| assert_eq!(rootdir(c), "/srv/registry"));
+        check_ok(Some(OFFICIAL), &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")], |c| assert!(c.storage.delete));
+        check_ok(None, &[("REGISTRY_STORAGE", "inmemory"), ("REGISTRY_STORAGE_DELETE_ENABLED", "true")], |c| assert_eq!((&c.storage.driver, c.storage.delete), (&StorageDriver::Inmemory, true)));
+        check_ok(Some("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /x\n  delete:\n    enabled: true\n"), &[("REGISTRY_STORAGE", "inmemory")], |c| assert_eq!((&c.storage.driver, c.storage.delete), (&StorageDriver::Inmemory, true)));
+        check_ok(Some("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /x\n"), &[("REGISTRY_STORAGE", "filesystem")], |c| assert_eq!(rootdir(c), "/x"));
+        check_ok(Some("version: 0.1\nstorage: inmemory\n"), &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")], |c| assert_eq!((&c.storage.driver, c.storage.delete), (&StorageDriver::Inmemory, true)));
+        check_ok(Some(&minimal("http:\n  headers:\n    X-Foo: [a, b]\n")), &[("REGISTRY_HTTP_HEADERS_X-FOO_1", "c"), ("REGISTRY_HTTP_HEADERS_X-FOO_2", "d")], |c| assert_eq!(c.http.headers, vec![("X-Foo".into(), vec!["a".into(), "c".into(), "d".into()])]));
+        check_ok(None, &[("REGISTRY_HTTP_HEADERS", "{X-A: [1, 2]}")], |c| assert_eq!(c.http.headers, vec![("X-A".into(), vec!["1".into(), "2".into()])]));
+        check_ok(None, &[("REGISTRY_HTTP_SECRET", "0123"), ("REGISTRY_CATALOG_MAXENTRIES", "5")], |c| assert_eq!((c.http.secret.as_deref(), c.catalog.maxentries), (Some("0123"), 5)));
+        check_ok(None, &[("REGISTRY_LOG_LEVEL", "debug"), ("NOT_REGISTRY_X", "1")], |c| assert_eq!(c.log.level, "debug"));
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn warnings() {
+        check_warn(Some(&minimal("proxy:\n  remoteurl: https://registry-1.docker.io\n")), &[], &["unknown or not yet supported configuration key `proxy` (ignored)", "config.yml line 4"]);
+        check_warn(Some(&minimal("http:\n  debug:\n    addr: :5001\n")), &[], &["`http.debug`", "line 5"]);
+        check_warn(Some("version: 0.1\nstorage:\n  filesystem:\n    maxthreads: 100\n"), &[], &["`storage.filesystem.maxthreads`", "line 4"]);
+        check_warn(None, &[("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io")], &["unknown or not yet supported configuration key `proxy.remoteurl` (ignored)", "REGISTRY_PROXY_REMOTEURL"]);
+        check_warn(None, &[("REGISTRY_VERSION", "0.2")], &["REGISTRY_VERSION", "cannot be overridden"]);
+        check_warn(None, &[("REGISTRY_HTTP_ADDR_X", "1")], &["REGISTRY_HTTP_ADDR_X", "single value"]);
+        check_warn(None, &[("REGISTRY_HTTP_HEADERS_X-CONTENT-TYPE-OPTIONS_5", "1")], &["REGISTRY_HTTP_HEADERS_X-CONTENT-TYPE-OPTIONS_5", "past the end"]);
+        check_warn(None, &[("REGISTRY__X", "1")], &["REGISTRY__X", "does not name"]);
+        // Kubernetes service links for a service named "registry".
+        check_warn(None, &[("REGISTRY_PORT", "tcp://10.0.0.1:5000"), ("REGISTRY_PORT_5000_TCP_ADDR", "10.0.0.1"), ("REGISTRY_SERVICE_HOST", "10.0.0.1")], &["`service.host`", "REGISTRY_SERVICE_HOST"]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn errors() {
+        check_err(Some(""), &[], &["version", "missing"]);
+        check_err(Some("version: 0.2\nstorage: inmemory\n"), &[], &["version", "0.2", "line 1"]);
+        check_err(Some("version: 0.1\nstorage:\n  inmemory:\n bad: [\n"), &[], &["config.yml", "invalid YAML", "line"]);
+        check_err(Some("- a\n- b\n"), &[], &["mapping"]);
+        check_err(Some(&minimal("auth:\n  htpasswd:\n    realm: r\n    path: /p\n")), &[], &["auth.htpasswd is not supported by this build of berth; refusing to start", "line 5"]);
+        check_err(Some(&minimal("auth: silly\n")), &[], &["auth.silly is not supported"]);
+        check_err(Some(&minimal("")), &[("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd")], &["auth.htpasswd is not supported", "REGISTRY_AUTH_HTPASSWD_PATH"]);
+        check_err(Some(&minimal("http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n")), &[], &["http.tls.certificate", "TLS is not supported", "line 6"]);
+        check_err(Some(&minimal("")), &[("REGISTRY_HTTP_TLS_CERTIFICATE", "/c.pem")], &["http.tls.certificate", "REGISTRY_HTTP_TLS_CERTIFICATE"]);
+        check_err(Some("version: 0.1\nstorage:\n  s3:\n    bucket: b\n"), &[], &["storage.s3", "storage driver `s3` is not supported yet", "line 3"]);
+        check_err(Some(OFFICIAL), &[("REGISTRY_STORAGE", "s3"), ("REGISTRY_STORAGE_S3_BUCKET", "b")], &["storage driver `s3` is not supported yet", "REGISTRY_STORAGE"]);
+        check_err(Some("version: 0.1\nstorage:\n  delete:\n    enabled: true\n"), &[], &["storage:", "no storage driver", "line 2"]);
+        check_err(Some("version: 0.1\n"), &[], &["storage", "missing"]);
+        check_err(Some("version: 0.1\nstorage:\n  inmemory:\n  filesystem:\n"), &[], &["storage:", "more than one storage driver", "line 2"]);
+        check_err(Some(OFFICIAL), &[("REGISTRY_STORAGE_INMEMORY", "{}")], &["more than one storage driver", "REGISTRY_STORAGE_INMEMORY"]);
+        check_err(Some("version: 0.1\nstorage:\n  inmemory:\n  delete:\n    enabled: maybe\n"), &[], &["storage.delete.enabled", "maybe", "line 5"]);
+        check_err(Some(OFFICIAL), &[("REGISTRY_STORAGE_DELETE_ENABLED", "maybe")], &["storage.delete.enabled", "environment variable REGISTRY_STORAGE_DELETE_ENABLED"]);
+        check_err(Some(&minimal("catalog:\n  maxentries: -3\n")), &[], &["catalog.maxentries", "-3", "line 5"]);
+        check_err(Some(&minimal("  maintenance:\n    uploadpurging:\n      age: 10 parsecs\n")), &[], &["storage.maintenance.uploadpurging.age", "10 parsecs", "line 6"]);
+        check_err(Some(&minimal("http:\n  draintimeout: -5s\n")), &[], &["http.draintimeout", "negative", "line 5"]);
+        check_err(Some(&minimal("http:\n  addr: nowhere\n")), &[], &["http.addr", "nowhere", "line 5"]);
+        check_err(Some(&minimal("http:\n  addr: :99999\n")), &[], &["http.addr", "port", "line 5"]);
+        check_err(None, &[("REGISTRY_HTTP_ADDR", "bad addr:1")], &["http.addr", "REGISTRY_HTTP_ADDR"]);
+        check_err(Some(&minimal("http:\n  net: unix\n")), &[], &["http.net", "unix", "line 5"]);
+        check_err(Some(&minimal("http:\n  host: r.example.com\n")), &[], &["http.host", "absolute URL", "line 5"]);
+        check_err(Some(&minimal("http:\n  headers:\n    'Bad Name': [x]\n")), &[], &["http.headers.Bad Name", "line 6"]);
+        check_err(Some(&minimal("log:\n  level: loud\n")), &[], &["log.level", "loud", "line 5"]);
+        check_err(Some(&minimal("log:\n  formatter: xml\n")), &[], &["log.formatter", "line 5"]);
+        check_err(Some(&minimal("health:\n  storagedriver:\n    threshold: many\n")), &[], &["health.storagedriver.threshold", "line 6"]);
+        check_err(Some(&minimal("health:\n  tcp:\n    - addr: x:1\n    - timeout: forever\n")), &[], &["health.tcp.1.timeout", "line 7"]);
+    }
+
+    #[test]
+    fn listen_addr() {
+        let check = |addr: &str, expect: Option<&str>| {
+            let http = Http {
+                addr: addr.to_owned(),
+                ..default_http()
+            };
+            assert_eq!(
+                http.listen_addr().ok(),
+                expect.and_then(|e| e.parse().ok()),
+                "{addr}"
+            );
+        };
+        check(":5000", Some("0.0.0.0:5000"));
+        check("localhost:5000", Some("127.0.0.1:5000"));
+        check("127.0.0.1:0", Some("127.0.0.1:0"));
+        check("[::1]:5000", Some("[::1]:5000"));
+        check("5000", None);
+        check(":http", None);
+        check("::1:5000", None);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn go_durations() {
+        let check = |text: &str, expect: Option<Duration>| assert_eq!(parse_go_duration(text).ok(), expect, "{text}");
+        check("168h", Some(hours(168)));
+        check("1h30m", Some(Duration::from_secs(5400)));
+        check("10s", Some(Duration::from_secs(10)));
+        check("300ms", Some(Duration::from_millis(300)));
+        check("1.5s", Some(Duration::from_millis(1500)));
+        check(".5m", Some(Duration::from_secs(30)));
+        check("2us", Some(Duration::from_micros(2)));
+        check("2\u{b5}s", Some(Duration::from_micros(2)));
+        check("7ns", Some(Duration::from_nanos(7)));
+        check("0", Some(Duration::ZERO));
+        check("+1s", Some(Duration::from_secs(1)));
+        for bad in ["", "10", "10 parsecs", "1d", "s", ".s", "-1s", "1.2.3s", "99999999999999999999h", "3000000h"] {
+            check(bad, None);
+        }
+        for d in [Duration::ZERO, hours(168), Duration::from_secs(5400), Duration::from_millis(1500), Duration::from_nanos(1_001)] {
+            assert_eq!(parse_go_duration(&format_go_duration(d)).ok(), Some(d));
+        }
+    }
+
+    #[test]
+    fn render_effective() {
+        let yaml = minimal(
+            "http:\n  secret: hunter2\n  host: https://r.example.com\n  headers:\n    X-A: b\n",
+        );
+        let Ok((config, _)) = load(Some(&yaml), &[]) else {
+            panic!("load failed")
+        };
+        let out = config.render_effective();
+        assert!(
+            out.contains("secret: '********'") || out.contains("secret: \"********\""),
+            "{out}"
+        );
+        assert!(!out.contains("hunter2"), "{out}");
+        // What is rendered loads back to the same configuration (secret aside).
+        let Ok((again, warnings)) = load(Some(&out), &[]) else {
+            panic!("reload failed: {out}")
+        };
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(again.http.secret.as_deref(), Some(MASK));
+        let default = Config::default_embedded();
+        let Ok((again, _)) = load(Some(&default.render_effective()), &[]) else {
+            panic!("reload failed")
+        };
+        assert_eq!(again, default);
+        let mut v = map(vec![
+            (
+                "s3",
+                map(vec![
+                    ("accesskey", s("a")),
+                    ("secretkey", s("b")),
+                    ("region", s("r")),
+                ]),
+            ),
+            ("proxy", map(vec![("password", s("p"))])),
+        ]);
+        mask_secrets(&mut v);
+        let out = serde_norway::to_string(&v).unwrap_or_default();
+        assert!(
+            !out.contains(": a")
+                && !out.contains(": b")
+                && !out.contains(": p")
+                && out.contains("region: r"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,452 @@
+//! The registry's content model on top of a storage driver, in distribution's layout: blobs, per-repository
+//! links, manifests, tags, uploads, listing and referrers. No HTTP here: the `api` module calls these
+//! functions and maps their [`Error`]s to responses.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::oci::manifest::{self, Kind, Manifest, MAX_MANIFEST_SIZE};
+use crate::oci::{Digest, Reference, RepoName};
+use crate::storage::{ByteStream, Driver};
+
+pub mod error;
+pub mod paths;
+pub mod upload;
+
+pub use error::{Error, Result};
+pub use upload::{ChunkCheck, UploadStatus};
+
+/// Link files hold `sha256:<hex>`: anything longer is not a link.
+const LINK_LIMIT: u64 = 256;
+/// Parsed summaries of manifests kept for the referrers API; manifests are immutable by digest.
+const SUMMARY_CACHE_LIMIT: usize = 100_000;
+
+/// What the referrers API needs from a stored manifest.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub media_type: String,
+    pub size: u64,
+    pub subject: Option<Digest>,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A referrer of a subject, as listed by the referrers API.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub summary: Arc<Summary>,
+}
+
+pub struct Registry {
+    driver: Arc<dyn Driver>,
+    upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    summaries: Mutex<HashMap<Digest, Arc<Summary>>>,
+}
+
+/// A stored manifest fetched for a client.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+/// The result of a manifest push.
+#[derive(Debug, Clone)]
+pub struct PushedManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here is a single map operation, so a poisoned map is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Registry {
+    pub fn new(driver: Arc<dyn Driver>) -> Registry {
+        Registry {
+            driver,
+            upload_locks: Mutex::default(),
+            summaries: Mutex::default(),
+        }
+    }
+
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.driver
+    }
+
+    fn upload_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.upload_locks)
+            .entry(id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn forget_upload_lock(&self, id: &str) {
+        lock(&self.upload_locks).remove(id);
+    }
+
+    /// Reads a link file; `None` when it does not exist or does not hold a digest.
+    async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
+        match self.driver.get(path, LINK_LIMIT).await {
+            Ok(raw) => Ok(std::str::from_utf8(&raw)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())),
+            Err(e) if e.is_not_found() || e.kind == crate::storage::ErrorKind::TooLarge => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes a link file unless it already holds this digest.
+    async fn link(&self, path: &str, d: &Digest) -> Result<()> {
+        if self.read_link(path).await?.as_ref() == Some(d) {
+            return Ok(());
+        }
+        self.driver.put(path, Bytes::from(d.to_string())).await?;
+        Ok(())
+    }
+
+    // ---- blobs ----
+
+    /// The size of a blob that the repository may serve: a layer linked into it, or one of its manifests.
+    pub async fn blob_size(&self, repo: &RepoName, d: &Digest) -> Result<u64> {
+        let linked = self.read_link(&paths::layer_link(repo, d)).await?.as_ref() == Some(d)
+            || self
+                .read_link(&paths::revision_link(repo, d))
+                .await?
+                .as_ref()
+                == Some(d);
+        if !linked {
+            return Err(Error::BlobUnknown(d.clone()));
+        }
+        match self.driver.stat(&paths::blob_data(d)).await {
+            Ok(meta) => Ok(meta.size),
+            Err(e) if e.is_not_found() => Err(Error::BlobUnknown(d.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Streams part of a blob whose presence the caller has checked with [`Registry::blob_size`].
+    pub async fn read_blob(&self, d: &Digest, offset: u64, len: u64) -> Result<ByteStream> {
+        match self.driver.read(&paths::blob_data(d), offset, len).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.is_not_found() => Err(Error::BlobUnknown(d.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Cross-repository mount: links a blob into `repo` if it is in `from` (or, without `from`, anywhere
+    /// in the registry). Returns whether it was mounted.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<bool> {
+        let source_ok = match from {
+            Some(from) => self.blob_size(from, d).await.is_ok(),
+            None => true,
+        };
+        if !source_ok {
+            return Ok(false);
+        }
+        match self.driver.stat(&paths::blob_data(d)).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        self.link(&paths::layer_link(repo, d), d).await?;
+        Ok(true)
+    }
+
+    /// Removes a blob from a repository (its layer link); the data stays for garbage collection.
+    pub async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+        if self.read_link(&paths::layer_link(repo, d)).await?.as_ref() != Some(d) {
+            return Err(Error::BlobUnknown(d.clone()));
+        }
+        self.driver.delete(&paths::layer_dir(repo, d)).await?;
+        Ok(())
+    }
+
+    // ---- manifests ----
+
+    async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest> {
+        let unknown = || Error::ManifestUnknown(format!("{repo}:{reference}"));
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => self
+                .read_link(&paths::tag_current(repo, t))
+                .await?
+                .ok_or_else(unknown)?,
+        };
+        if self
+            .read_link(&paths::revision_link(repo, &digest))
+            .await?
+            .as_ref()
+            != Some(&digest)
+        {
+            return Err(unknown());
+        }
+        Ok(digest)
+    }
+
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<StoredManifest> {
+        let digest = self.resolve(repo, reference).await?;
+        let body = match self
+            .driver
+            .get(&paths::blob_data(&digest), MAX_MANIFEST_SIZE as u64)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Err(Error::ManifestUnknown(format!("{repo}@{digest}")))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let media_type = manifest::stored_media_type(&body);
+        Ok(StoredManifest {
+            digest,
+            media_type,
+            body,
+        })
+    }
+
+    /// Validates and stores a manifest exactly as pushed, then points the tag at it.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        body: Bytes,
+        content_type: Option<&str>,
+    ) -> Result<PushedManifest> {
+        if body.len() > MAX_MANIFEST_SIZE {
+            return Err(Error::ManifestTooLarge {
+                limit: MAX_MANIFEST_SIZE,
+            });
+        }
+        let m = Manifest::parse(&body, content_type)?;
+        let digest = Digest::of(&body);
+        if let Reference::Digest(d) = reference {
+            if d != &digest {
+                return Err(Error::DigestMismatch {
+                    expected: d.clone(),
+                    got: digest,
+                });
+            }
+        }
+        for blob in m.required_blobs() {
+            let linked = self
+                .read_link(&paths::layer_link(repo, &blob.digest))
+                .await?
+                .as_ref()
+                == Some(&blob.digest);
+            if !linked
+                || self
+                    .driver
+                    .stat(&paths::blob_data(&blob.digest))
+                    .await
+                    .is_err()
+            {
+                return Err(Error::ManifestBlobUnknown(blob.digest.clone()));
+            }
+        }
+        if m.kind == Kind::Index {
+            for child in &m.manifests {
+                if self
+                    .resolve(repo, &Reference::Digest(child.digest.clone()))
+                    .await
+                    .is_err()
+                {
+                    return Err(Error::ManifestBlobUnknown(child.digest.clone()));
+                }
+            }
+        }
+        let blob = paths::blob_data(&digest);
+        if !matches!(self.driver.stat(&blob).await, Ok(meta) if meta.size == body.len() as u64) {
+            self.driver.put(&blob, body.clone()).await?;
+        }
+        self.link(&paths::revision_link(repo, &digest), &digest)
+            .await?;
+        if let Reference::Tag(tag) = reference {
+            self.link(&paths::tag_index(repo, tag, &digest), &digest)
+                .await?;
+            self.link(&paths::tag_current(repo, tag), &digest).await?;
+        }
+        let subject = m.subject.as_ref().map(|s| s.digest.clone());
+        self.remember(&digest, summarize(&m, body.len() as u64));
+        Ok(PushedManifest { digest, subject })
+    }
+
+    /// Deletes by digest (the revision and every tag pointing at it) or by tag (only the tag).
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        match reference {
+            Reference::Tag(tag) => {
+                if self
+                    .read_link(&paths::tag_current(repo, tag))
+                    .await?
+                    .is_none()
+                {
+                    return Err(Error::ManifestUnknown(format!("{repo}:{tag}")));
+                }
+                self.driver.delete(&paths::tag_dir(repo, tag)).await?;
+            }
+            Reference::Digest(d) => {
+                self.resolve(repo, reference).await?;
+                for tag in self.driver.list(&paths::tags(repo)).await? {
+                    if self
+                        .read_link(&paths::tag_current(repo, &tag))
+                        .await?
+                        .as_ref()
+                        == Some(d)
+                    {
+                        self.driver.delete(&paths::tag_dir(repo, &tag)).await?;
+                    }
+                }
+                self.driver.delete(&paths::revision_dir(repo, d)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- listing ----
+
+    /// All tags of a repository, sorted.
+    pub async fn tags(&self, repo: &RepoName) -> Result<Vec<String>> {
+        let tags = self.driver.list(&paths::tags(repo)).await?;
+        if tags.is_empty() && self.driver.list(&paths::repo(repo)).await?.is_empty() {
+            return Err(Error::NameUnknown(repo.to_string()));
+        }
+        Ok(tags)
+    }
+
+    /// Every repository with a `_manifests` directory, sorted.
+    pub async fn catalog(&self) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        let mut pending = vec![String::new()];
+        let root = paths::repositories();
+        while let Some(name) = pending.pop() {
+            let dir = if name.is_empty() {
+                root.clone()
+            } else {
+                format!("{root}/{name}")
+            };
+            for child in self.driver.list(&dir).await? {
+                if child == "_manifests" && !name.is_empty() {
+                    found.push(name.clone());
+                } else if !child.starts_with('_') {
+                    pending.push(if name.is_empty() {
+                        child
+                    } else {
+                        format!("{name}/{child}")
+                    });
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// The manifests in `repo` whose subject is `subject`, sorted by digest.
+    pub async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Referrer>> {
+        let mut out = Vec::new();
+        for hex in self.driver.list(&paths::revisions(repo)).await? {
+            let Ok(d) = format!("sha256:{hex}").parse::<Digest>() else {
+                continue;
+            };
+            let Some(summary) = self.summary(&d).await? else {
+                continue;
+            };
+            if summary.subject.as_ref() == Some(subject) {
+                out.push(Referrer { digest: d, summary });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn summary(&self, d: &Digest) -> Result<Option<Arc<Summary>>> {
+        if let Some(s) = lock(&self.summaries).get(d) {
+            return Ok(Some(s.clone()));
+        }
+        let body = match self
+            .driver
+            .get(&paths::blob_data(d), MAX_MANIFEST_SIZE as u64)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() || e.kind == crate::storage::ErrorKind::TooLarge => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Ok(m) = Manifest::parse(&body, None) else {
+            return Ok(None);
+        };
+        Ok(Some(self.remember(d, summarize(&m, body.len() as u64))))
+    }
+
+    fn remember(&self, d: &Digest, s: Summary) -> Arc<Summary> {
+        let s = Arc::new(s);
+        let mut cache = lock(&self.summaries);
+        if cache.len() >= SUMMARY_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(d.clone(), s.clone());
+        s
+    }
+}
+
+fn summarize(m: &Manifest, size: u64) -> Summary {
+    Summary {
+        media_type: m.media_type.clone(),
+        size,
+        subject: m.subject.as_ref().map(|s| s.digest.clone()),
+        artifact_type: m.effective_artifact_type().map(str::to_owned),
+        annotations: m.annotations.clone(),
+    }
+}
+
+/// One page of a sorted list: the entries after `last`, at most `n`, and whether more follow.
+pub fn page<'a>(
+    sorted: &'a [String],
+    last: Option<&str>,
+    n: Option<usize>,
+) -> (&'a [String], bool) {
+    let start = match last {
+        Some(last) => sorted.partition_point(|s| s.as_str() <= last),
+        None => 0,
+    };
+    let rest = &sorted[start..];
+    match n {
+        Some(n) if n < rest.len() => (&rest[..n], true),
+        _ => (rest, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages() {
+        let all: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let check = |last: Option<&str>, n: Option<usize>, want: &[&str], more: bool| {
+            let (got, m) = page(&all, last, n);
+            assert_eq!(got, want, "{last:?} {n:?}");
+            assert_eq!(m, more, "{last:?} {n:?}");
+        };
+        check(None, None, &["a", "b", "c", "d"], false);
+        check(None, Some(2), &["a", "b"], true);
+        check(Some("b"), Some(2), &["c", "d"], false);
+        check(Some("bb"), Some(1), &["c"], true);
+        check(Some("z"), Some(5), &[], false);
+        check(None, Some(0), &[], true);
+    }
+}

@@ -1,0 +1,304 @@
+//! Blob uploads. An upload is a directory `_uploads/<id>/` holding `data`, `startedat` and the SHA-256
+//! state after the last acknowledged byte, `hashstates/sha256/<offset>`. A chunk is streamed into the
+//! hasher and the data file at the same time, the data is made durable, and only then is the new hash
+//! state written: the newest hash state is the upload's acknowledged offset, so an upload survives a
+//! restart and a chunk cut off half-way is simply overwritten by the next one.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sha2::digest::common::hazmat::SerializableState;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+
+use super::error::{Error, Result};
+use super::{paths, Registry};
+use crate::oci::{Digest, RepoName};
+use crate::storage::ByteStream;
+
+/// What a client learns about an upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: String,
+    /// Bytes acknowledged so far.
+    pub offset: u64,
+}
+
+/// Where the next chunk must start and how long it must be, from `Content-Range`/`Content-Length`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkCheck {
+    pub start: Option<u64>,
+    pub len: Option<u64>,
+}
+
+struct State {
+    offset: u64,
+    hasher: Sha256,
+}
+
+const HASHER_QUEUE: usize = 8;
+
+/// Hashes on a blocking thread, fed through a bounded channel, so hashing overlaps the network and disk.
+struct HashPipe {
+    tx: mpsc::Sender<Bytes>,
+    task: tokio::task::JoinHandle<Sha256>,
+}
+
+impl HashPipe {
+    fn start(mut hasher: Sha256) -> HashPipe {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(HASHER_QUEUE);
+        let task = tokio::task::spawn_blocking(move || {
+            while let Some(buf) = rx.blocking_recv() {
+                hasher.update(&buf);
+            }
+            hasher
+        });
+        HashPipe { tx, task }
+    }
+
+    async fn send(&self, buf: Bytes) -> Result<()> {
+        self.tx
+            .send(buf)
+            .await
+            .map_err(|_| Error::Body(std::io::Error::other("hasher stopped")))
+    }
+
+    async fn finish(self) -> Result<Sha256> {
+        drop(self.tx);
+        self.task
+            .await
+            .map_err(|e| Error::Body(std::io::Error::other(e)))
+    }
+}
+
+impl Registry {
+    /// Starts an upload and returns its id.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let started = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
+        self.driver
+            .put(&paths::upload_started(repo, &id), Bytes::from(started))
+            .await?;
+        self.save_state(
+            repo,
+            &id,
+            &State {
+                offset: 0,
+                hasher: Sha256::new(),
+            },
+            None,
+        )
+        .await?;
+        Ok(UploadStatus { id, offset: 0 })
+    }
+
+    /// The acknowledged offset of an upload.
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus> {
+        let state = self.load_state(repo, id).await?;
+        Ok(UploadStatus {
+            id: id.to_owned(),
+            offset: state.offset,
+        })
+    }
+
+    /// Appends a chunk and returns the new acknowledged offset.
+    pub async fn upload_chunk(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        check: ChunkCheck,
+        body: ByteStream,
+    ) -> Result<UploadStatus> {
+        let lock = self.upload_lock(id);
+        let _held = lock.lock().await;
+        let state = self.load_state(repo, id).await?;
+        let state = self.append(repo, id, state, check, body).await?;
+        Ok(UploadStatus {
+            id: id.to_owned(),
+            offset: state.offset,
+        })
+    }
+
+    /// Completes an upload with an optional last chunk, verifies the digest, and makes the blob visible
+    /// in the repository.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        expected: &Digest,
+        last_chunk: Option<(ChunkCheck, ByteStream)>,
+    ) -> Result<()> {
+        let lock = self.upload_lock(id);
+        let _held = lock.lock().await;
+        let mut state = self.load_state(repo, id).await?;
+        if let Some((check, body)) = last_chunk {
+            state = self.append(repo, id, state, check, body).await?;
+        }
+        let got = Digest::from_sha256(state.hasher.finalize().as_slice());
+        if &got != expected {
+            self.driver.delete(&paths::upload_dir(repo, id)).await?;
+            self.forget_upload_lock(id);
+            return Err(Error::DigestMismatch {
+                expected: expected.clone(),
+                got,
+            });
+        }
+        let blob = paths::blob_data(expected);
+        let present = matches!(self.driver.stat(&blob).await, Ok(m) if m.size == state.offset);
+        if !present {
+            if state.offset == 0 {
+                self.driver.put(&blob, Bytes::new()).await?;
+            } else {
+                self.driver
+                    .rename(&paths::upload_data(repo, id), &blob)
+                    .await?;
+            }
+        }
+        self.link(&paths::layer_link(repo, expected), expected)
+            .await?;
+        self.driver.delete(&paths::upload_dir(repo, id)).await?;
+        self.forget_upload_lock(id);
+        Ok(())
+    }
+
+    /// Cancels an upload and discards its data.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+        let lock = self.upload_lock(id);
+        let _held = lock.lock().await;
+        self.load_state(repo, id).await?;
+        self.driver.delete(&paths::upload_dir(repo, id)).await?;
+        self.forget_upload_lock(id);
+        Ok(())
+    }
+
+    /// A monolithic upload: the whole blob in one request.
+    pub async fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        check: ChunkCheck,
+        body: ByteStream,
+    ) -> Result<()> {
+        let status = self.start_upload(repo).await?;
+        let result = self
+            .finish_upload(repo, &status.id, digest, Some((check, body)))
+            .await;
+        if result.is_err() {
+            // Nobody else knows this upload's id: do not leave it behind.
+            let _ = self
+                .driver
+                .delete(&paths::upload_dir(repo, &status.id))
+                .await;
+        }
+        result
+    }
+
+    async fn load_state(&self, repo: &RepoName, id: &str) -> Result<State> {
+        if !paths::is_valid_upload_id(id) {
+            return Err(Error::UploadUnknown);
+        }
+        let names = self
+            .driver
+            .list(&paths::upload_hashstates(repo, id))
+            .await?;
+        let Some(offset) = names.iter().filter_map(|n| n.parse::<u64>().ok()).max() else {
+            return Err(Error::UploadUnknown);
+        };
+        let raw = match self
+            .driver
+            .get(&paths::upload_hashstate(repo, id, offset), 1024)
+            .await
+        {
+            Ok(raw) => raw,
+            Err(e) if e.is_not_found() => return Err(Error::UploadUnknown),
+            Err(e) => return Err(e.into()),
+        };
+        // A state we cannot read (for instance one written by distribution, whose format differs) is an
+        // upload we cannot continue.
+        let arr = raw[..].try_into().map_err(|_| Error::UploadUnknown)?;
+        let hasher = Sha256::deserialize(arr).map_err(|_| Error::UploadUnknown)?;
+        Ok(State { offset, hasher })
+    }
+
+    async fn save_state(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        state: &State,
+        previous: Option<u64>,
+    ) -> Result<()> {
+        let raw = Bytes::copy_from_slice(state.hasher.serialize().as_slice());
+        self.driver
+            .put(&paths::upload_hashstate(repo, id, state.offset), raw)
+            .await?;
+        if let Some(prev) = previous.filter(|&p| p != state.offset) {
+            self.driver
+                .delete(&paths::upload_hashstate(repo, id, prev))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        state: State,
+        check: ChunkCheck,
+        mut body: ByteStream,
+    ) -> Result<State> {
+        if let Some(start) = check.start {
+            if start != state.offset {
+                return Err(Error::UploadOutOfOrder {
+                    expected: state.offset,
+                    got: start,
+                });
+            }
+        }
+        let previous = state.offset;
+        let mut writer = self
+            .driver
+            .writer(&paths::upload_data(repo, id), state.offset)
+            .await?;
+        let hasher = HashPipe::start(state.hasher);
+        let mut written: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Error::Body)?;
+            if chunk.is_empty() {
+                continue;
+            }
+            written += chunk.len() as u64;
+            if let Some(len) = check.len {
+                if written > len {
+                    return Err(Error::SizeInvalid(format!(
+                        "chunk is longer than the {len} bytes announced"
+                    )));
+                }
+            }
+            hasher.send(chunk.clone()).await?;
+            writer.write(chunk).await?;
+        }
+        if let Some(len) = check.len {
+            if written != len {
+                return Err(Error::SizeInvalid(format!(
+                    "chunk has {written} bytes, {len} were announced"
+                )));
+            }
+        }
+        let size = writer.commit().await?;
+        let hasher = hasher.finish().await?;
+        let state = State {
+            offset: previous + written,
+            hasher,
+        };
+        if size != state.offset {
+            return Err(Error::UploadInvalid(format!(
+                "upload data has {size} bytes, expected {}",
+                state.offset
+            )));
+        }
+        self.save_state(repo, id, &state, Some(previous)).await?;
+        Ok(state)
+    }
+}

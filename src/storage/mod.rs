@@ -1,0 +1,136 @@
+//! The storage driver trait: a small path-keyed object store that the filesystem, in-memory and (later)
+//! S3 drivers implement. Paths are `/`-separated and relative (`docker/registry/v2/...`); the registry
+//! layer builds them only from validated names and digests. Nothing here knows HTTP or OCI.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub mod fs;
+pub mod memory;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+/// A stream of object bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// The object is larger than the caller's limit.
+    TooLarge,
+    /// The path is not acceptable to the driver.
+    InvalidPath,
+    /// Any other failure of the backing store.
+    Io,
+}
+
+/// A storage failure: what kind, on which path, and the underlying cause.
+#[derive(Debug, thiserror::Error)]
+pub struct StorageError {
+    pub kind: ErrorKind,
+    pub path: String,
+    #[source]
+    pub source: Option<io::Error>,
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::NotFound => write!(f, "{}: not found", self.path),
+            ErrorKind::TooLarge => write!(f, "{}: object too large", self.path),
+            ErrorKind::InvalidPath => write!(f, "{}: invalid path", self.path),
+            ErrorKind::Io => match &self.source {
+                Some(e) => write!(f, "{}: {e}", self.path),
+                None => write!(f, "{}: storage error", self.path),
+            },
+        }
+    }
+}
+
+impl StorageError {
+    pub fn new(kind: ErrorKind, path: &str) -> StorageError {
+        StorageError {
+            kind,
+            path: path.to_owned(),
+            source: None,
+        }
+    }
+
+    /// Maps an I/O error, turning `NotFound` into [`ErrorKind::NotFound`].
+    pub fn io(path: &str, e: io::Error) -> StorageError {
+        let kind = if e.kind() == io::ErrorKind::NotFound {
+            ErrorKind::NotFound
+        } else {
+            ErrorKind::Io
+        };
+        StorageError {
+            kind,
+            path: path.to_owned(),
+            source: Some(e),
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Size and age of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
+/// A storage backend.
+///
+/// Contracts every driver keeps (checked by the shared conformance suite):
+/// - `put` and `rename` are atomic: no reader ever sees a partial object.
+/// - Everything acknowledged (`put`, `rename`, `Writer::commit`) is durable when the call returns.
+/// - `delete` of a missing path is `Ok`.
+/// - `list` of a missing prefix is an empty list.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// Reads a whole small object; `TooLarge` if it is over `limit` bytes.
+    async fn get(&self, path: &str, limit: u64) -> Result<Bytes>;
+
+    /// Atomically and durably creates or replaces an object.
+    async fn put(&self, path: &str, data: Bytes) -> Result<()>;
+
+    /// Size and modification time of an object; `NotFound` if it does not exist.
+    async fn stat(&self, path: &str) -> Result<Meta>;
+
+    /// Streams `len` bytes from `offset`. The range must lie within the object.
+    async fn read(&self, path: &str, offset: u64, len: u64) -> Result<ByteStream>;
+
+    /// The names of the direct children of a prefix (objects and sub-prefixes), sorted byte-wise.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Deletes an object, or every object under a prefix.
+    async fn delete(&self, path: &str) -> Result<()>;
+
+    /// Opens an object for writing from `offset`: anything after `offset` is discarded. The object is
+    /// created empty if missing (then `offset` must be 0).
+    async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn Writer>>;
+
+    /// Atomically moves an object to `to`, replacing what was there.
+    async fn rename(&self, from: &str, to: &str) -> Result<()>;
+}
+
+/// An open write to one object. Dropping it without `commit` may leave any prefix of the written bytes.
+#[async_trait]
+pub trait Writer: Send {
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+
+    /// Makes everything written durable and returns the object's total size.
+    async fn commit(self: Box<Self>) -> Result<u64>;
+}

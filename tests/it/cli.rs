@@ -1,0 +1,164 @@
+//! The `berth` command line: version and help, `config check`, and how `serve` treats configuration
+//! (embedded default, files, REGISTRY_* overrides, warnings and errors).
+
+use std::fs;
+use std::process::{Command, Output};
+
+use crate::support::Berth;
+
+fn berth(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_and_help() {
+    let (out, _) = text(&berth(&["--version"], &[]));
+    assert_eq!(out.trim(), format!("berth {}", env!("CARGO_PKG_VERSION")));
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["config", "--help"],
+        &["config", "check", "--help"],
+    ] {
+        let o = berth(args, &[]);
+        assert!(o.status.success(), "{args:?}");
+        assert!(
+            text(&o).0.contains("Usage: berth"),
+            "{args:?}: {}",
+            text(&o).0
+        );
+    }
+    let o = berth(&["serve", "--no-such-flag"], &[]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn config_check_prints_the_effective_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yml");
+    fs::write(
+        &file,
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /srv/registry\nhttp:\n  addr: :5001\n  secret: hunter2-very-secret\nproxy:\n  remoteurl: https://registry-1.docker.io\n",
+    )
+    .unwrap();
+    let o = berth(
+        &["config", "check", file.to_str().unwrap()],
+        &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("/srv/registry"), "{out}");
+    assert!(out.contains(":5001"), "{out}");
+    assert!(!out.contains("hunter2"), "the secret is masked: {out}");
+    let delete_line = out
+        .lines()
+        .skip_while(|l| !l.contains("delete"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        delete_line.contains("true"),
+        "REGISTRY_STORAGE_DELETE_ENABLED applies: {out}"
+    );
+    assert!(err.contains("proxy"), "the unsupported key is named: {err}");
+}
+
+#[test]
+fn config_errors_name_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // (file content, environment, what the message must name)
+    let cases: [(&str, &[(&str, &str)], &[&str]); 6] = [
+        ("version: 0.1\nstorage:\n  filesystem: {}\n  delete:\n    enabled: maybe\n", &[], &["storage.delete.enabled", "line 5"]),
+        ("version: 0.1\nstorage: {filesystem: {}}\ncatalog:\n  maxentries: -3\n", &[], &["catalog.maxentries", "line 4"]),
+        ("version: 0.1\nstorage: {filesystem: {}}\nhttp: [1, 2\n", &[], &["line"]),
+        ("version: 0.2\nstorage: {filesystem: {}}\n", &[], &["version"]),
+        ("version: 0.1\nstorage: {filesystem: {}}\n", &[("REGISTRY_STORAGE_DELETE_ENABLED", "perhaps")], &["storage.delete.enabled", "REGISTRY_STORAGE_DELETE_ENABLED"]),
+        ("version: 0.1\nstorage: {filesystem: {}}\nauth:\n  htpasswd:\n    realm: r\n    path: /x\n", &[], &["auth.htpasswd"]),
+    ];
+    for (i, (content, env, must)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("c{i}.yml"));
+        fs::write(&file, content).unwrap();
+        for sub in [&["config", "check"][..], &["serve"]] {
+            let mut args = sub.to_vec();
+            args.push(file.to_str().unwrap());
+            let mut env = env.to_vec();
+            env.push(("REGISTRY_HTTP_ADDR", "127.0.0.1:1"));
+            let o = berth(&args, &env);
+            let (_, err) = text(&o);
+            assert!(!o.status.success(), "{sub:?} must fail for:\n{content}");
+            for m in *must {
+                assert!(err.contains(m), "{sub:?}: `{m}` missing from: {err}");
+            }
+        }
+    }
+    let o = berth(&["config", "check", "/nonexistent/config.yml"], &[]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("/nonexistent/config.yml"));
+}
+
+#[test]
+fn serve_with_the_embedded_default_stores_under_data() {
+    let cwd = tempfile::tempdir().unwrap();
+    let b = Berth::start(cwd.path(), None, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = b.client();
+        let (_, d) = c.push_image("hello", "v1", "default").await;
+        let hex = d.trim_start_matches("sha256:");
+        let blob = cwd.path().join(format!(
+            "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ));
+        assert!(blob.is_file(), "{} is missing", blob.display());
+        // registry:2's defaults: delete disabled, nosniff header.
+        let r = c.delete(&format!("/v2/hello/manifests/{d}")).await;
+        r.assert_error(405, "UNSUPPORTED");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    });
+}
+
+#[test]
+fn serve_reads_a_file_warns_about_unknown_keys_and_applies_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yml");
+    let root = dir.path().join("store");
+    fs::write(
+        &file,
+        format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  headers:\n    X-Test: [yes-it-is]\nnotifications:\n  endpoints: []\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let b = Berth::start(
+        dir.path(),
+        Some(&file),
+        &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")],
+    );
+    assert!(
+        b.log().contains("notifications"),
+        "the unknown key is named in a warning: {}",
+        b.log()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = b.client();
+        let (_, d) = c.push_image("x", "t", "file").await;
+        let r = c.delete(&format!("/v2/x/manifests/{d}")).await;
+        r.assert_status(202);
+        assert_eq!(r.header("x-test"), Some("yes-it-is"));
+    });
+    assert!(root
+        .join("docker/registry/v2/repositories/x/_manifests")
+        .is_dir());
+}

@@ -1,0 +1,9 @@
+//! berth's integration tests: one binary, one module per area. Servers listen on 127.0.0.1 only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod cli;
+mod e2e;
+mod layout;
+mod process;
+mod support;

@@ -1,0 +1,382 @@
+//! Test support: berth started as a real process (`Berth`) or in this process (`TestServer`), and a small
+//! HTTP client for the API tests. Every server listens on 127.0.0.1 only and stops on drop.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod clients;
+pub mod reference;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth::api::{ApiConfig, AppState};
+use berth::registry::Registry;
+use berth::storage::fs::FsDriver;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::Method;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+use self::clients::{tail, try_http_get};
+use self::reference::free_port;
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The berth binary serving `root`, with storage.delete enabled; killed on drop.
+pub struct Berth {
+    pub addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Berth {
+    /// berth serving `root` with storage.delete enabled and extra `REGISTRY_*` variables.
+    pub fn spawn(root: &Path, env: &[(&str, &str)]) -> Berth {
+        let root_s = root.to_str().unwrap();
+        let mut all = vec![
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root_s),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+        ];
+        all.extend_from_slice(env);
+        Berth::start(root, None, &all)
+    }
+
+    /// `berth serve [config]` run in `cwd`, listening on a free loopback port (set by REGISTRY_HTTP_ADDR).
+    pub fn start(cwd: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Berth {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("berth.log");
+        for _attempt in 1..=3 {
+            let addr = free_port();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+            cmd.arg("serve");
+            if let Some(config) = config {
+                cmd.arg(config);
+            }
+            cmd.current_dir(cwd)
+                .env("REGISTRY_HTTP_ADDR", addr.to_string())
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&log).unwrap());
+            let mut child = cmd.spawn().expect("start berth");
+            let deadline = Instant::now() + START_TIMEOUT;
+            loop {
+                if let Ok((200, _)) = try_http_get(&format!("http://{addr}/v2/")) {
+                    return Berth {
+                        addr,
+                        child,
+                        log,
+                        _dir: dir,
+                    };
+                }
+                if let Some(status) = child.try_wait().unwrap() {
+                    let text = fs::read_to_string(&log).unwrap_or_default();
+                    if text.contains("cannot listen") {
+                        break; // the port was taken in between: try another
+                    }
+                    panic!("berth exited at start-up ({status}):\n{}", tail(&text, 40));
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "berth did not answer /v2/ within {START_TIMEOUT:?}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("berth could not find a free port");
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            base: format!("http://{}", self.addr),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("berth log:\n{}", tail(&self.log(), 60));
+        }
+    }
+}
+
+/// The API settings of a test server: delete enabled, everything else as distribution's defaults.
+pub fn test_config() -> ApiConfig {
+    ApiConfig {
+        delete_enabled: true,
+        catalog_max_entries: 1000,
+        access_log_disabled: true,
+        ..ApiConfig::default()
+    }
+}
+
+/// berth served from this process, on a filesystem root it owns.
+pub struct TestServer {
+    pub base: String,
+    pub root: PathBuf,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: Option<TempDir>,
+}
+
+impl TestServer {
+    pub async fn start(config: ApiConfig) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = TestServer::start_at(dir.path(), config).await;
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Serves an existing root (for restart tests).
+    pub async fn start_at(root: &Path, config: ApiConfig) -> TestServer {
+        let state = Arc::new(AppState {
+            registry: Registry::new(Arc::new(FsDriver::new(root))),
+            config,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(berth::server::run(listener, state, shutdown.clone()));
+        TestServer {
+            base,
+            root: root.to_owned(),
+            shutdown,
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            base: self.base.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Asserts an OCI error response: the status and the first error's code.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "status; body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let body = self.json();
+        assert_eq!(body["errors"][0]["code"], code, "error code; body: {body}");
+        assert!(
+            body["errors"][0]["message"].is_string(),
+            "error message; body: {body}"
+        );
+        assert_eq!(
+            self.header("docker-distribution-api-version"),
+            Some("registry/2.0")
+        );
+    }
+
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) -> &Resp {
+        assert_eq!(
+            self.status,
+            status,
+            "status; body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Client {
+    /// `path` is either a path on the server or an absolute URL (as in a Location header).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Resp {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut req = self
+            .http
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), url);
+        for (k, v) in headers {
+            req = req.header(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        if !body.is_empty() || matches!(method, "PUT" | "POST" | "PATCH") {
+            req = req.body(body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap().to_vec();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, &[], Vec::new()).await
+    }
+
+    pub async fn head(&self, path: &str) -> Resp {
+        self.call("HEAD", path, &[], Vec::new()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.call("DELETE", path, &[], Vec::new()).await
+    }
+
+    /// Pushes a blob in one request and returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let d = digest(data);
+        self.call(
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            &[],
+            data.to_vec(),
+        )
+        .await
+        .assert_status(201);
+        d
+    }
+
+    /// Pushes a manifest under `reference` and returns the response.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Resp {
+        self.call(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("content-type", media_type)],
+            body.to_vec(),
+        )
+        .await
+    }
+
+    /// Pushes a config and one layer, then an image manifest of `media_type` tagged `tag`; returns the
+    /// manifest bytes and digest.
+    pub async fn push_image(&self, repo: &str, tag: &str, seed: &str) -> (Vec<u8>, String) {
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+        let layer = format!("layer of {seed}").into_bytes();
+        let config_d = self.push_blob(repo, config.as_bytes()).await;
+        let layer_d = self.push_blob(repo, &layer).await;
+        let manifest = image_manifest(&config_d, config.len(), &[(&layer_d, layer.len())], "");
+        self.put_manifest(repo, tag, OCI_MANIFEST, &manifest)
+            .await
+            .assert_status(201);
+        let d = digest(&manifest);
+        (manifest, d)
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+pub fn digest(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// An OCI image manifest; `extra` is appended inside the top-level object (e.g. `,"subject":{...}`).
+pub fn image_manifest(
+    config: &str,
+    config_size: usize,
+    layers: &[(&str, usize)],
+    extra: &str,
+) -> Vec<u8> {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|(d, s)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{s}}}"#))
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{}]{extra}}}"#,
+        layers.join(",")
+    )
+    .into_bytes()
+}
