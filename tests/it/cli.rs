@@ -14,6 +14,9 @@ fn berth(args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
+/// A config file, the environment, and what the error message must name.
+type ErrorCase<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -77,7 +80,7 @@ fn config_check_prints_the_effective_configuration() {
 fn config_errors_name_the_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     // (file content, environment, what the message must name)
-    let cases: [(&str, &[(&str, &str)], &[&str]); 6] = [
+    let cases: [ErrorCase; 6] = [
         ("version: 0.1\nstorage:\n  filesystem: {}\n  delete:\n    enabled: maybe\n", &[], &["storage.delete.enabled", "line 5"]),
         ("version: 0.1\nstorage: {filesystem: {}}\ncatalog:\n  maxentries: -3\n", &[], &["catalog.maxentries", "line 4"]),
         ("version: 0.1\nstorage: {filesystem: {}}\nhttp: [1, 2\n", &[], &["line"]),
