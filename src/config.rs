@@ -47,6 +47,12 @@ const EMBEDDED_DEFAULT_NAME: &str = "embedded default configuration";
 const STORAGE_NON_DRIVER_KEYS: &[&str] = &["delete", "redirect", "maintenance", "cache", "tag"];
 
 /// Keys whose values `render_effective` masks, wherever they appear.
+mod security;
+pub use security::{is_bcrypt, parse_cidr};
+pub use security::{
+    AclMatch, AclRule, Auth, ClientAuth, Htpasswd, Tls, TokenAuth, TokenServer, UserEntry,
+};
+
 const SECRET_KEYS: &[&str] = &["password", "secretkey", "accesskey", "secret"];
 
 const MASK: &str = "********";
@@ -65,6 +71,10 @@ pub struct Config {
     pub http: Http,
     pub catalog: Catalog,
     pub tags: Tags,
+    /// `auth`: none means no authentication.
+    pub auth: Option<Auth>,
+    /// `berth.tokenserver`: the built-in token server, if configured.
+    pub tokenserver: Option<TokenServer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +142,10 @@ pub struct Http {
     pub draintimeout: Duration,
     /// Header name -> values, in file order; entries with no values are dropped.
     pub headers: Vec<(String, Vec<String>)>,
+    /// `http.tls`: none means plain HTTP.
+    pub tls: Option<Tls>,
+    /// `http.http2.disabled`.
+    pub http2_disabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +211,8 @@ impl Config {
             },
             catalog: Catalog { maxentries: 1000 },
             tags: Tags { maxtags: 0 },
+            auth: None,
+            tokenserver: None,
         }
     }
 
@@ -309,11 +325,18 @@ impl Config {
             );
         }
         http.push(("headers", Value::Mapping(headers)));
+        if let Some(tls) = &self.http.tls {
+            http.push(("tls", serde_norway::to_value(tls).unwrap_or(Value::Null)));
+        }
+        http.push((
+            "http2",
+            map(vec![("disabled", Value::Bool(self.http.http2_disabled))]),
+        ));
         let mut fields = Mapping::new();
         for (k, v) in &self.log.fields {
             fields.insert(s(k), s(v));
         }
-        map(vec![
+        let mut root = map(vec![
             ("version", s(&self.version)),
             (
                 "log",
@@ -383,7 +406,20 @@ impl Config {
                     Value::Number((self.tags.maxtags as u64).into()),
                 )]),
             ),
-        ])
+        ]);
+        if let Value::Mapping(root) = &mut root {
+            if let Some(auth) = &self.auth {
+                root.insert(
+                    s("auth"),
+                    serde_norway::to_value(auth).unwrap_or(Value::Null),
+                );
+            }
+            if let Some(ts) = &self.tokenserver {
+                let ts = serde_norway::to_value(ts).unwrap_or(Value::Null);
+                root.insert(s("berth"), map(vec![("tokenserver", ts)]));
+            }
+        }
+        root
     }
 }
 
@@ -456,6 +492,8 @@ fn default_http() -> Http {
         relativeurls: false,
         draintimeout: Duration::ZERO,
         headers: Vec::new(),
+        tls: None,
+        http2_disabled: false,
     }
 }
 
@@ -958,6 +996,13 @@ struct RawConfig {
     tags: Option<RawTags>,
     auth: Option<Value>,
     health: Option<RawHealth>,
+    berth: Option<RawBerth>,
+}
+
+/// `berth`: berth's own settings, for what distribution does not have.
+#[derive(Deserialize)]
+struct RawBerth {
+    tokenserver: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -1083,6 +1128,7 @@ struct RawHttp {
     draintimeout: Option<GoDuration>,
     headers: Option<RawHeaders>,
     tls: Option<Value>,
+    http2: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -1345,9 +1391,14 @@ fn text(v: Option<Scalar>) -> Option<String> {
 }
 
 fn build(raw: RawConfig) -> Result<Config, Problem> {
-    if let Some(auth) = &raw.auth {
-        check_auth(auth)?;
-    }
+    let auth = match &raw.auth {
+        Some(auth) => security::build_auth(auth)?,
+        None => None,
+    };
+    let tokenserver = match raw.berth.as_ref().and_then(|b| b.tokenserver.as_ref()) {
+        Some(ts) => security::build_tokenserver(ts)?,
+        None => None,
+    };
     let log = build_log(raw.log)?;
     let storage = build_storage(raw.storage)?;
     let http = build_http(raw.http)?;
@@ -1365,6 +1416,8 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
         tags: Tags {
             maxtags: raw.tags.and_then(|t| t.maxtags).map_or(0, |n| n.0),
         },
+        auth,
+        tokenserver,
     })
 }
 
@@ -1377,24 +1430,6 @@ fn is_set(v: &Value) -> bool {
         Value::Mapping(m) => m.values().any(is_set),
         _ => true,
     }
-}
-
-fn check_auth(auth: &Value) -> Result<(), Problem> {
-    let method = match auth {
-        Value::String(s) if !s.is_empty() => s.clone(),
-        Value::Mapping(m) => match m.keys().next() {
-            Some(k) => k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned),
-            None => return Ok(()),
-        },
-        _ => return Ok(()),
-    };
-    Err(problem(
-        &["auth", &method],
-        format!(
-            "auth.{method} is not supported by this build of berth; refusing to start without the \
-             authentication it configures"
-        ),
-    ))
 }
 
 fn build_log(raw: Option<RawLog>) -> Result<Log, Problem> {
@@ -1509,7 +1544,10 @@ fn build_http(raw: Option<RawHttp>) -> Result<Http, Problem> {
     let mut http = default_http();
     let Some(raw) = raw else { return Ok(http) };
     if let Some(tls) = &raw.tls {
-        check_tls(tls)?;
+        http.tls = security::build_tls(tls)?;
+    }
+    if let Some(http2) = &raw.http2 {
+        http.http2_disabled = security::build_http2_disabled(http2)?;
     }
     if let Some(addr) = text(raw.addr).filter(|a| !a.is_empty()) {
         http.addr = addr;
@@ -1550,29 +1588,6 @@ fn build_http(raw: Option<RawHttp>) -> Result<Http, Problem> {
         }
     }
     Ok(http)
-}
-
-fn check_tls(tls: &Value) -> Result<(), Problem> {
-    if !is_set(tls) {
-        return Ok(());
-    }
-    let key = match tls {
-        Value::Mapping(m) => m
-            .iter()
-            .find(|(_, v)| is_set(v))
-            .and_then(|(k, _)| k.as_str()),
-        _ => None,
-    };
-    let mut segs = keys(&["http", "tls"]);
-    segs.extend(key.map(|k| Seg::Key(k.to_owned())));
-    let path = dotted(&segs);
-    Err(Problem {
-        path: segs,
-        detail: format!(
-            "{path}: TLS is not supported by this build of berth; refusing to serve plain HTTP \
-             where TLS is configured"
-        ),
-    })
 }
 
 fn check_host(host: &str) -> Result<String, String> {
@@ -1933,11 +1948,13 @@ health:
         check_err(Some("version: 0.2\nstorage: inmemory\n"), &[], &["version", "0.2", "line 1"]);
         check_err(Some("version: 0.1\nstorage:\n  inmemory:\n bad: [\n"), &[], &["config.yml", "invalid YAML", "line"]);
         check_err(Some("- a\n- b\n"), &[], &["mapping"]);
-        check_err(Some(&minimal("auth:\n  htpasswd:\n    realm: r\n    path: /p\n")), &[], &["auth.htpasswd is not supported by this build of berth; refusing to start", "line 5"]);
+        check_err(Some(&minimal("auth:\n  htpasswd:\n    path: /p\n")), &[], &["auth.htpasswd", "realm", "line 5"]);
+        check_err(Some(&minimal("")), &[("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd")], &["auth.htpasswd", "realm"]);
+        check_err(Some(&minimal("auth:\n  ldap: {}\n")), &[], &["auth.ldap is not supported", "refusing to start"]);
+        check_err(Some(&minimal("http:\n  tls:\n    certificate: /c.pem\n")), &[], &["http.tls", "both certificate and key", "line 5"]);
+        check_err(Some(&minimal("http:\n  tls:\n    letsencrypt:\n      cachefile: /x\n")), &[], &["http.tls.letsencrypt", "not supported"]);
+        check_err(Some(&minimal("")), &[("REGISTRY_HTTP_TLS_CERTIFICATE", "/c.pem")], &["http.tls", "both certificate and key", "REGISTRY_HTTP_TLS_CERTIFICATE"]);
         check_err(Some(&minimal("auth: silly\n")), &[], &["auth.silly is not supported"]);
-        check_err(Some(&minimal("")), &[("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd")], &["auth.htpasswd is not supported", "REGISTRY_AUTH_HTPASSWD_PATH"]);
-        check_err(Some(&minimal("http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n")), &[], &["http.tls.certificate", "TLS is not supported", "line 6"]);
-        check_err(Some(&minimal("")), &[("REGISTRY_HTTP_TLS_CERTIFICATE", "/c.pem")], &["http.tls.certificate", "REGISTRY_HTTP_TLS_CERTIFICATE"]);
         check_err(Some("version: 0.1\nstorage:\n  s3:\n    bucket: b\n"), &[], &["storage.s3", "storage driver `s3` is not supported yet", "line 3"]);
         check_err(Some(OFFICIAL), &[("REGISTRY_STORAGE", "s3"), ("REGISTRY_STORAGE_S3_BUCKET", "b")], &["storage driver `s3` is not supported yet", "REGISTRY_STORAGE"]);
         check_err(Some("version: 0.1\nstorage:\n  delete:\n    enabled: true\n"), &[], &["storage:", "no storage driver", "line 2"]);

@@ -2,8 +2,10 @@
 //! layout, as a drop-in replacement for CNCF distribution (`registry:2`). See ARCHITECTURE.md.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod oci;
 pub mod registry;
 pub mod server;
 pub mod storage;
+pub mod tls;

@@ -11,8 +11,13 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use berth::api::{ApiConfig, AppState};
-use berth::config::{Config, LogFormat, StorageDriver};
+use berth::auth::htpasswd::{self, HtpasswdAuth};
+use berth::auth::token::TokenVerifier;
+use berth::auth::tokenserver::TokenServer;
+use berth::auth::Authenticator;
+use berth::config::{Auth, Config, LogFormat, StorageDriver};
 use berth::registry::Registry;
+use berth::server::ServeOptions;
 use berth::storage::{fs::FsDriver, memory::MemoryDriver, Driver};
 
 /// A container image registry: a drop-in replacement for CNCF distribution (registry:2).
@@ -35,6 +40,45 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print an htpasswd entry with a bcrypt hash, as `htpasswd -Bbn USER PASSWORD` does.
+    Htpasswd {
+        /// Use bcrypt (the only hash berth accepts; always on).
+        #[arg(short = 'B')]
+        bcrypt: bool,
+        /// Take the password from the command line instead of prompting (or reading standard input).
+        #[arg(short = 'b')]
+        batch: bool,
+        /// Print the entry on standard output (the only mode).
+        #[arg(short = 'n')]
+        stdout: bool,
+        /// bcrypt cost (4 to 31).
+        #[arg(short = 'C', default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+        cost: u32,
+        user: String,
+        /// With -b: the password.
+        password: Option<String>,
+    },
+    /// Make a CA and a server certificate for TLS (and optionally a client certificate for mTLS).
+    Cert {
+        /// An IP address the registry is reached at (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<std::net::IpAddr>,
+        /// A DNS name the registry is reached at (repeatable).
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        /// Directory to write ca.crt, server.crt and server.key into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificates are valid.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Also write client.cert and client.key for a client of this name, signed by the same CA.
+        #[arg(long)]
+        client: Option<String>,
+        /// The port clients use, for the certs.d path printed at the end.
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+    },
 }
 
 #[derive(Subcommand)]
@@ -54,6 +98,21 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => check(config.as_deref()),
+        Command::Htpasswd {
+            batch,
+            cost,
+            user,
+            password,
+            ..
+        } => htpasswd_entry(batch, cost, &user, password),
+        Command::Cert {
+            hosts,
+            dns,
+            out,
+            days,
+            client,
+            port,
+        } => cert(&hosts, &dns, &out, days, client.as_deref(), port),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,7 +178,110 @@ fn api_config(config: &Config) -> anyhow::Result<ApiConfig> {
         catalog_max_entries: config.catalog.maxentries,
         max_tags: config.tags.maxtags,
         access_log_disabled: config.log.accesslog.disabled,
+        tls: config.http.tls.is_some(),
     })
+}
+
+/// The authenticator and token server the configuration asks for; any problem stops start-up.
+fn security(config: &Config) -> anyhow::Result<(Authenticator, Option<TokenServer>)> {
+    let tokenserver = match &config.tokenserver {
+        Some(ts) => {
+            Some(TokenServer::new(ts).map_err(|e| anyhow::anyhow!("berth.tokenserver: {e}"))?)
+        }
+        None => None,
+    };
+    let auth = match &config.auth {
+        None if tokenserver.is_some() => {
+            anyhow::bail!("berth.tokenserver is configured but auth.token is not: the registry would not check its tokens")
+        }
+        None => Authenticator::Open,
+        Some(Auth::Htpasswd(h)) => {
+            if tokenserver.is_some() {
+                anyhow::bail!("berth.tokenserver needs auth.token, not auth.htpasswd");
+            }
+            Authenticator::Htpasswd(Arc::new(
+                HtpasswdAuth::load(&h.realm, &h.path).map_err(anyhow::Error::msg)?,
+            ))
+        }
+        Some(Auth::Token(t)) => {
+            let extra = tokenserver.iter().map(TokenServer::verify_key).collect();
+            Authenticator::Token(
+                TokenVerifier::new(t, extra).map_err(|e| anyhow::anyhow!("auth.token: {e}"))?,
+            )
+        }
+    };
+    Ok((auth, tokenserver))
+}
+
+fn htpasswd_entry(
+    batch: bool,
+    cost: u32,
+    user: &str,
+    password: Option<String>,
+) -> anyhow::Result<()> {
+    let password = match (batch, password) {
+        (true, Some(p)) => p,
+        (true, None) => anyhow::bail!("-b needs the password after the user name"),
+        (false, Some(_)) => anyhow::bail!("give the password only with -b"),
+        (false, None) => read_password()?,
+    };
+    println!(
+        "{}",
+        htpasswd::entry(user, &password, cost).map_err(anyhow::Error::msg)?
+    );
+    Ok(())
+}
+
+/// Prompts twice on a terminal, or reads one line from standard input when it is not a terminal.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New password: ")?;
+        let second = rpassword::prompt_password("Re-type new password: ")?;
+        if first != second {
+            anyhow::bail!("password verification error");
+        }
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+}
+
+fn cert(
+    hosts: &[std::net::IpAddr],
+    dns: &[String],
+    out: &Path,
+    days: u32,
+    client: Option<&str>,
+    port: u16,
+) -> anyhow::Result<()> {
+    if hosts.is_empty() && dns.is_empty() {
+        anyhow::bail!(
+            "give at least one --host IP or --dns NAME that clients use to reach the registry"
+        );
+    }
+    let generated = berth::tls::generate(hosts, dns, days, client).map_err(anyhow::Error::msg)?;
+    berth::tls::write(out, &generated)
+        .with_context(|| format!("cannot write into {}", out.display()))?;
+    println!(
+        "wrote {0}/ca.crt, {0}/server.crt and {0}/server.key",
+        out.display()
+    );
+    if client.is_some() {
+        println!("wrote {0}/client.cert and {0}/client.key", out.display());
+    }
+    println!("serve with:\n  http:\n    tls:\n      certificate: {0}/server.crt\n      key: {0}/server.key", out.display());
+    println!("on every docker host, trust the CA:");
+    for name in hosts
+        .iter()
+        .map(ToString::to_string)
+        .chain(dns.iter().cloned())
+    {
+        println!("  /etc/docker/certs.d/{name}:{port}/ca.crt");
+    }
+    Ok(())
 }
 
 fn serve(path: Option<&Path>) -> anyhow::Result<()> {
@@ -143,16 +305,28 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         }
         StorageDriver::Inmemory => Arc::new(MemoryDriver::new()),
     };
-    let state = Arc::new(AppState {
-        registry: Registry::new(driver),
-        config: api,
-    });
+    let (auth, tokenserver) = security(&config)?;
+    let tls = match &config.http.tls {
+        Some(t) => Some(
+            berth::tls::server_config(t, !config.http.http2_disabled)
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    let opts = ServeOptions {
+        tls,
+        http2_disabled: config.http.http2_disabled,
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        if let Authenticator::Htpasswd(h) = &auth {
+            h.clone().watch(shutdown.clone());
+        }
+        let state = Arc::new(AppState { registry: Registry::new(driver), config: api, auth, tokenserver });
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "listening");
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(berth::server::run(listener, state, shutdown.clone()));
+        let server = tokio::spawn(berth::server::serve(listener, berth::api::app(state), opts, shutdown.clone()));
         wait_for_signal().await;
         tracing::info!("shutting down");
         shutdown.cancel();

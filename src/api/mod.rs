@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::TryStreamExt;
 
+use crate::auth::tokenserver::TokenServer;
+use crate::auth::{Authenticator, Credentials, Identity, Scope};
 use crate::oci::{Digest, ErrorCode, Reference, RepoName};
 use crate::registry::{self, Registry};
 use crate::storage::ByteStream;
@@ -21,6 +23,7 @@ pub mod error;
 mod listing;
 mod manifests;
 pub mod route;
+mod token;
 
 pub use error::{ApiError, ApiResult};
 use route::{Route, RouteError};
@@ -46,11 +49,27 @@ pub struct ApiConfig {
     pub max_tags: usize,
     /// `log.accesslog.disabled`.
     pub access_log_disabled: bool,
+    /// Served over TLS: absolute URLs are `https://`.
+    pub tls: bool,
 }
 
 pub struct AppState {
     pub registry: Registry,
     pub config: ApiConfig,
+    pub auth: Authenticator,
+    pub tokenserver: Option<TokenServer>,
+}
+
+impl AppState {
+    /// A registry with no authentication.
+    pub fn open(registry: Registry, config: ApiConfig) -> AppState {
+        AppState {
+            registry,
+            config,
+            auth: Authenticator::Open,
+            tokenserver: None,
+        }
+    }
 }
 
 /// The API as a router; every path goes through [`entry`].
@@ -70,6 +89,11 @@ async fn entry(State(state): State<Arc<AppState>>, req: Request) -> Response {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    let user = resp
+        .extensions()
+        .get::<Identity>()
+        .map(|i| i.user.clone())
+        .unwrap_or_default();
     let headers = resp.headers_mut();
     headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     for (k, v) in &state.config.headers {
@@ -81,6 +105,7 @@ async fn entry(State(state): State<Arc<AppState>>, req: Request) -> Response {
             method = %method,
             path = %path,
             status = resp.status().as_u16(),
+            user = %user,
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "request"
         );
@@ -114,27 +139,13 @@ impl Ctx<'_> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The base of absolute URLs: `http.host`, or the request's own scheme and host, plus the prefix.
+    /// An absolute URL for `path` (`http.host`, or the request's own scheme and host, plus the prefix).
     pub fn url(&self, path: &str) -> String {
-        let cfg = &self.state.config;
-        let base = if let Some(host) = &cfg.host {
-            host.trim_end_matches('/').to_owned()
-        } else if cfg.relative_urls {
-            String::new()
-        } else {
-            match self.header(&header::HOST) {
-                Some(host) => {
-                    let scheme = self
-                        .header(&HeaderName::from_static("x-forwarded-proto"))
-                        .and_then(|s| s.split(',').next())
-                        .map(str::trim)
-                        .unwrap_or("http");
-                    format!("{scheme}://{host}")
-                }
-                None => String::new(),
-            }
-        };
-        format!("{base}{}{path}", cfg.prefix)
+        format!(
+            "{}{}{path}",
+            base_url(&self.state.config, &self.headers),
+            self.state.config.prefix
+        )
     }
 
     /// The body as a stream of bytes, never buffered whole.
@@ -160,6 +171,67 @@ impl Ctx<'_> {
     }
 }
 
+/// The scheme and host that absolute URLs start with: `http.host`, nothing with `http.relativeurls`, else
+/// what the request came to.
+pub(crate) fn base_url(cfg: &ApiConfig, headers: &HeaderMap) -> String {
+    if let Some(host) = &cfg.host {
+        return host.trim_end_matches('/').to_owned();
+    }
+    if cfg.relative_urls {
+        return String::new();
+    }
+    request_origin(cfg, headers)
+}
+
+/// `scheme://host` of the request, from the Host and X-Forwarded-Proto headers.
+pub(crate) fn request_origin(cfg: &ApiConfig, headers: &HeaderMap) -> String {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let Some(host) = header("host") else {
+        return String::new();
+    };
+    let default = if cfg.tls { "https" } else { "http" };
+    let scheme = header("x-forwarded-proto")
+        .and_then(|s| s.split(',').next())
+        .map(str::trim)
+        .unwrap_or(default);
+    format!("{scheme}://{host}")
+}
+
+/// The access a request needs, as token scopes.
+fn needed_scopes(route: &Route, method: &Method, query: &[(String, String)]) -> Vec<Scope> {
+    let repo_actions: &[&str] = if method == Method::GET || method == Method::HEAD {
+        &["pull"]
+    } else if method == Method::DELETE && matches!(route, Route::Manifest(..) | Route::Blob(..)) {
+        &["delete"]
+    } else {
+        &["pull", "push"]
+    };
+    let name = match route {
+        Route::Base => return Vec::new(),
+        Route::Catalog => return vec![Scope::catalog()],
+        Route::Tags(n)
+        | Route::Manifest(n, _)
+        | Route::Blob(n, _)
+        | Route::UploadStart(n)
+        | Route::Upload(n, _)
+        | Route::Referrers(n, _) => n,
+    };
+    let mut scopes = vec![Scope::repository(name.as_str(), repo_actions)];
+    if let Route::UploadStart(_) = route {
+        let from = query
+            .iter()
+            .find(|(k, _)| k == "from")
+            .map(|(_, v)| v.as_str());
+        let mounting = query.iter().any(|(k, _)| k == "mount");
+        if let (true, Some(from)) = (mounting, from.and_then(|f| RepoName::parse(f).ok())) {
+            if from != *name {
+                scopes.push(Scope::repository(from.as_str(), &["pull"]));
+            }
+        }
+    }
+    scopes
+}
+
 fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
     let Some(q) = q else { return Vec::new() };
     q.split('&')
@@ -174,6 +246,12 @@ fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
 
 async fn dispatch(state: &AppState, req: Request) -> ApiResult {
     let (parts, body) = req.into_parts();
+    let client = crate::server::client_addr(&parts.extensions).map(|a| a.ip());
+    if let Some(ts) = &state.tokenserver {
+        if parts.uri.path() == ts.path() {
+            return Ok(token::handle(ts, &parts, body, client).await);
+        }
+    }
     let path = parts.uri.path();
     let path = match path.strip_prefix(state.config.prefix.as_str()) {
         Some(p) if !state.config.prefix.is_empty() || path.starts_with('/') => p,
@@ -184,37 +262,54 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult {
         Err(RouteError::NotFound) => return Err(not_found()),
         Err(RouteError::Name(msg)) => return Err(ApiError::new(ErrorCode::NameInvalid, msg)),
     };
+    let query = parse_query(parts.uri.query());
+    let needed = needed_scopes(&route, &parts.method, &query);
+    let creds = Credentials::from_header(
+        parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let origin = request_origin(&state.config, &parts.headers);
+    let identity = state
+        .auth
+        .authorize(&creds, &needed, client, &origin)
+        .await
+        .map_err(|refusal| {
+            ApiError::new(ErrorCode::Unauthorized, refusal.message)
+                .with_header(header::WWW_AUTHENTICATE, header_value(&refusal.challenge))
+        })?;
     let mut ctx = Ctx {
         state,
         method: parts.method.clone(),
         headers: parts.headers,
-        query: parse_query(parts.uri.query()),
+        query,
         body: std::sync::Mutex::new(body),
     };
-    let m = &parts.method;
+    let mut resp = handle(&mut ctx, route).await?;
+    resp.extensions_mut().insert(identity);
+    Ok(resp)
+}
+
+async fn handle(ctx: &mut Ctx<'_>, route: Route) -> ApiResult {
+    let m = &ctx.method.clone();
     let is_read = m == Method::GET || m == Method::HEAD;
     match route {
         Route::Base if is_read => Ok(json_response(StatusCode::OK, "{}".to_owned())),
-        Route::Catalog if is_read => listing::catalog(&ctx).await,
-        Route::Tags(name) if is_read => listing::tags(&ctx, &name).await,
-        Route::Manifest(name, r) if is_read => manifests::get(&ctx, &name, &r).await,
-        Route::Manifest(name, r) if m == Method::PUT => manifests::put(&mut ctx, &name, &r).await,
-        Route::Manifest(name, r) if m == Method::DELETE => manifests::delete(&ctx, &name, &r).await,
-        Route::Referrers(name, d) if m == Method::GET => {
-            manifests::referrers(&ctx, &name, &d).await
-        }
-        Route::Blob(name, d) if is_read => blobs::get(&ctx, &name, &d).await,
-        Route::Blob(name, d) if m == Method::DELETE => blobs::delete(&ctx, &name, &d).await,
-        Route::UploadStart(name) if m == Method::POST => blobs::start_upload(&mut ctx, &name).await,
-        Route::Upload(name, id) if m == Method::GET => blobs::upload_status(&ctx, &name, &id).await,
-        Route::Upload(name, id) if m == Method::PATCH => {
-            blobs::patch_upload(&mut ctx, &name, &id).await
-        }
-        Route::Upload(name, id) if m == Method::PUT => {
-            blobs::finish_upload(&mut ctx, &name, &id).await
-        }
+        Route::Catalog if is_read => listing::catalog(ctx).await,
+        Route::Tags(name) if is_read => listing::tags(ctx, &name).await,
+        Route::Manifest(name, r) if is_read => manifests::get(ctx, &name, &r).await,
+        Route::Manifest(name, r) if m == Method::PUT => manifests::put(ctx, &name, &r).await,
+        Route::Manifest(name, r) if m == Method::DELETE => manifests::delete(ctx, &name, &r).await,
+        Route::Referrers(name, d) if m == Method::GET => manifests::referrers(ctx, &name, &d).await,
+        Route::Blob(name, d) if is_read => blobs::get(ctx, &name, &d).await,
+        Route::Blob(name, d) if m == Method::DELETE => blobs::delete(ctx, &name, &d).await,
+        Route::UploadStart(name) if m == Method::POST => blobs::start_upload(ctx, &name).await,
+        Route::Upload(name, id) if m == Method::GET => blobs::upload_status(ctx, &name, &id).await,
+        Route::Upload(name, id) if m == Method::PATCH => blobs::patch_upload(ctx, &name, &id).await,
+        Route::Upload(name, id) if m == Method::PUT => blobs::finish_upload(ctx, &name, &id).await,
         Route::Upload(name, id) if m == Method::DELETE => {
-            blobs::cancel_upload(&ctx, &name, &id).await
+            blobs::cancel_upload(ctx, &name, &id).await
         }
         _ => Err(ApiError::unsupported(format!(
             "method {m} is not allowed on this endpoint"

@@ -81,12 +81,36 @@ fn config_errors_name_the_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     // (file content, environment, what the message must name)
     let cases: [ErrorCase; 6] = [
-        ("version: 0.1\nstorage:\n  filesystem: {}\n  delete:\n    enabled: maybe\n", &[], &["storage.delete.enabled", "line 5"]),
-        ("version: 0.1\nstorage: {filesystem: {}}\ncatalog:\n  maxentries: -3\n", &[], &["catalog.maxentries", "line 4"]),
-        ("version: 0.1\nstorage: {filesystem: {}}\nhttp: [1, 2\n", &[], &["line"]),
-        ("version: 0.2\nstorage: {filesystem: {}}\n", &[], &["version"]),
-        ("version: 0.1\nstorage: {filesystem: {}}\n", &[("REGISTRY_STORAGE_DELETE_ENABLED", "perhaps")], &["storage.delete.enabled", "REGISTRY_STORAGE_DELETE_ENABLED"]),
-        ("version: 0.1\nstorage: {filesystem: {}}\nauth:\n  htpasswd:\n    realm: r\n    path: /x\n", &[], &["auth.htpasswd"]),
+        (
+            "version: 0.1\nstorage:\n  filesystem: {}\n  delete:\n    enabled: maybe\n",
+            &[],
+            &["storage.delete.enabled", "line 5"],
+        ),
+        (
+            "version: 0.1\nstorage: {filesystem: {}}\ncatalog:\n  maxentries: -3\n",
+            &[],
+            &["catalog.maxentries", "line 4"],
+        ),
+        (
+            "version: 0.1\nstorage: {filesystem: {}}\nhttp: [1, 2\n",
+            &[],
+            &["line"],
+        ),
+        (
+            "version: 0.2\nstorage: {filesystem: {}}\n",
+            &[],
+            &["version"],
+        ),
+        (
+            "version: 0.1\nstorage: {filesystem: {}}\n",
+            &[("REGISTRY_STORAGE_DELETE_ENABLED", "perhaps")],
+            &["storage.delete.enabled", "REGISTRY_STORAGE_DELETE_ENABLED"],
+        ),
+        (
+            "version: 0.1\nstorage: {filesystem: {}}\nauth:\n  ldap: {}\n",
+            &[],
+            &["auth.ldap"],
+        ),
     ];
     for (i, (content, env, must)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("c{i}.yml"));

@@ -159,10 +159,8 @@ impl TestServer {
 
     /// Serves an existing root (for restart tests).
     pub async fn start_at(root: &Path, config: ApiConfig) -> TestServer {
-        let state = Arc::new(AppState {
-            registry: Registry::new(Arc::new(FsDriver::new(root))),
-            config,
-        });
+        let registry = Registry::new(Arc::new(FsDriver::new(root)));
+        let state = Arc::new(AppState::open(registry, config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();

@@ -1,0 +1,310 @@
+//! `auth.token`: bearer tokens. A token is a JWT signed by the token server; its key is found by `kid`
+//! (the libtrust key ID of a certificate in `rootcertbundle`, or of berth's own token server key), by an
+//! `x5c` chain that ends at a certificate in the bundle, or in a JWKS file. Issuer, audience (the
+//! service), expiry and not-before are checked with 60 s of leeway, then the `access` claim must cover
+//! every scope the request needs.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rustls_pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
+
+use super::keys::{cert_key, parse_cert, read_certs, KeyFamily, VerifyKey};
+use super::{quoted, Credentials, Identity, Refusal, Scope};
+use crate::config::TokenAuth;
+
+/// Clock skew tolerated on `exp` and `nbf`, as distribution.
+pub const LEEWAY_SECS: u64 = 60;
+
+/// One entry of a token's `access` claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceActions {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: String,
+    #[serde(default)]
+    access: Vec<ResourceActions>,
+}
+
+/// The asymmetric algorithms berth verifies; HMAC and `none` are never accepted.
+pub const SUPPORTED: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+pub struct TokenVerifier {
+    realm: String,
+    service: String,
+    issuer: String,
+    autoredirect: bool,
+    keys: HashMap<String, VerifyKey>,
+    roots: Vec<CertificateDer<'static>>,
+    jwks: Option<JwkSet>,
+    algorithms: Vec<Algorithm>,
+}
+
+impl TokenVerifier {
+    /// Builds the verifier from `auth.token`, also trusting `extra` keys (berth's own token server).
+    pub fn new(cfg: &TokenAuth, extra: Vec<VerifyKey>) -> Result<TokenVerifier, String> {
+        let mut keys = HashMap::new();
+        let mut roots = Vec::new();
+        if let Some(bundle) = &cfg.rootcertbundle {
+            for der in read_certs(bundle)? {
+                let cert = parse_cert(&der)?;
+                let key = cert_key(&cert).map_err(|e| format!("{}: {e}", bundle.display()))?;
+                keys.insert(key.kid.clone(), key);
+                roots.push(der);
+            }
+        }
+        for key in extra {
+            keys.insert(key.kid.clone(), key);
+        }
+        let jwks = match &cfg.jwks {
+            Some(path) => Some(read_jwks(path)?),
+            None => None,
+        };
+        if keys.is_empty() && jwks.is_none() {
+            return Err(
+                "auth.token needs rootcertbundle or jwks (or berth.tokenserver) to verify tokens"
+                    .into(),
+            );
+        }
+        let algorithms = if cfg.signingalgorithms.is_empty() {
+            SUPPORTED.to_vec()
+        } else {
+            cfg.signingalgorithms
+                .iter()
+                .map(|a| match Algorithm::from_str(a) {
+                    Ok(alg) if SUPPORTED.contains(&alg) => Ok(alg),
+                    _ => Err(format!(
+                        "auth.token.signingalgorithms: `{a}` is not supported (use RS256/384/512, PS256/384/512, ES256/384 or EdDSA)"
+                    )),
+                })
+                .collect::<Result<_, _>>()?
+        };
+        Ok(TokenVerifier {
+            realm: cfg.realm.clone(),
+            service: cfg.service.clone(),
+            issuer: cfg.issuer.clone(),
+            autoredirect: cfg.autoredirect,
+            keys,
+            roots,
+            jwks,
+            algorithms,
+        })
+    }
+
+    fn key_for(
+        &self,
+        header: &jsonwebtoken::Header,
+    ) -> Result<(DecodingKey, Option<KeyFamily>), String> {
+        if let Some(chain) = &header.x5c {
+            let key = self.verify_chain(chain)?;
+            return Ok((key.key, Some(key.family)));
+        }
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or("token has neither kid nor x5c")?;
+        if let Some(key) = self.keys.get(kid) {
+            return Ok((key.key.clone(), Some(key.family)));
+        }
+        if let Some(jwk) = self.jwks.as_ref().and_then(|set| set.find(kid)) {
+            return DecodingKey::from_jwk(jwk)
+                .map(|k| (k, None))
+                .map_err(|e| format!("unusable JWK `{kid}`: {e}"));
+        }
+        Err(format!("token signed by unknown key `{kid}`"))
+    }
+
+    /// Verifies an `x5c` chain: each certificate signed by the next, the last one in (or signed by a
+    /// certificate in) the root bundle, all currently valid. Returns the leaf's key.
+    fn verify_chain(&self, chain: &[String]) -> Result<VerifyKey, String> {
+        let ders: Vec<Vec<u8>> = chain
+            .iter()
+            .map(|c| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(c)
+                    .map_err(|_| "x5c is not base64".to_owned())
+            })
+            .collect::<Result<_, _>>()?;
+        let certs: Vec<_> = ders
+            .iter()
+            .map(|d| parse_cert(d))
+            .collect::<Result<_, _>>()?;
+        let Some(leaf) = certs.first() else {
+            return Err("x5c is empty".into());
+        };
+        for c in &certs {
+            if !c.validity().is_valid() {
+                return Err("x5c holds a certificate outside its validity period".into());
+            }
+        }
+        for pair in certs.windows(2) {
+            pair[0]
+                .verify_signature(Some(pair[1].public_key()))
+                .map_err(|_| "x5c chain does not verify".to_owned())?;
+        }
+        let (last_der, last) = (ders.last(), certs.last());
+        let (Some(last_der), Some(last)) = (last_der, last) else {
+            return Err("x5c is empty".into());
+        };
+        let anchored = self.roots.iter().any(|root| {
+            root.as_ref() == last_der.as_slice()
+                || parse_cert(root)
+                    .is_ok_and(|r| last.verify_signature(Some(r.public_key())).is_ok())
+        });
+        if !anchored {
+            return Err("x5c chain does not lead to a certificate in rootcertbundle".into());
+        }
+        cert_key(leaf)
+    }
+
+    /// Verifies a token's signature and claims; returns its subject and access.
+    pub fn verify(&self, token: &str) -> Result<(String, Vec<ResourceActions>), String> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(format!("token algorithm {:?} is not accepted", header.alg));
+        }
+        let (key, family) = self.key_for(&header)?;
+        if family.is_some_and(|f| !f.allows(header.alg)) {
+            return Err(format!(
+                "token algorithm {:?} does not fit its key",
+                header.alg
+            ));
+        }
+        let mut v = Validation::new(header.alg);
+        v.algorithms = vec![header.alg];
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.service]);
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &v)
+            .map_err(|e| format!("invalid token: {e}"))?;
+        Ok((data.claims.sub, data.claims.access))
+    }
+
+    fn challenge(&self, needed: &[Scope], error: Option<&str>, base_url: &str) -> String {
+        let realm = if self.autoredirect {
+            let path = self
+                .realm
+                .split_once("://")
+                .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
+                .unwrap_or_else(|| "/auth/token".to_owned());
+            format!("{base_url}{path}")
+        } else {
+            self.realm.clone()
+        };
+        let mut c = format!(
+            "Bearer realm={},service={}",
+            quoted(&realm),
+            quoted(&self.service)
+        );
+        if !needed.is_empty() {
+            let scopes: Vec<String> = needed.iter().map(Scope::to_string).collect();
+            c.push_str(&format!(",scope={}", quoted(&scopes.join(" "))));
+        }
+        if let Some(e) = error {
+            c.push_str(&format!(",error={}", quoted(e)));
+        }
+        c
+    }
+
+    pub fn authorize(
+        &self,
+        creds: &Credentials,
+        needed: &[Scope],
+        base_url: &str,
+    ) -> Result<Identity, Refusal> {
+        let Credentials::Bearer(token) = creds else {
+            return Err(Refusal {
+                message: "authentication required".into(),
+                challenge: self.challenge(needed, None, base_url),
+            });
+        };
+        let (sub, access) = self.verify(token).map_err(|message| Refusal {
+            message,
+            challenge: self.challenge(needed, Some("invalid_token"), base_url),
+        })?;
+        for scope in needed {
+            if !granted(&access, scope) {
+                return Err(Refusal {
+                    message: format!("the token does not grant {scope}"),
+                    challenge: self.challenge(needed, Some("insufficient_scope"), base_url),
+                });
+            }
+        }
+        Ok(Identity { user: sub })
+    }
+}
+
+/// Whether `access` allows every action of `scope`.
+pub fn granted(access: &[ResourceActions], scope: &Scope) -> bool {
+    scope.actions.iter().all(|action| {
+        access.iter().any(|a| {
+            a.kind == scope.kind
+                && a.name == scope.name
+                && a.actions.iter().any(|x| x == action || x == "*")
+        })
+    })
+}
+
+fn read_jwks(path: &Path) -> Result<JwkSet, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: not a JWK set: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants() {
+        let access = vec![
+            ResourceActions {
+                kind: "repository".into(),
+                name: "a".into(),
+                actions: vec!["pull".into()],
+            },
+            ResourceActions {
+                kind: "repository".into(),
+                name: "b".into(),
+                actions: vec!["*".into()],
+            },
+        ];
+        assert!(granted(&access, &Scope::repository("a", &["pull"])));
+        assert!(!granted(
+            &access,
+            &Scope::repository("a", &["pull", "push"])
+        ));
+        assert!(granted(
+            &access,
+            &Scope::repository("b", &["pull", "push", "delete"])
+        ));
+        assert!(!granted(&access, &Scope::repository("c", &["pull"])));
+        assert!(!granted(&access, &Scope::catalog()));
+    }
+}

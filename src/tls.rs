@@ -1,0 +1,224 @@
+//! TLS: the rustls server configuration from `http.tls` (certificate chain, key, client CAs for mTLS,
+//! minimum version, ALPN for HTTP/2), and `berth cert`, which makes a CA and a server certificate so that
+//! users need no openssl recipe.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::PrivateKeyDer;
+
+use crate::auth::keys::read_certs;
+use crate::config::{ClientAuth, Tls};
+
+/// Builds the rustls configuration for `http.tls`.
+pub fn server_config(tls: &Tls, http2: bool) -> Result<Arc<ServerConfig>, String> {
+    let certs = read_certs(&tls.certificate).map_err(|e| format!("http.tls.certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| {
+        format!(
+            "http.tls.key: cannot read a private key from {}: {e}",
+            tls.key.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls.minimumtls == "tls1.3" {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS12, &rustls::version::TLS13]
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("http.tls: {e}"))?;
+    let builder = if tls.clientcas.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        for path in &tls.clientcas {
+            for cert in read_certs(path).map_err(|e| format!("http.tls.clientcas: {e}"))? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("http.tls.clientcas: {}: {e}", path.display()))?;
+            }
+        }
+        let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        if tls.clientauth == ClientAuth::VerifyClientCertIfGiven {
+            verifier = verifier.allow_unauthenticated();
+        }
+        builder.with_client_cert_verifier(
+            verifier
+                .build()
+                .map_err(|e| format!("http.tls.clientcas: {e}"))?,
+        )
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("http.tls: the certificate and key do not fit together: {e}"))?;
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(Arc::new(config))
+}
+
+/// What `berth cert` writes.
+pub struct Generated {
+    pub ca_cert: String,
+    pub server_cert: String,
+    pub server_key: String,
+    /// A client certificate and key (docker's `client.cert`/`client.key`), when asked for.
+    pub client: Option<(String, String)>,
+}
+
+/// Makes a CA and a server certificate for `ips` and `dns` names, valid for `days`, and optionally a
+/// client certificate for `client_name` signed by the same CA (for mTLS).
+pub fn generate(
+    ips: &[IpAddr],
+    dns: &[String],
+    days: u32,
+    client_name: Option<&str>,
+) -> Result<Generated, String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose, SanType,
+    };
+    let err = |e: rcgen::Error| e.to_string();
+    let now = time_now();
+    let until = now + std::time::Duration::from_secs(u64::from(days) * 86_400);
+
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "berth registry CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca.not_before = now.into();
+    ca.not_after = until.into();
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let server_key = KeyPair::generate().map_err(err)?;
+    let mut server = CertificateParams::new(dns.to_vec()).map_err(err)?;
+    server
+        .subject_alt_names
+        .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    let cn = dns
+        .first()
+        .cloned()
+        .or_else(|| ips.first().map(IpAddr::to_string))
+        .unwrap_or_else(|| "registry".into());
+    server.distinguished_name.push(DnType::CommonName, cn);
+    server.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.not_before = now.into();
+    server.not_after = until.into();
+    let server_cert = server.signed_by(&server_key, &issuer).map_err(err)?;
+
+    let client = match client_name {
+        Some(name) => {
+            let key = KeyPair::generate().map_err(err)?;
+            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            params.not_before = now.into();
+            params.not_after = until.into();
+            let cert = params.signed_by(&key, &issuer).map_err(err)?;
+            Some((cert.pem(), key.serialize_pem()))
+        }
+        None => None,
+    };
+    Ok(Generated {
+        ca_cert: ca_cert.pem(),
+        server_cert: server_cert.pem(),
+        server_key: server_key.serialize_pem(),
+        client,
+    })
+}
+
+fn time_now() -> std::time::SystemTime {
+    // Backdated a little so that a client whose clock is slightly behind accepts the certificate.
+    std::time::SystemTime::now() - std::time::Duration::from_secs(3600)
+}
+
+/// Writes the generated files into `dir` (`ca.crt`, `server.crt`, `server.key`, and `client.cert`,
+/// `client.key` when made); keys are readable by the owner only.
+pub fn write(dir: &Path, g: &Generated) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("ca.crt"), &g.ca_cert)?;
+    std::fs::write(dir.join("server.crt"), &g.server_cert)?;
+    write_private(&dir.join("server.key"), &g.server_key)?;
+    if let Some((cert, key)) = &g.client {
+        std::fs::write(dir.join("client.cert"), cert)?;
+        write_private(&dir.join("client.key"), key)?;
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_certificates_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = generate(
+            &["127.0.0.1".parse().unwrap()],
+            &["registry.lan".into()],
+            30,
+            Some("ci"),
+        )
+        .unwrap();
+        write(dir.path(), &g).unwrap();
+        let tls = Tls {
+            certificate: dir.path().join("server.crt"),
+            key: dir.path().join("server.key"),
+            clientcas: vec![dir.path().join("ca.crt")],
+            clientauth: ClientAuth::RequireAndVerifyClientCert,
+            minimumtls: "tls1.2".into(),
+        };
+        let cfg = server_config(&tls, true).unwrap();
+        assert_eq!(cfg.alpn_protocols[0], b"h2");
+        let der = read_certs(&dir.path().join("server.crt")).unwrap();
+        let cert = crate::auth::keys::parse_cert(&der[0]).unwrap();
+        let sans = format!(
+            "{:?}",
+            cert.subject_alternative_name()
+                .unwrap()
+                .unwrap()
+                .value
+                .general_names
+        );
+        assert!(
+            sans.contains("registry.lan") && sans.contains("127.0.0.1")
+                || sans.contains("[127, 0, 0, 1]"),
+            "{sans}"
+        );
+        let bad = Tls {
+            key: dir.path().join("client.key"),
+            ..tls
+        };
+        assert!(server_config(&bad, true)
+            .unwrap_err()
+            .contains("do not fit"));
+    }
+}
