@@ -20,7 +20,7 @@ use reqwest::Method;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
-use self::clients::{tail, try_http_get};
+use self::clients::tail;
 use self::reference::free_port;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,7 +65,8 @@ impl Berth {
             let mut child = cmd.spawn().expect("start berth");
             let deadline = Instant::now() + START_TIMEOUT;
             loop {
-                if let Ok((200, _)) = try_http_get(&format!("http://{addr}/v2/")) {
+                // Listening is enough: the server may speak TLS or require authentication.
+                if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                     return Berth {
                         addr,
                         child,
@@ -88,6 +89,11 @@ impl Berth {
             }
         }
         panic!("berth could not find a free port");
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn https(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
