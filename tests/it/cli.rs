@@ -189,3 +189,36 @@ fn serve_reads_a_file_warns_about_unknown_keys_and_applies_overrides() {
         .join("docker/registry/v2/repositories/x/_manifests")
         .is_dir());
 }
+
+#[test]
+fn htpasswd_entries_as_htpasswd_prints_them() {
+    let o = berth(&["htpasswd", "-Bbn", "-C", "4", "alice", "pass word"], &[]);
+    assert!(o.status.success());
+    let line = text(&o).0;
+    let (user, hash) = line.trim().split_once(':').unwrap();
+    assert_eq!(user, "alice");
+    assert!(hash.starts_with("$2y$04$") && hash.len() == 60, "{hash}");
+    assert!(bcrypt::verify("pass word", hash).unwrap());
+
+    // -B -n without -b reads the password from standard input when it is not a terminal.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["htpasswd", "-B", "-n", "-C", "4", "bob"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"from-stdin\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let line = String::from_utf8_lossy(&o.stdout).into_owned();
+    let hash = line.trim().strip_prefix("bob:").unwrap();
+    assert!(bcrypt::verify("from-stdin", hash).unwrap());
+
+    for bad in [
+        &["htpasswd", "-Bbn", "alice"][..],
+        &["htpasswd", "-Bn", "alice", "pw"],
+        &["htpasswd", "-Bbn", "a:b", "pw"],
+    ] {
+        assert!(!berth(bad, &[]).status.success(), "{bad:?}");
+    }
+}
