@@ -14,7 +14,8 @@ pub async fn run(
     state: Arc<AppState>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    axum::serve(listener, api::app(state))
+    let app = api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

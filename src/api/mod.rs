@@ -3,7 +3,6 @@
 //! adds the headers every response carries. Handlers never see storage paths.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -51,6 +50,8 @@ pub struct ApiConfig {
 pub struct AppState {
     pub registry: Registry,
     pub config: ApiConfig,
+    /// Health gate, events, and the instance's identity (see `ops` and `observe`).
+    pub ops: crate::ops::Ops,
 }
 
 /// The API as a router; every path goes through [`entry`].
@@ -63,29 +64,20 @@ pub(crate) const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-co
 pub(crate) const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 
 async fn entry(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let mut resp = match dispatch(&state, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    let (observation, req) = crate::observe::begin(&state, req);
+    let mut resp = match observation.refusal(&state) {
+        Some(refused) => refused,
+        None => match dispatch(&state, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
     };
     let headers = resp.headers_mut();
     headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     for (k, v) in &state.config.headers {
         headers.insert(k.clone(), v.clone());
     }
-    if !state.config.access_log_disabled {
-        tracing::info!(
-            target: "berth::access",
-            method = %method,
-            path = %path,
-            status = resp.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
-    }
-    resp
+    observation.finish(&state, resp).await
 }
 
 /// Everything a handler needs from the request.

@@ -162,6 +162,7 @@ impl TestServer {
         let state = Arc::new(AppState {
             registry: Registry::new(Arc::new(FsDriver::new(root))),
             config,
+            ops: berth::ops::Ops::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
