@@ -4,6 +4,8 @@
 mod api;
 mod cli;
 mod e2e;
+mod image;
 mod layout;
+mod ops;
 mod process;
 mod support;
