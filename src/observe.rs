@@ -201,7 +201,7 @@ impl Observation {
             header_str(h, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
         let m = &self.method;
         let read = m == Method::GET || m == Method::HEAD;
-        let (action, name, target) = match route {
+        let (action, target) = match route {
             Route::Manifest(name, r) if read && status == StatusCode::OK => {
                 let Some(d) = resp_digest else {
                     return Vec::new();
@@ -212,7 +212,6 @@ impl Observation {
                 let media_type = header_str(h, "content-type").unwrap_or_default().to_owned();
                 (
                     Action::Pull,
-                    name,
                     self.manifest_target(state, name, &d, media_type, size, r),
                 )
             }
@@ -237,7 +236,6 @@ impl Observation {
                 let size = stored.body.len() as u64;
                 (
                     Action::Push,
-                    name,
                     self.manifest_target(state, name, &d, stored.media_type, size, r),
                 )
             }
@@ -251,7 +249,7 @@ impl Observation {
                     Ok(Reference::Tag(t)) => target.tag = t,
                     Err(_) => return Vec::new(),
                 }
-                (Action::Delete, name, target)
+                (Action::Delete, target)
             }
             Route::Blob(name, d) if read => {
                 let Some(d) = resp_digest.or_else(|| percent_decode(d).parse().ok()) else {
@@ -266,7 +264,6 @@ impl Observation {
                 };
                 (
                     Action::Pull,
-                    name,
                     self.blob_target(state, name, &d, size.unwrap_or(0)),
                 )
             }
@@ -279,7 +276,7 @@ impl Observation {
                     repository: name.to_string(),
                     ..Target::default()
                 };
-                (Action::Delete, name, target)
+                (Action::Delete, target)
             }
             Route::UploadStart(name) | Route::Upload(name, _)
                 if status == StatusCode::CREATED && (m == Method::POST || m == Method::PUT) =>
@@ -312,11 +309,10 @@ impl Observation {
                         .map(|f| f.to_string())
                         .unwrap_or_default();
                 }
-                (action, name, target)
+                (action, target)
             }
             _ => return Vec::new(),
         };
-        let _ = name;
         vec![Event::new(
             action,
             target,

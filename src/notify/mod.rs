@@ -55,9 +55,9 @@ struct Endpoint {
 impl Endpoint {
     fn wants(&self, e: &Event) -> bool {
         let c = &self.config;
-        !c.ignored_actions.iter().any(|a| a == e.action)
-            && !(!e.target.media_type.is_empty()
-                && c.ignored_mediatypes.contains(&e.target.media_type))
+        let ignored_type =
+            !e.target.media_type.is_empty() && c.ignored_mediatypes.contains(&e.target.media_type);
+        !ignored_type && !c.ignored_actions.iter().any(|a| a == e.action)
     }
 }
 
@@ -425,6 +425,48 @@ mod tests {
         ] {
             assert_eq!(parse_queue_file(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn endpoints_skip_ignored_actions_and_media_types() {
+        let endpoint = Endpoint {
+            config: config::Endpoint {
+                name: "e".into(),
+                url: "http://x/".into(),
+                headers: vec![],
+                timeout: Duration::from_secs(1),
+                threshold: 10,
+                backoff: Duration::from_secs(1),
+                ignored_mediatypes: vec![event::BLOB_MEDIA_TYPE.into()],
+                ignored_actions: vec!["pull".into()],
+            },
+            dir: PathBuf::new(),
+            wake: Notify::new(),
+            pending: AtomicU64::new(0),
+        };
+        let event = |action: Action, media_type: &str| {
+            let target = event::Target {
+                media_type: media_type.into(),
+                ..event::Target::default()
+            };
+            Event::new(
+                action,
+                target,
+                Default::default(),
+                Default::default(),
+                Default::default(),
+            )
+        };
+        assert!(endpoint.wants(&event(
+            Action::Push,
+            "application/vnd.oci.image.manifest.v1+json"
+        )));
+        assert!(endpoint.wants(&event(Action::Delete, "")));
+        assert!(!endpoint.wants(&event(Action::Push, event::BLOB_MEDIA_TYPE)));
+        assert!(!endpoint.wants(&event(
+            Action::Pull,
+            "application/vnd.oci.image.manifest.v1+json"
+        )));
     }
 
     #[test]
