@@ -53,7 +53,13 @@ pub use security::{
     AclMatch, AclRule, Auth, ClientAuth, Htpasswd, Tls, TokenAuth, TokenServer, UserEntry,
 };
 
-const SECRET_KEYS: &[&str] = &["password", "secretkey", "accesskey", "secret"];
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "secretkey",
+    "accesskey",
+    "secret",
+    "authorization",
+];
 
 const MASK: &str = "********";
 
@@ -75,6 +81,56 @@ pub struct Config {
     pub auth: Option<Auth>,
     /// `berth.tokenserver`: the built-in token server, if configured.
     pub tokenserver: Option<TokenServer>,
+    pub health: Health,
+    pub notifications: Notifications,
+}
+
+/// `health`: the checks behind `/debug/health`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub storagedriver: StorageDriverHealth,
+}
+
+/// `health.storagedriver`: a periodic write-and-read probe of the storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageDriverHealth {
+    pub enabled: bool,
+    /// Time between probes (distribution's default: 10s).
+    pub interval: Duration,
+    /// Consecutive failures before the check reports unhealthy; 0 means the first failure does.
+    pub threshold: usize,
+}
+
+/// `notifications`, plus berth's own `berth.notifications`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notifications {
+    /// The enabled endpoints (`disabled: true` ones are left out).
+    pub endpoints: Vec<Endpoint>,
+    /// `berth.notifications.queuedir`: where undelivered events are kept. `None`: beside the storage
+    /// layout (`<rootdirectory>/docker/registry/v2/_berth/events`).
+    pub queuedir: Option<PathBuf>,
+}
+
+/// `notifications.endpoints[]`: a webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// As written, or `endpoint-<index>` when missing; unique.
+    pub name: String,
+    pub url: String,
+    /// Header name -> values, sent with every request.
+    pub headers: Vec<(String, Vec<String>)>,
+    /// Per request (distribution's default: 1s).
+    pub timeout: Duration,
+    /// Consecutive failures before backing off (default 10).
+    pub threshold: usize,
+    /// Wait between attempts once `threshold` failures happened in a row (default 1s).
+    pub backoff: Duration,
+    /// `ignoredmediatypes` and `ignore.mediatypes`: events whose target has one of these media types
+    /// are not sent.
+    pub ignored_mediatypes: Vec<String>,
+    /// `ignore.actions`: events with one of these actions (`pull`, `push`, `mount`, `delete`) are not
+    /// sent.
+    pub ignored_actions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +202,36 @@ pub struct Http {
     pub tls: Option<Tls>,
     /// `http.http2.disabled`.
     pub http2_disabled: bool,
+    /// `http.debug`: the debug listener (metrics and health), when `addr` is set.
+    pub debug: Option<Debug>,
+}
+
+/// `http.debug`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Debug {
+    /// As written, e.g. ":5001"; see [`Debug::listen_addr`].
+    pub addr: String,
+    pub prometheus: Prometheus,
+}
+
+/// `http.debug.prometheus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prometheus {
+    pub enabled: bool,
+    /// Where the metrics are served (default `/metrics`).
+    pub path: String,
+}
+
+impl Debug {
+    /// The socket address to bind, read as [`Http::listen_addr`] reads `http.addr`.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_listen_addr(&self.addr).map_err(|detail| ConfigError {
+            key: "http.debug.addr".to_owned(),
+            line: None,
+            env_var: None,
+            message: format!("http.debug.addr: {detail}"),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +299,14 @@ impl Config {
             tags: Tags { maxtags: 0 },
             auth: None,
             tokenserver: None,
+            health: Health {
+                storagedriver: StorageDriverHealth {
+                    enabled: true,
+                    interval: Duration::from_secs(10),
+                    threshold: 3,
+                },
+            },
+            notifications: default_notifications(),
         }
     }
 
@@ -332,6 +426,21 @@ impl Config {
             "http2",
             map(vec![("disabled", Value::Bool(self.http.http2_disabled))]),
         ));
+        if let Some(debug) = &self.http.debug {
+            http.push((
+                "debug",
+                map(vec![
+                    ("addr", s(&debug.addr)),
+                    (
+                        "prometheus",
+                        map(vec![
+                            ("enabled", Value::Bool(debug.prometheus.enabled)),
+                            ("path", s(&debug.prometheus.path)),
+                        ]),
+                    ),
+                ]),
+            ));
+        }
         let mut fields = Mapping::new();
         for (k, v) in &self.log.fields {
             fields.insert(s(k), s(v));
@@ -406,6 +515,9 @@ impl Config {
                     Value::Number((self.tags.maxtags as u64).into()),
                 )]),
             ),
+            ("health", self.health_value()),
+            ("notifications", self.notifications_value()),
+            ("berth", self.berth_value()),
         ]);
         if let Value::Mapping(root) = &mut root {
             if let Some(auth) = &self.auth {
@@ -416,10 +528,58 @@ impl Config {
             }
             if let Some(ts) = &self.tokenserver {
                 let ts = serde_norway::to_value(ts).unwrap_or(Value::Null);
-                root.insert(s("berth"), map(vec![("tokenserver", ts)]));
+                if let Some(Value::Mapping(berth)) = root.get_mut(s("berth")) {
+                    berth.insert(s("tokenserver"), ts);
+                }
             }
         }
         root
+    }
+
+    fn health_value(&self) -> Value {
+        let sd = &self.health.storagedriver;
+        map(vec![(
+            "storagedriver",
+            map(vec![
+                ("enabled", Value::Bool(sd.enabled)),
+                ("interval", s(&format_go_duration(sd.interval))),
+                ("threshold", Value::Number((sd.threshold as u64).into())),
+            ]),
+        )])
+    }
+
+    fn notifications_value(&self) -> Value {
+        let list = |items: &[String]| Value::Sequence(items.iter().map(|i| s(i)).collect());
+        let endpoints = self
+            .notifications
+            .endpoints
+            .iter()
+            .map(|e| {
+                let mut headers = Mapping::new();
+                for (name, values) in &e.headers {
+                    headers.insert(s(name), list(values));
+                }
+                map(vec![
+                    ("name", s(&e.name)),
+                    ("url", s(&e.url)),
+                    ("headers", Value::Mapping(headers)),
+                    ("timeout", s(&format_go_duration(e.timeout))),
+                    ("threshold", Value::Number((e.threshold as u64).into())),
+                    ("backoff", s(&format_go_duration(e.backoff))),
+                    ("ignoredmediatypes", list(&e.ignored_mediatypes)),
+                    ("ignore", map(vec![("actions", list(&e.ignored_actions))])),
+                ])
+            })
+            .collect();
+        map(vec![("endpoints", Value::Sequence(endpoints))])
+    }
+
+    fn berth_value(&self) -> Value {
+        let mut notifications = Vec::new();
+        if let Some(dir) = &self.notifications.queuedir {
+            notifications.push(("queuedir", s(&dir.to_string_lossy())));
+        }
+        map(vec![("notifications", map(notifications))])
     }
 }
 
@@ -482,6 +642,13 @@ fn default_storage(driver: StorageDriver) -> Storage {
     }
 }
 
+fn default_notifications() -> Notifications {
+    Notifications {
+        endpoints: Vec::new(),
+        queuedir: None,
+    }
+}
+
 fn default_http() -> Http {
     Http {
         addr: ":5000".to_owned(),
@@ -494,6 +661,7 @@ fn default_http() -> Http {
         headers: Vec::new(),
         tls: None,
         http2_disabled: false,
+        debug: None,
     }
 }
 
@@ -996,13 +1164,44 @@ struct RawConfig {
     tags: Option<RawTags>,
     auth: Option<Value>,
     health: Option<RawHealth>,
+    notifications: Option<RawNotifications>,
     berth: Option<RawBerth>,
 }
 
-/// `berth`: berth's own settings, for what distribution does not have.
+#[derive(Deserialize)]
+struct RawNotifications {
+    endpoints: Option<Vec<RawEndpoint>>,
+}
+
+#[derive(Deserialize)]
+struct RawEndpoint {
+    name: Option<Scalar>,
+    disabled: Option<Bool>,
+    url: Option<Scalar>,
+    headers: Option<RawHeaders>,
+    timeout: Option<GoDuration>,
+    threshold: Option<Count>,
+    backoff: Option<GoDuration>,
+    ignoredmediatypes: Option<Vec<Scalar>>,
+    ignore: Option<RawIgnore>,
+}
+
+#[derive(Deserialize)]
+struct RawIgnore {
+    mediatypes: Option<Vec<Scalar>>,
+    actions: Option<Vec<Scalar>>,
+}
+
+/// `berth`: berth's own settings, which distribution does not have.
 #[derive(Deserialize)]
 struct RawBerth {
     tokenserver: Option<Value>,
+    notifications: Option<RawBerthNotifications>,
+}
+
+#[derive(Deserialize)]
+struct RawBerthNotifications {
+    queuedir: Option<Scalar>,
 }
 
 #[derive(Deserialize)]
@@ -1129,6 +1328,19 @@ struct RawHttp {
     headers: Option<RawHeaders>,
     tls: Option<Value>,
     http2: Option<Value>,
+    debug: Option<RawDebug>,
+}
+
+#[derive(Deserialize)]
+struct RawDebug {
+    addr: Option<Scalar>,
+    prometheus: Option<RawPrometheus>,
+}
+
+#[derive(Deserialize)]
+struct RawPrometheus {
+    enabled: Option<Bool>,
+    path: Option<Scalar>,
 }
 
 #[derive(Deserialize)]
@@ -1141,10 +1353,9 @@ struct RawTags {
     maxtags: Option<Count>,
 }
 
-/// `health`: parsed and type-checked so that registry:2's own config loads cleanly; berth's health
-/// checks do not use it yet.
+/// `health`: `storagedriver` is used; `file`, `http` and `tcp` are parsed and type-checked so that
+/// registry:2's own config loads cleanly, but berth does not run those checks yet.
 #[derive(Deserialize)]
-#[allow(dead_code)]
 struct RawHealth {
     storagedriver: Option<RawHealthStorage>,
     file: Option<Vec<RawHealthFile>>,
@@ -1153,7 +1364,6 @@ struct RawHealth {
 }
 
 #[derive(Deserialize)]
-#[allow(dead_code)]
 struct RawHealthStorage {
     enabled: Option<Bool>,
     interval: Option<GoDuration>,
@@ -1403,7 +1613,8 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
     let storage = build_storage(raw.storage)?;
     let http = build_http(raw.http)?;
     let maxentries = raw.catalog.and_then(|c| c.maxentries).map_or(0, |n| n.0);
-    let _ = raw.health;
+    let health = build_health(raw.health);
+    let notifications = build_notifications(raw.notifications, raw.berth)?;
     Ok(Config {
         version: text(raw.version).unwrap_or_else(|| "0.1".to_owned()),
         log,
@@ -1418,7 +1629,119 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
         },
         auth,
         tokenserver,
+        health,
+        notifications,
     })
+}
+
+fn build_health(raw: Option<RawHealth>) -> Health {
+    let sd = raw.and_then(|h| {
+        let _ = (h.file, h.http, h.tcp);
+        h.storagedriver
+    });
+    let (enabled, interval, threshold) = match sd {
+        Some(sd) => (
+            flag(sd.enabled, false),
+            sd.interval.map(|d| d.0),
+            sd.threshold.map_or(0, |n| n.0),
+        ),
+        None => (false, None, 0),
+    };
+    Health {
+        storagedriver: StorageDriverHealth {
+            enabled,
+            // distribution: a zero interval means the default, 10s.
+            interval: interval
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(10)),
+            threshold,
+        },
+    }
+}
+
+fn build_notifications(
+    raw: Option<RawNotifications>,
+    berth: Option<RawBerth>,
+) -> Result<Notifications, Problem> {
+    let mut out = default_notifications();
+    let queuedir = berth
+        .and_then(|b| b.notifications)
+        .and_then(|n| text(n.queuedir))
+        .filter(|d| !d.is_empty());
+    out.queuedir = queuedir.map(PathBuf::from);
+    let endpoints = raw.and_then(|n| n.endpoints).unwrap_or_default();
+    for (i, e) in endpoints.into_iter().enumerate() {
+        let at = |key: &str| Problem {
+            path: vec![
+                Seg::Key("notifications".to_owned()),
+                Seg::Key("endpoints".to_owned()),
+                Seg::Index(i),
+                Seg::Key(key.to_owned()),
+            ],
+            detail: String::new(),
+        };
+        let fail = |key: &str, detail: String| Problem { detail, ..at(key) };
+        if flag(e.disabled, false) {
+            continue;
+        }
+        let name = text(e.name)
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("endpoint-{i}"));
+        if out.endpoints.iter().any(|o| o.name == name) {
+            return Err(fail(
+                "name",
+                format!("endpoint name `{name}` is used twice; names must be unique"),
+            ));
+        }
+        let url = text(e.url).unwrap_or_default();
+        check_endpoint_url(&url).map_err(|d| fail("url", d))?;
+        let mut headers = Vec::new();
+        for (h, values) in e.headers.map(|h| h.0).unwrap_or_default() {
+            check_header(&h, &values).map_err(|d| fail("headers", d))?;
+            if !values.is_empty() {
+                headers.push((h, values));
+            }
+        }
+        let texts = |v: Option<Vec<Scalar>>| -> Vec<String> {
+            v.unwrap_or_default().into_iter().map(|s| s.0).collect()
+        };
+        let (ignore_types, ignore_actions) = match e.ignore {
+            Some(i) => (texts(i.mediatypes), texts(i.actions)),
+            None => (Vec::new(), Vec::new()),
+        };
+        let mut ignored_mediatypes = texts(e.ignoredmediatypes);
+        ignored_mediatypes.extend(ignore_types);
+        // distribution's defaults apply to zero values.
+        let or = |d: Option<GoDuration>, default: Duration| {
+            d.map(|d| d.0).filter(|d| !d.is_zero()).unwrap_or(default)
+        };
+        out.endpoints.push(Endpoint {
+            name,
+            url,
+            headers,
+            timeout: or(e.timeout, Duration::from_secs(1)),
+            threshold: e.threshold.map(|n| n.0).filter(|n| *n > 0).unwrap_or(10),
+            backoff: or(e.backoff, Duration::from_secs(1)),
+            ignored_mediatypes,
+            ignored_actions: ignore_actions,
+        });
+    }
+    Ok(out)
+}
+
+fn check_endpoint_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Err("missing; every endpoint needs the URL to post events to".to_owned());
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{url}` is not an http:// or https:// URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || url.chars().any(char::is_whitespace) {
+        return Err(format!("`{url}` has no valid host name"));
+    }
+    Ok(())
 }
 
 /// Whether a section configures anything: a value other than null, "" or an empty collection.
@@ -1581,6 +1904,25 @@ fn build_http(raw: Option<RawHttp>) -> Result<Http, Problem> {
     http.secret = text(raw.secret).filter(|s| !s.is_empty());
     http.relativeurls = flag(raw.relativeurls, false);
     http.draintimeout = raw.draintimeout.map_or(Duration::ZERO, |d| d.0);
+    if let Some(debug) = raw.debug {
+        let addr = text(debug.addr).unwrap_or_default();
+        if !addr.is_empty() {
+            parse_listen_addr(&addr).map_err(|d| problem(&["http", "debug", "addr"], d))?;
+            let (enabled, path) = match debug.prometheus {
+                Some(p) => (flag(p.enabled, false), text(p.path).unwrap_or_default()),
+                None => (false, String::new()),
+            };
+            let path = match path.trim() {
+                "" => "/metrics".to_owned(),
+                p if p.starts_with('/') => p.to_owned(),
+                p => format!("/{p}"),
+            };
+            http.debug = Some(Debug {
+                addr,
+                prometheus: Prometheus { enabled, path },
+            });
+        }
+    }
     for (name, values) in raw.headers.map(|h| h.0).unwrap_or_default() {
         check_header(&name, &values).map_err(|d| problem(&["http", "headers", &name], d))?;
         if !values.is_empty() {
@@ -1912,6 +2254,40 @@ health:
 
     #[test]
     #[rustfmt::skip]
+    fn operations() {
+        let debug = |addr: &str, enabled: bool, path: &str| Some(Debug { addr: addr.into(), prometheus: Prometheus { enabled, path: path.into() } });
+        check_ok(Some(&minimal("")), &[], |c| assert_eq!(c.http.debug, None));
+        check_ok(Some(&minimal("http:\n  debug:\n    addr: :5001\n")), &[], |c| assert_eq!(c.http.debug, debug(":5001", false, "/metrics")));
+        check_ok(Some(&minimal("http:\n  debug:\n    addr: 127.0.0.1:5001\n    prometheus:\n      enabled: true\n      path: m\n")), &[], |c| assert_eq!(c.http.debug, debug("127.0.0.1:5001", true, "/m")));
+        check_ok(Some(&minimal("")), &[("REGISTRY_HTTP_DEBUG_ADDR", ":5001"), ("REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED", "true")], |c| assert_eq!(c.http.debug, debug(":5001", true, "/metrics")));
+        check_ok(Some(&minimal("http:\n  debug:\n    prometheus:\n      enabled: true\n")), &[], |c| assert_eq!(c.http.debug, None));
+        let sd = |enabled: bool, secs: u64, threshold: usize| StorageDriverHealth { enabled, interval: Duration::from_secs(secs), threshold };
+        check_ok(Some(&minimal("")), &[], |c| assert_eq!(c.health.storagedriver, sd(false, 10, 0)));
+        check_ok(Some(&minimal("health:\n  storagedriver:\n    enabled: true\n")), &[], |c| assert_eq!(c.health.storagedriver, sd(true, 10, 0)));
+        check_ok(Some(&minimal("health:\n  storagedriver:\n    enabled: true\n    interval: 2s\n    threshold: 5\n")), &[], |c| assert_eq!(c.health.storagedriver, sd(true, 2, 5)));
+        check_ok(Some(&minimal("")), &[], |c| assert_eq!(c.notifications, Notifications { endpoints: vec![], queuedir: None }));
+        let full = "notifications:\n  endpoints:\n    - name: ci\n      url: https://hooks.example.com/registry\n      headers:\n        Authorization: [Bearer x]\n      timeout: 500ms\n      threshold: 5\n      backoff: 3s\n      ignoredmediatypes: [application/octet-stream]\n      ignore:\n        mediatypes: [a/b]\n        actions: [pull]\n    - url: http://127.0.0.1:9/\n    - name: off\n      disabled: true\n      url: not checked\nberth:\n  notifications:\n    queuedir: /var/spool/berth\n";
+        check_ok(Some(&minimal(full)), &[], |c| {
+            let n = &c.notifications;
+            assert_eq!(n.queuedir.as_deref(), Some(std::path::Path::new("/var/spool/berth")));
+            assert_eq!(n.endpoints.len(), 2);
+            assert_eq!(n.endpoints[0], Endpoint { name: "ci".into(), url: "https://hooks.example.com/registry".into(), headers: vec![("Authorization".into(), vec!["Bearer x".into()])], timeout: Duration::from_millis(500), threshold: 5, backoff: Duration::from_secs(3), ignored_mediatypes: vec!["application/octet-stream".into(), "a/b".into()], ignored_actions: vec!["pull".into()] });
+            assert_eq!(n.endpoints[1], Endpoint { name: "endpoint-1".into(), url: "http://127.0.0.1:9/".into(), headers: vec![], timeout: Duration::from_secs(1), threshold: 10, backoff: Duration::from_secs(1), ignored_mediatypes: vec![], ignored_actions: vec![] });
+        });
+        check_ok(Some(&minimal("")), &[("REGISTRY_NOTIFICATIONS_ENDPOINTS", "[{name: a, url: 'http://h/'}]"), ("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_TIMEOUT", "2s")], |c| assert_eq!((c.notifications.endpoints[0].name.as_str(), c.notifications.endpoints[0].timeout), ("a", Duration::from_secs(2))));
+        // A rendered configuration loads back the same, the Authorization header masked.
+        let Ok((config, _)) = load(Some(&minimal(&format!("http:\n  debug:\n    addr: :5001\n    prometheus:\n      enabled: true\nhealth:\n  storagedriver:\n    enabled: true\n{full}"))), &[]) else { panic!("load failed") };
+        let out = config.render_effective();
+        assert!(!out.contains("Bearer x"), "{out}");
+        let Ok((mut again, warnings)) = load(Some(&out), &[]) else { panic!("reload failed: {out}") };
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(again.notifications.endpoints[0].headers, vec![("Authorization".into(), vec![MASK.into()])]);
+        again.notifications.endpoints[0].headers = config.notifications.endpoints[0].headers.clone();
+        assert_eq!(again, config);
+    }
+
+    #[test]
+    #[rustfmt::skip]
     fn env_overrides() {
         check_ok(Some(OFFICIAL), &[("REGISTRY_HTTP_ADDR", "127.0.0.1:0")], |c| assert_eq!(c.http.listen_addr().ok(), "127.0.0.1:0".parse().ok()));
         check_ok(Some(OFFICIAL), &[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/srv/registry")], |c| assert_eq!(rootdir(c), "/srv/registry"));
@@ -1930,7 +2306,8 @@ health:
     #[rustfmt::skip]
     fn warnings() {
         check_warn(Some(&minimal("proxy:\n  remoteurl: https://registry-1.docker.io\n")), &[], &["unknown or not yet supported configuration key `proxy` (ignored)", "config.yml line 4"]);
-        check_warn(Some(&minimal("http:\n  debug:\n    addr: :5001\n")), &[], &["`http.debug`", "line 5"]);
+        check_warn(Some(&minimal("http:\n  debug:\n    addr: :5001\n    pprof:\n      enabled: true\n")), &[], &["`http.debug.pprof`", "line 7"]);
+        check_warn(Some(&minimal("notifications:\n  events:\n    includereferences: true\n")), &[], &["`notifications.events`", "line 5"]);
         check_warn(Some("version: 0.1\nstorage:\n  filesystem:\n    maxthreads: 100\n"), &[], &["`storage.filesystem.maxthreads`", "line 4"]);
         check_warn(None, &[("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io")], &["unknown or not yet supported configuration key `proxy.remoteurl` (ignored)", "REGISTRY_PROXY_REMOTEURL"]);
         check_warn(None, &[("REGISTRY_VERSION", "0.2")], &["REGISTRY_VERSION", "cannot be overridden"]);
@@ -1976,6 +2353,12 @@ health:
         check_err(Some(&minimal("log:\n  formatter: xml\n")), &[], &["log.formatter", "line 5"]);
         check_err(Some(&minimal("health:\n  storagedriver:\n    threshold: many\n")), &[], &["health.storagedriver.threshold", "line 6"]);
         check_err(Some(&minimal("health:\n  tcp:\n    - addr: x:1\n    - timeout: forever\n")), &[], &["health.tcp.1.timeout", "line 7"]);
+        check_err(Some(&minimal("http:\n  debug:\n    addr: nowhere\n")), &[], &["http.debug.addr", "nowhere", "line 6"]);
+        check_err(Some(&minimal("notifications:\n  endpoints:\n    - name: a\n")), &[], &["notifications.endpoints.0.url", "missing", "line 6"]);
+        check_err(Some(&minimal("notifications:\n  endpoints:\n    - name: a\n      url: ftp://x/\n")), &[], &["notifications.endpoints.0.url", "ftp://x/", "line 7"]);
+        check_err(Some(&minimal("notifications:\n  endpoints:\n    - name: a\n      url: http://x/\n    - name: a\n      url: http://y/\n")), &[], &["notifications.endpoints.1.name", "twice", "line 8"]);
+        check_err(Some(&minimal("notifications:\n  endpoints:\n    - url: http://x/\n      timeout: soon\n")), &[], &["notifications.endpoints.0.timeout", "line 7"]);
+        check_err(Some(&minimal("notifications:\n  endpoints:\n    - url: http://x/\n      headers:\n        'A B': [x]\n")), &[], &["notifications.endpoints.0.headers", "line 7"]);
     }
 
     #[test]

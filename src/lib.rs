@@ -4,7 +4,15 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod debug;
+pub mod entrypoint;
+pub mod health;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod observe;
 pub mod oci;
+pub mod ops;
 pub mod registry;
 pub mod server;
 pub mod storage;

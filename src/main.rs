@@ -15,7 +15,8 @@ use berth::auth::htpasswd::{self, HtpasswdAuth};
 use berth::auth::token::TokenVerifier;
 use berth::auth::tokenserver::TokenServer;
 use berth::auth::Authenticator;
-use berth::config::{Auth, Config, LogFormat, StorageDriver};
+use berth::config::{Auth, Config, StorageDriver};
+use berth::metrics::TimedDriver;
 use berth::registry::Registry;
 use berth::server::ServeOptions;
 use berth::storage::{fs::FsDriver, memory::MemoryDriver, Driver};
@@ -92,7 +93,8 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // As `/bin/registry` in the container image, also read arguments as registry:2's entrypoint does.
+    let cli = Cli::parse_from(berth::entrypoint::args(std::env::args_os()));
     let result = match cli.command {
         Command::Serve { config } => serve(config.as_deref()),
         Command::Config {
@@ -146,15 +148,7 @@ fn check(path: Option<&Path>) -> anyhow::Result<()> {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.formatter {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    berth::logging::init(&config.log);
 }
 
 fn api_config(config: &Config) -> anyhow::Result<ApiConfig> {
@@ -317,15 +311,24 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         tls,
         http2_disabled: config.http.http2_disabled,
     };
+    let driver_name = berth::ops::driver_name(&config.storage.driver);
+    let driver: Arc<dyn Driver> = Arc::new(TimedDriver::new(driver, driver_name));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         if let Authenticator::Htpasswd(h) = &auth {
             h.clone().watch(shutdown.clone());
         }
-        let state = Arc::new(AppState { registry: Registry::new(driver), config: api, auth, tokenserver });
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "listening");
+        let ops = berth::ops::start(&config, driver.clone(), listener.local_addr()?, shutdown.clone()).await?;
+        let state = Arc::new(AppState {
+            registry: Registry::new(driver),
+            config: api,
+            auth,
+            tokenserver,
+            ops,
+        });
         let server = tokio::spawn(berth::server::serve(listener, berth::api::app(state), opts, shutdown.clone()));
         wait_for_signal().await;
         tracing::info!("shutting down");

@@ -3,7 +3,6 @@
 //! adds the headers every response carries. Handlers never see storage paths.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -58,6 +57,8 @@ pub struct AppState {
     pub config: ApiConfig,
     pub auth: Authenticator,
     pub tokenserver: Option<TokenServer>,
+    /// Health gate, events, and the instance's identity (see `ops` and `observe`).
+    pub ops: crate::ops::Ops,
 }
 
 impl AppState {
@@ -68,6 +69,7 @@ impl AppState {
             config,
             auth: Authenticator::Open,
             tokenserver: None,
+            ops: crate::ops::Ops::default(),
         }
     }
 }
@@ -82,12 +84,13 @@ pub(crate) const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-co
 pub(crate) const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 
 async fn entry(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let mut resp = match dispatch(&state, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    let (mut observation, req) = crate::observe::begin(&state, req);
+    let mut resp = match observation.refusal(&state) {
+        Some(refused) => refused,
+        None => match dispatch(&state, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
     };
     let user = resp
         .extensions()
@@ -99,18 +102,8 @@ async fn entry(State(state): State<Arc<AppState>>, req: Request) -> Response {
     for (k, v) in &state.config.headers {
         headers.insert(k.clone(), v.clone());
     }
-    if !state.config.access_log_disabled {
-        tracing::info!(
-            target: "berth::access",
-            method = %method,
-            path = %path,
-            status = resp.status().as_u16(),
-            user = %user,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
-    }
-    resp
+    observation.set_user(user);
+    observation.finish(&state, resp).await
 }
 
 /// Everything a handler needs from the request.

@@ -162,7 +162,7 @@ fn serve_reads_a_file_warns_about_unknown_keys_and_applies_overrides() {
     fs::write(
         &file,
         format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  headers:\n    X-Test: [yes-it-is]\nnotifications:\n  endpoints: []\n",
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  headers:\n    X-Test: [yes-it-is]\nproxy:\n  remoteurl: https://registry-1.docker.io\n",
             root.display()
         ),
     )
@@ -173,7 +173,7 @@ fn serve_reads_a_file_warns_about_unknown_keys_and_applies_overrides() {
         &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")],
     );
     assert!(
-        b.log().contains("notifications"),
+        b.log().contains("`proxy`"),
         "the unknown key is named in a warning: {}",
         b.log()
     );

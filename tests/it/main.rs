@@ -4,7 +4,9 @@
 mod api;
 mod cli;
 mod e2e;
+mod image;
 mod layout;
+mod ops;
 mod process;
 mod security;
 mod support;

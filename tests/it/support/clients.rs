@@ -375,10 +375,8 @@ pub fn try_http_get(url: &str) -> Result<(u16, String), String> {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
+        let client =
+            super::http_client(reqwest::Client::builder().timeout(Duration::from_secs(30)));
         let response = client
             .get(url)
             .send()

@@ -105,7 +105,7 @@ impl Berth {
     pub fn client(&self) -> Client {
         Client {
             base: format!("http://{}", self.addr),
-            http: reqwest::Client::new(),
+            http: http_client(reqwest::Client::builder()),
         }
     }
 
@@ -134,6 +134,13 @@ impl Drop for Berth {
             eprintln!("berth log:\n{}", tail(&self.log(), 60));
         }
     }
+}
+
+/// Builds a reqwest client. berth builds reqwest without a default TLS provider (it picks ring), and the
+/// tests share that build: install ring first.
+pub fn http_client(builder: reqwest::ClientBuilder) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    builder.build().unwrap()
 }
 
 /// The API settings of a test server: delete enabled, everything else as distribution's defaults.
@@ -183,7 +190,7 @@ impl TestServer {
     pub fn client(&self) -> Client {
         Client {
             base: self.base.clone(),
-            http: reqwest::Client::new(),
+            http: http_client(reqwest::Client::builder()),
         }
     }
 

@@ -1,0 +1,479 @@
+//! Webhook notifications (`notifications.endpoints`): distribution's events, delivered at least once
+//! through a queue kept on disk, so that events raised while an endpoint is down, or before a restart,
+//! are delivered later.
+//!
+//! [`Notifier::publish`] hands events to one writer thread, which writes each batch, filtered for each
+//! endpoint, as one file per endpoint (`<queuedir>/<endpoint>/<seq>-<count>.json`, the envelope exactly
+//! as it will be posted), fsyncs it and renames it into place; `publish` returns once that is done, so
+//! a request is answered only after its events are durable. Several requests' events share one fsync
+//! (group commit). Each endpoint has one delivery task that posts its files oldest first, deletes a
+//! file once the endpoint answered 2xx or 3xx, and retries otherwise, backing off as distribution's
+//! breaker does (`threshold` failures in a row, then one attempt per `backoff`). A crash between a post
+//! and the delete sends that envelope again: delivery is at least once, and each event has an id that
+//! receivers can deduplicate on.
+
+pub mod event;
+
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config;
+use crate::metrics;
+pub use event::{Action, Event};
+
+/// How many events one queue file (one envelope) holds at most.
+const MAX_BATCH: usize = 256;
+
+/// How often an idle delivery task looks at its directory even without being woken.
+const IDLE_RESCAN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create the event queue directory {}: {source}", path.display())]
+    QueueDir { path: PathBuf, source: io::Error },
+    #[error("notifications.endpoints `{name}`: {detail}")]
+    Endpoint { name: String, detail: String },
+    #[error("cannot start the event queue writer: {0}")]
+    Thread(io::Error),
+}
+
+/// One configured endpoint, its queue directory and what its delivery task shares with the writer.
+struct Endpoint {
+    config: config::Endpoint,
+    dir: PathBuf,
+    wake: Notify,
+    pending: AtomicU64,
+}
+
+impl Endpoint {
+    fn wants(&self, e: &Event) -> bool {
+        let c = &self.config;
+        let ignored_type =
+            !e.target.media_type.is_empty() && c.ignored_mediatypes.contains(&e.target.media_type);
+        !ignored_type && !c.ignored_actions.iter().any(|a| a == e.action)
+    }
+}
+
+struct Submit {
+    events: Vec<Event>,
+    done: oneshot::Sender<()>,
+}
+
+/// The notification system: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Notifier {
+    endpoints: Arc<Vec<Arc<Endpoint>>>,
+    tx: mpsc::Sender<Submit>,
+}
+
+impl Notifier {
+    /// Opens (creating) the queue of every endpoint under `queuedir` and starts the writer thread.
+    /// Delivery starts with [`Notifier::start_delivery`].
+    pub fn open(endpoints: &[config::Endpoint], queuedir: &Path) -> Result<Notifier, Error> {
+        let mut list = Vec::new();
+        let mut seen = BTreeSet::new();
+        for e in endpoints {
+            let dir = queuedir.join(dir_name(&e.name));
+            if !seen.insert(dir.clone()) {
+                return Err(Error::Endpoint {
+                    name: e.name.clone(),
+                    detail: "its name clashes with another endpoint's queue directory".into(),
+                });
+            }
+            std::fs::create_dir_all(&dir).map_err(|source| Error::QueueDir {
+                path: dir.clone(),
+                source,
+            })?;
+            let pending = queued(&dir).iter().map(|f| f.events).sum();
+            metrics::notify_pending(&e.name, pending);
+            tracing::info!(endpoint = %e.name, url = %e.url, timeout = ?e.timeout, pending, "configuring notification endpoint");
+            list.push(Arc::new(Endpoint {
+                config: e.clone(),
+                dir,
+                wake: Notify::new(),
+                pending: AtomicU64::new(pending),
+            }));
+        }
+        let next_seq = list
+            .iter()
+            .flat_map(|e| queued(&e.dir))
+            .map(|f| f.seq + 1)
+            .max()
+            .unwrap_or(1);
+        let endpoints = Arc::new(list);
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            endpoints: endpoints.clone(),
+            seq: next_seq,
+        };
+        std::thread::Builder::new()
+            .name("berth-events".into())
+            .spawn(move || writer.run(rx))
+            .map_err(Error::Thread)?;
+        Ok(Notifier { endpoints, tx })
+    }
+
+    /// Whether any endpoint would take `action` events at all (so callers can skip building them).
+    pub fn wants_action(&self, action: Action) -> bool {
+        self.endpoints.iter().any(|e| {
+            !e.config
+                .ignored_actions
+                .iter()
+                .any(|a| a == action.as_str())
+        })
+    }
+
+    /// Queues events durably for every endpoint that wants them; returns once they are on disk.
+    pub async fn publish(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let (done, wait) = oneshot::channel();
+        let n = events.len();
+        if self.tx.send(Submit { events, done }).is_err() || wait.await.is_err() {
+            tracing::error!(events = n, "event queue writer is gone; events lost");
+        }
+    }
+
+    /// Starts one delivery task per endpoint on the current runtime; they stop when `shutdown` is
+    /// cancelled, leaving what is undelivered on disk for the next start.
+    pub fn start_delivery(&self, shutdown: CancellationToken) -> Result<(), Error> {
+        for e in self.endpoints.iter() {
+            let client = client(&e.config)?;
+            let task = Delivery {
+                endpoint: e.clone(),
+                client,
+                failures: 0,
+            };
+            tokio::spawn(task.run(shutdown.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// A directory name for an endpoint: its name with anything but `[A-Za-z0-9._-]` replaced.
+fn dir_name(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match clean.as_str() {
+        "" | "." | ".." => format!("_{clean}"),
+        _ => clean,
+    }
+}
+
+/// A queue file: `<seq, 20 digits>-<events>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct QueueFile {
+    seq: u64,
+    events: u64,
+    name: String,
+}
+
+fn parse_queue_file(name: &str) -> Option<QueueFile> {
+    let stem = name.strip_suffix(".json")?;
+    let (seq, events) = stem.split_once('-')?;
+    Some(QueueFile {
+        seq: seq.parse().ok()?,
+        events: events.parse().ok()?,
+        name: name.to_owned(),
+    })
+}
+
+/// The queue files in `dir`, oldest first. Unreadable directories give an empty list (and a log line).
+fn queued(dir: &Path) -> Vec<QueueFile> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot list the event queue");
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<QueueFile> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| parse_queue_file(&e.file_name().to_string_lossy()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The thread that makes events durable, one batch (one fsync per endpoint) at a time.
+struct Writer {
+    endpoints: Arc<Vec<Arc<Endpoint>>>,
+    seq: u64,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Submit>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            let mut count = batch[0].events.len();
+            while count < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => {
+                        count += more.events.len();
+                        batch.push(more);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let events: Vec<&Event> = batch.iter().flat_map(|s| s.events.iter()).collect();
+            for e in self.endpoints.iter() {
+                let mine: Vec<Event> = events
+                    .iter()
+                    .filter(|ev| e.wants(ev))
+                    .map(|ev| (*ev).clone())
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                metrics::notify_event(&e.config.name, "Events", mine.len() as u64);
+                let seq = self.seq;
+                self.seq += 1;
+                match write_queue_file(&e.dir, seq, &mine) {
+                    Ok(()) => {
+                        let pending = e.pending.fetch_add(mine.len() as u64, Ordering::SeqCst)
+                            + mine.len() as u64;
+                        metrics::notify_pending(&e.config.name, pending);
+                        e.wake.notify_one();
+                    }
+                    Err(err) => tracing::error!(
+                        endpoint = %e.config.name,
+                        dir = %e.dir.display(),
+                        events = mine.len(),
+                        error = %err,
+                        "cannot queue events; they are lost"
+                    ),
+                }
+            }
+            for s in batch {
+                let _ = s.done.send(());
+            }
+        }
+    }
+}
+
+/// Writes the envelope durably: temp file, fsync, rename, fsync the directory.
+fn write_queue_file(dir: &Path, seq: u64, events: &[Event]) -> io::Result<()> {
+    let body = serde_json::to_vec(&event::Envelope { events })?;
+    let name = format!("{seq:020}-{}.json", events.len());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(&name))?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn client(e: &config::Endpoint) -> Result<reqwest::Client, Error> {
+    let fail = |detail: String| Error::Endpoint {
+        name: e.name.clone(),
+        detail,
+    };
+    // reqwest is built without a default TLS provider: use ring, once per process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, values) in &e.headers {
+        let name = reqwest::header::HeaderName::try_from(name.as_str())
+            .map_err(|err| fail(format!("header `{name}`: {err}")))?;
+        for v in values {
+            let v = reqwest::header::HeaderValue::try_from(v.as_str())
+                .map_err(|err| fail(format!("header `{name}`: {err}")))?;
+            headers.append(name.clone(), v);
+        }
+    }
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        reqwest::header::HeaderValue::from_static(event::EVENTS_MEDIA_TYPE),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(e.timeout)
+        .build()
+        .map_err(|err| fail(format!("cannot build the HTTP client: {err}")))
+}
+
+/// One endpoint's delivery loop.
+struct Delivery {
+    endpoint: Arc<Endpoint>,
+    client: reqwest::Client,
+    /// Failures in a row, as distribution's breaker counts them.
+    failures: usize,
+}
+
+impl Delivery {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let e = self.endpoint.clone();
+        loop {
+            let dir = e.dir.clone();
+            let files = tokio::task::spawn_blocking(move || queued(&dir))
+                .await
+                .unwrap_or_default();
+            if files.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = e.wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE_RESCAN) => {}
+                }
+                continue;
+            }
+            for f in files {
+                let path = e.dir.join(&f.name);
+                let body = match tokio::fs::read(&path).await {
+                    Ok(b) => b,
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                    Err(err) => {
+                        tracing::error!(file = %path.display(), error = %err, "cannot read queued events; retrying later");
+                        break;
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    () = self.deliver(body, f.events) => {}
+                }
+                if let Err(err) = tokio::fs::remove_file(&path).await {
+                    tracing::error!(file = %path.display(), error = %err, "cannot remove delivered events; they will be sent again");
+                }
+                let before = e
+                    .pending
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| {
+                        Some(p.saturating_sub(f.events))
+                    })
+                    .unwrap_or_else(|p| p);
+                let pending = before.saturating_sub(f.events);
+                metrics::notify_pending(&e.config.name, pending);
+            }
+        }
+    }
+
+    /// Posts one envelope until the endpoint takes it.
+    async fn deliver(&mut self, body: Vec<u8>, events: u64) {
+        let c = &self.endpoint.config;
+        loop {
+            if self.failures >= c.threshold {
+                tracing::warn!(endpoint = %c.name, failures = self.failures, backoff = ?c.backoff, "notification endpoint encountered too many errors, backing off");
+                tokio::time::sleep(c.backoff).await;
+            }
+            match self.client.post(&c.url).body(body.clone()).send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    metrics::notify_status(
+                        &c.name,
+                        &format!(
+                            "{} {}",
+                            status.as_u16(),
+                            status.canonical_reason().unwrap_or_default()
+                        ),
+                    );
+                    if status.is_success() || status.is_redirection() {
+                        metrics::notify_event(&c.name, "Successes", events);
+                        self.failures = 0;
+                        return;
+                    }
+                    metrics::notify_event(&c.name, "Failures", events);
+                    tracing::warn!(endpoint = %c.name, status = status.as_u16(), "notification endpoint refused events; retrying");
+                }
+                Err(err) => {
+                    metrics::notify_event(&c.name, "Errors", events);
+                    tracing::warn!(endpoint = %c.name, error = %err, "cannot post events; retrying");
+                }
+            }
+            self.failures += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_file_names() {
+        assert_eq!(
+            parse_queue_file("00000000000000000012-3.json"),
+            Some(QueueFile {
+                seq: 12,
+                events: 3,
+                name: "00000000000000000012-3.json".into()
+            })
+        );
+        for bad in [
+            ".00000000000000000012-3.json.tmp",
+            "x-3.json",
+            "12.json",
+            "12-3",
+        ] {
+            assert_eq!(parse_queue_file(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn endpoints_skip_ignored_actions_and_media_types() {
+        let endpoint = Endpoint {
+            config: config::Endpoint {
+                name: "e".into(),
+                url: "http://x/".into(),
+                headers: vec![],
+                timeout: Duration::from_secs(1),
+                threshold: 10,
+                backoff: Duration::from_secs(1),
+                ignored_mediatypes: vec![event::BLOB_MEDIA_TYPE.into()],
+                ignored_actions: vec!["pull".into()],
+            },
+            dir: PathBuf::new(),
+            wake: Notify::new(),
+            pending: AtomicU64::new(0),
+        };
+        let event = |action: Action, media_type: &str| {
+            let target = event::Target {
+                media_type: media_type.into(),
+                ..event::Target::default()
+            };
+            Event::new(
+                action,
+                target,
+                Default::default(),
+                Default::default(),
+                Default::default(),
+            )
+        };
+        assert!(endpoint.wants(&event(
+            Action::Push,
+            "application/vnd.oci.image.manifest.v1+json"
+        )));
+        assert!(endpoint.wants(&event(Action::Delete, "")));
+        assert!(!endpoint.wants(&event(Action::Push, event::BLOB_MEDIA_TYPE)));
+        assert!(!endpoint.wants(&event(
+            Action::Pull,
+            "application/vnd.oci.image.manifest.v1+json"
+        )));
+    }
+
+    #[test]
+    fn endpoint_directory_names() {
+        assert_eq!(dir_name("ci-hook_1.x"), "ci-hook_1.x");
+        assert_eq!(dir_name("a/b c"), "a_b_c");
+        assert_eq!(dir_name(".."), "_..");
+        assert_eq!(dir_name(""), "_");
+    }
+}

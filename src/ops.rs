@@ -1,0 +1,137 @@
+//! Starting the operational services around the API: the metrics recorder, the health checks, the
+//! debug listener and webhook delivery, from the configuration. The binary calls [`start`] once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, StorageDriver};
+use crate::debug::{self, DebugState};
+use crate::health::Health;
+use crate::metrics;
+use crate::notify::event::SourceRecord;
+use crate::notify::{self, Notifier};
+use crate::storage::Driver;
+
+/// The operational parts of the application state, shared by every request.
+#[derive(Clone, Default)]
+pub struct Ops {
+    /// Webhook notifications, when endpoints are configured.
+    pub notifier: Option<Notifier>,
+    /// The health checks gating the API, when any are enabled.
+    pub health: Option<Arc<Health>>,
+    /// This instance, as events name it.
+    pub source: SourceRecord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {addr} (http.debug.addr): {source}")]
+    DebugListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Notify(#[from] notify::Error),
+}
+
+/// distribution's name of a storage driver, as metrics and health checks label it.
+pub fn driver_name(driver: &StorageDriver) -> &'static str {
+    match driver {
+        StorageDriver::Filesystem { .. } => "filesystem",
+        StorageDriver::Inmemory => "inmemory",
+    }
+}
+
+/// Where undelivered events are kept: `berth.notifications.queuedir`, else beside the storage layout.
+/// With in-memory storage and no queue directory, a directory under the system's temp directory (the
+/// events then last as long as the data does).
+pub fn queue_dir(config: &Config) -> PathBuf {
+    if let Some(dir) = &config.notifications.queuedir {
+        return dir.clone();
+    }
+    match &config.storage.driver {
+        StorageDriver::Filesystem { rootdirectory } => {
+            rootdirectory.join("docker/registry/v2/_berth/events")
+        }
+        StorageDriver::Inmemory => {
+            std::env::temp_dir().join(format!("berth-events-{}", std::process::id()))
+        }
+    }
+}
+
+/// Starts what the configuration asks for on the current runtime; everything stops with `shutdown`.
+/// `driver` is the one the registry uses; `api_addr` the API listener's address (for events' source).
+pub async fn start(
+    config: &Config,
+    driver: Arc<dyn Driver>,
+    api_addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<Ops, StartError> {
+    let mut ops = Ops {
+        source: SourceRecord {
+            addr: format!("{}:{}", hostname(), api_addr.port()),
+            instance_id: uuid::Uuid::new_v4().to_string(),
+        },
+        ..Ops::default()
+    };
+    let health = Health::new();
+    let sd = &config.health.storagedriver;
+    if sd.enabled {
+        let name = driver_name(&config.storage.driver);
+        health.spawn_storage_check(driver, name, sd, shutdown.clone());
+        ops.health = Some(health.clone());
+    }
+    if let Some(dbg) = &config.http.debug {
+        let addr = dbg.listen_addr()?;
+        let prometheus = if dbg.prometheus.enabled {
+            match metrics::install() {
+                Ok(handle) => Some((dbg.prometheus.path.clone(), handle)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot install the metrics recorder; metrics disabled");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::DebugListen { addr, source })?;
+        let local = listener.local_addr().unwrap_or(addr);
+        tracing::info!(addr = %local, prometheus = prometheus.is_some(), "debug listener");
+        let state = DebugState { health, prometheus };
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = debug::run(listener, state, stop).await {
+                tracing::error!(error = %e, "debug listener failed");
+            }
+        });
+    }
+    if !config.notifications.endpoints.is_empty() {
+        let dir = queue_dir(config);
+        if matches!(config.storage.driver, StorageDriver::Inmemory)
+            && config.notifications.queuedir.is_none()
+        {
+            tracing::warn!(dir = %dir.display(), "in-memory storage: undelivered events are kept in a temporary directory; set berth.notifications.queuedir to keep them across restarts");
+        }
+        let notifier = Notifier::open(&config.notifications.endpoints, &dir)?;
+        notifier.start_delivery(shutdown)?;
+        ops.notifier = Some(notifier);
+    }
+    Ok(ops)
+}
+
+/// The machine's host name, as Go's `os.Hostname` gives it on Linux.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
