@@ -222,3 +222,67 @@ fn htpasswd_entries_as_htpasswd_prints_them() {
         assert!(!berth(bad, &[]).status.success(), "{bad:?}");
     }
 }
+
+#[test]
+fn the_deploy_configurations_validate() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let o = berth(
+        &["config", "check", &format!("{repo}/deploy/config.yml")],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+
+    // The TLS + htpasswd compose file configures berth through the environment only, as the tutorial does.
+    let env = [
+        ("REGISTRY_HTTP_ADDR", ":443"),
+        ("REGISTRY_HTTP_TLS_CERTIFICATE", "/certs/domain.crt"),
+        ("REGISTRY_HTTP_TLS_KEY", "/certs/domain.key"),
+        ("REGISTRY_AUTH", "htpasswd"),
+        ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
+        ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
+    ];
+    let o = berth(
+        &["config", "check", &format!("{repo}/deploy/config.yml")],
+        &env,
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("Registry Realm")
+            && out.contains("/auth/htpasswd")
+            && out.contains("/certs/domain.key"),
+        "{out}"
+    );
+
+    // The token compose file, once its placeholder hashes are filled in.
+    let dir = tempfile::tempdir().unwrap();
+    let hash = text(&berth(&["htpasswd", "-Bbn", "-C", "4", "x", "y"], &[]))
+        .0
+        .trim()
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_owned();
+    let token = fs::read_to_string(format!("{repo}/deploy/compose/token/config.yml")).unwrap();
+    let filled: String = token
+        .lines()
+        .map(|l| {
+            if l.contains("REPLACE") {
+                format!("        password: '{hash}'")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let file = dir.path().join("config.yml");
+    fs::write(&file, filled).unwrap();
+    let o = berth(&["config", "check", file.to_str().unwrap()], &[]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("tokenserver") && out.contains("public/*"),
+        "{out}"
+    );
+    assert!(err.is_empty(), "no warnings: {err}");
+}
