@@ -183,3 +183,62 @@ fn a_crash_mid_upload_loses_nothing_acknowledged_and_serves_nothing_partial() {
         ))
         .exists());
 }
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_and_uploads_resume() {
+    let root = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut b = Berth::spawn(root.path(), &[("REGISTRY_HTTP_DRAINTIMEOUT", "20s")]);
+    let c = b.client();
+    let (path, patch) = rt.block_on(async {
+        let loc = c
+            .call("POST", "/v2/drain/blobs/uploads/", &[], vec![])
+            .await
+            .header("location")
+            .unwrap()
+            .to_owned();
+        let path = format!("/v2/{}", loc.split_once("/v2/").unwrap().1);
+        // A chunk that takes about a second to arrive.
+        let slow = futures_util::stream::iter(0..4u8).then(|i| async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            Ok::<_, std::io::Error>(Bytes::from(vec![i; 100_000]))
+        });
+        let req = c
+            .http
+            .patch(b.url(&path))
+            .body(reqwest::Body::wrap_stream(slow));
+        let patch = tokio::spawn(async move { req.send().await });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        (path, patch)
+    });
+    let stopped = std::thread::scope(|s| {
+        let stopper = s.spawn(|| b.terminate(Duration::from_secs(15)));
+        let resp = rt.block_on(patch).unwrap().unwrap();
+        assert_eq!(
+            resp.status(),
+            202,
+            "the request in flight when SIGTERM came finished"
+        );
+        assert_eq!(resp.headers()["range"], "0-399999");
+        stopper.join().unwrap()
+    });
+    assert!(stopped, "berth exited after draining");
+
+    let b = Berth::spawn(root.path(), &[]);
+    rt.block_on(async {
+        let c = b.client();
+        let st = c.get(&path).await;
+        st.assert_status(204);
+        assert_eq!(
+            st.header("range"),
+            Some("0-399999"),
+            "the upload resumes after the restart"
+        );
+        let data: Vec<u8> = (0..4u8).flat_map(|i| vec![i; 100_000]).collect();
+        let d = crate::support::digest(&data);
+        c.call("PUT", &format!("{path}?digest={d}"), &[], vec![])
+            .await
+            .assert_status(201);
+        assert_eq!(c.get(&format!("/v2/drain/blobs/{d}")).await.body, data);
+    });
+}
