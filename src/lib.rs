@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod gc;
 pub mod oci;
 pub mod registry;
 pub mod server;

@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod e2e;
+mod gc;
 mod layout;
 mod process;
 mod support;
