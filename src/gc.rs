@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use futures_util::{stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -17,6 +18,12 @@ use crate::oci::manifest::{self, References, MAX_MANIFEST_SIZE};
 use crate::oci::{Digest, RepoName};
 use crate::registry::{paths, Registry};
 use crate::storage::{Driver, ErrorKind, StorageError};
+
+/// Repositories read at the same time during the mark.
+const READ_PARALLELISM: usize = 16;
+/// Objects removed at the same time, under one exclusive hold of the fence: writers wait for at most one
+/// such batch.
+const SWEEP_BATCH: usize = 32;
 
 /// How a collection runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -355,18 +362,34 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
     let mut marked: HashSet<Digest> = HashSet::new();
     let mut layer_links: HashMap<Digest, Vec<RepoName>> = HashMap::new();
     let mut doomed: Vec<(RepoGraph, BTreeSet<Digest>)> = Vec::new();
-    for (name, markers) in repositories(driver).await? {
-        if markers.iter().any(|m| m == "_layers") {
-            for hex in driver.list(&paths::layers(&name)).await? {
-                if let Some(d) = digest_of_hex(&hex) {
-                    layer_links.entry(d).or_default().push(name.clone());
-                }
+    let reads = stream::iter(repositories(driver).await?)
+        .map(|(name, markers)| async move {
+            let mut layers = Vec::new();
+            if markers.iter().any(|m| m == "_layers") {
+                layers = driver.list(&paths::layers(&name)).await?;
+            }
+            let graph = if markers.iter().any(|m| m == "_manifests") {
+                Some(read_repo(driver, name.clone(), young_after).await?)
+            } else {
+                None
+            };
+            Ok::<_, StorageError>((name, layers, graph))
+        })
+        .buffer_unordered(READ_PARALLELISM)
+        .collect::<Vec<_>>()
+        .await;
+    let mut repos = Vec::with_capacity(reads.len());
+    for r in reads {
+        repos.push(r?);
+    }
+    repos.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    for (name, layers, graph) in repos {
+        for hex in layers {
+            if let Some(d) = digest_of_hex(&hex) {
+                layer_links.entry(d).or_default().push(name.clone());
             }
         }
-        if !markers.iter().any(|m| m == "_manifests") {
-            continue;
-        }
-        let graph = read_repo(driver, name, young_after).await?;
+        let Some(graph) = graph else { continue };
         for (d, node) in &graph.revisions {
             if node.unreadable.as_deref() == Some("missing") {
                 report.missing.push((graph.name.to_string(), d.clone()));
@@ -412,43 +435,70 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
     }
 
     // ---- sweep manifests ----
-    let mut unsafe_to_sweep = None;
-    for (graph, untagged) in &doomed {
+    // Each repository's untagged revisions, parents and subjects first; repositories one after another.
+    let referrers: Vec<_> = doomed.iter().map(|(g, _)| g.referrers()).collect();
+    let mut ordered: Vec<(usize, &Digest)> = Vec::new();
+    for (i, (graph, untagged)) in doomed.iter().enumerate() {
         let candidates: BTreeSet<&Digest> = untagged.iter().collect();
-        let referrers = graph.referrers();
-        let mut rescued: HashSet<&Digest> = HashSet::new();
-        for d in parents_first(graph, &candidates) {
-            if rescued.contains(d) {
+        ordered.extend(
+            parents_first(graph, &candidates)
+                .into_iter()
+                .map(|d| (i, d)),
+        );
+    }
+    if opts.dry_run {
+        for &(i, d) in &ordered {
+            report
+                .manifests
+                .push((doomed[i].0.name.to_string(), d.clone()));
+        }
+        ordered.clear();
+    }
+    let mut unsafe_to_sweep = None;
+    let mut rescued: HashSet<(usize, &Digest)> = HashSet::new();
+    for batch in ordered.chunks(SWEEP_BATCH) {
+        let _exclusive = fence.exclusive().await;
+        // Decide the whole batch before removing any of it, parents first: a rescued manifest's children
+        // and referrers later in the batch are rescued with it.
+        let mut remove = Vec::new();
+        for &(i, d) in batch {
+            if rescued.contains(&(i, d)) {
                 continue;
             }
-            if opts.dry_run {
-                report.manifests.push((graph.name.to_string(), d.clone()));
+            if !fence.is_touched(d) {
+                remove.push((i, d));
                 continue;
             }
-            let _exclusive = fence.exclusive().await;
-            if fence.is_touched(d) {
-                // Pushed again (or made a child of a new index) during the collection: keep it and all it
-                // keeps.
-                report.kept_in_use += 1;
-                for k in graph.closure([d], &referrers) {
-                    let node = graph.revisions.get(k);
-                    if let Some(reason) = node.and_then(|n| n.unreadable.as_deref()) {
-                        if reason != "missing" {
-                            unsafe_to_sweep = Some(GcError::UnreadableManifest {
-                                repo: graph.name.to_string(),
-                                digest: k.clone(),
-                                reason: reason.to_owned(),
-                            });
-                        }
+            // Pushed again (or made a child of a new index) during the collection: keep it and all it
+            // keeps.
+            report.kept_in_use += 1;
+            let graph = &doomed[i].0;
+            for k in graph.closure([d], &referrers[i]) {
+                let node = graph.revisions.get(k);
+                if let Some(reason) = node.and_then(|n| n.unreadable.as_deref()) {
+                    if reason != "missing" {
+                        unsafe_to_sweep = Some(GcError::UnreadableManifest {
+                            repo: graph.name.to_string(),
+                            digest: k.clone(),
+                            reason: reason.to_owned(),
+                        });
                     }
-                    mark(&mut marked, k, node);
-                    rescued.insert(k);
                 }
-                continue;
+                mark(&mut marked, k, node);
+                rescued.insert((i, k));
             }
-            registry.remove_revision(&graph.name, d).await?;
-            tracing::info!(repo = %graph.name, digest = %d, "gc: manifest deleted");
-            report.manifests.push((graph.name.to_string(), d.clone()));
+        }
+        remove.retain(|r| !rescued.contains(r));
+        let removals = remove
+            .iter()
+            .map(|&(i, d)| registry.remove_revision(&doomed[i].0.name, d));
+        for r in futures_util::future::join_all(removals).await {
+            r?;
+        }
+        for (i, d) in remove {
+            let repo = &doomed[i].0.name;
+            tracing::info!(repo = %repo, digest = %d, "gc: manifest deleted");
+            report.manifests.push((repo.to_string(), d.clone()));
         }
     }
     if let Some(e) = unsafe_to_sweep {
@@ -457,6 +507,7 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
     report.marked = marked.len();
 
     // ---- sweep blobs ----
+    let mut unmarked = Vec::new();
     for (d, size, modified) in blobs(driver).await? {
         if marked.contains(&d) {
             continue;
@@ -465,26 +516,45 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
             report.kept_recent += 1;
             continue;
         }
-        let links = layer_links.get(&d).map(Vec::as_slice).unwrap_or_default();
-        if opts.dry_run {
-            report.layer_links += links.len();
+        unmarked.push((d, size));
+    }
+    let no_links: &[RepoName] = &[];
+    let links_of = |d: &Digest| layer_links.get(d).map_or(no_links, Vec::as_slice);
+    if opts.dry_run {
+        for (d, size) in unmarked {
+            report.layer_links += links_of(&d).len();
             report.bytes += size;
             report.blobs.push((d, size));
-            continue;
         }
+        return Ok(report);
+    }
+    for batch in unmarked.chunks(SWEEP_BATCH) {
         let _exclusive = fence.exclusive().await;
-        if fence.is_touched(&d) {
-            report.kept_in_use += 1;
-            continue;
+        let mut remove = Vec::new();
+        for (d, size) in batch {
+            if fence.is_touched(d) {
+                report.kept_in_use += 1;
+            } else {
+                remove.push((d, *size));
+            }
         }
-        driver.delete(&paths::blob_dir(&d)).await?;
-        for repo in links {
-            driver.delete(&paths::layer_dir(repo, &d)).await?;
+        let removals = remove.iter().map(|(d, _)| async move {
+            driver.delete(&paths::blob_dir(d)).await?;
+            for repo in links_of(d) {
+                driver.delete(&paths::layer_dir(repo, d)).await?;
+            }
+            Ok::<_, StorageError>(())
+        });
+        for r in futures_util::future::join_all(removals).await {
+            r?;
         }
-        tracing::info!(digest = %d, size, layer_links = links.len(), "gc: blob deleted");
-        report.layer_links += links.len();
-        report.bytes += size;
-        report.blobs.push((d, size));
+        for (d, size) in remove {
+            let links = links_of(d).len();
+            tracing::info!(digest = %d, size, layer_links = links, "gc: blob deleted");
+            report.layer_links += links;
+            report.bytes += size;
+            report.blobs.push((d.clone(), size));
+        }
     }
     Ok(report)
 }
