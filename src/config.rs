@@ -83,6 +83,8 @@ pub struct Config {
     pub tokenserver: Option<TokenServer>,
     pub health: Health,
     pub notifications: Notifications,
+    /// `berth`: what berth adds to distribution's schema.
+    pub berth: Berth,
 }
 
 /// `health`: the checks behind `/debug/health`.
@@ -131,6 +133,38 @@ pub struct Endpoint {
     /// `ignore.actions`: events with one of these actions (`pull`, `push`, `mount`, `delete`) are not
     /// sent.
     pub ignored_actions: Vec<String>,
+}
+
+/// `berth`: berth's own section, for what distribution has no key for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Berth {
+    pub gc: Gc,
+}
+
+/// `berth.gc`: online garbage collection inside `berth serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gc {
+    pub enabled: bool,
+    /// Time between collections (the first one runs one interval after start-up).
+    pub interval: Duration,
+    /// Also remove manifests that no tag reaches (through index children and referrers).
+    pub deleteuntagged: bool,
+    /// Blobs and manifest revisions younger than this are kept.
+    pub graceperiod: Duration,
+    /// Log what would be removed; remove nothing.
+    pub dryrun: bool,
+}
+
+impl Default for Gc {
+    fn default() -> Gc {
+        Gc {
+            enabled: false,
+            interval: Duration::from_secs(24 * 3600),
+            deleteuntagged: false,
+            graceperiod: Duration::from_secs(3600),
+            dryrun: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,6 +341,7 @@ impl Config {
                 },
             },
             notifications: default_notifications(),
+            berth: Berth::default(),
         }
     }
 
@@ -579,7 +614,27 @@ impl Config {
         if let Some(dir) = &self.notifications.queuedir {
             notifications.push(("queuedir", s(&dir.to_string_lossy())));
         }
-        map(vec![("notifications", map(notifications))])
+        let mut berth = self.berth.to_value();
+        if let Value::Mapping(m) = &mut berth {
+            m.insert(s("notifications"), map(notifications));
+        }
+        berth
+    }
+}
+
+impl Berth {
+    fn to_value(&self) -> Value {
+        let gc = &self.gc;
+        map(vec![(
+            "gc",
+            map(vec![
+                ("enabled", Value::Bool(gc.enabled)),
+                ("interval", s(&format_go_duration(gc.interval))),
+                ("deleteuntagged", Value::Bool(gc.deleteuntagged)),
+                ("graceperiod", s(&format_go_duration(gc.graceperiod))),
+                ("dryrun", Value::Bool(gc.dryrun)),
+            ]),
+        )])
     }
 }
 
@@ -1197,11 +1252,21 @@ struct RawIgnore {
 struct RawBerth {
     tokenserver: Option<Value>,
     notifications: Option<RawBerthNotifications>,
+    gc: Option<RawGc>,
 }
 
 #[derive(Deserialize)]
 struct RawBerthNotifications {
     queuedir: Option<Scalar>,
+}
+
+#[derive(Deserialize)]
+struct RawGc {
+    enabled: Option<Bool>,
+    interval: Option<GoDuration>,
+    deleteuntagged: Option<Bool>,
+    graceperiod: Option<GoDuration>,
+    dryrun: Option<Bool>,
 }
 
 #[derive(Deserialize)]
@@ -1600,7 +1665,7 @@ fn text(v: Option<Scalar>) -> Option<String> {
     v.map(|s| s.0)
 }
 
-fn build(raw: RawConfig) -> Result<Config, Problem> {
+fn build(mut raw: RawConfig) -> Result<Config, Problem> {
     let auth = match &raw.auth {
         Some(auth) => security::build_auth(auth)?,
         None => None,
@@ -1614,6 +1679,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
     let http = build_http(raw.http)?;
     let maxentries = raw.catalog.and_then(|c| c.maxentries).map_or(0, |n| n.0);
     let health = build_health(raw.health);
+    let berth = build_berth(raw.berth.as_mut().and_then(|b| b.gc.take()))?;
     let notifications = build_notifications(raw.notifications, raw.berth)?;
     Ok(Config {
         version: text(raw.version).unwrap_or_else(|| "0.1".to_owned()),
@@ -1631,6 +1697,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
         tokenserver,
         health,
         notifications,
+        berth,
     })
 }
 
@@ -1742,6 +1809,25 @@ fn check_endpoint_url(url: &str) -> Result<(), String> {
         return Err(format!("`{url}` has no valid host name"));
     }
     Ok(())
+}
+
+fn build_berth(raw: Option<RawGc>) -> Result<Berth, Problem> {
+    let mut berth = Berth::default();
+    if let Some(g) = raw {
+        let gc = &mut berth.gc;
+        gc.enabled = flag(g.enabled, gc.enabled);
+        gc.interval = g.interval.map_or(gc.interval, |d| d.0);
+        gc.deleteuntagged = flag(g.deleteuntagged, gc.deleteuntagged);
+        gc.graceperiod = g.graceperiod.map_or(gc.graceperiod, |d| d.0);
+        gc.dryrun = flag(g.dryrun, gc.dryrun);
+        if gc.enabled && gc.interval.is_zero() {
+            return Err(problem(
+                &["berth", "gc", "interval"],
+                "must be more than zero while online garbage collection is enabled",
+            ));
+        }
+    }
+    Ok(berth)
 }
 
 /// Whether a section configures anything: a value other than null, "" or an empty collection.
@@ -2249,6 +2335,10 @@ health:
             assert_eq!(c.storage.uploadpurging, UploadPurging { enabled: false, age: Duration::from_millis(300), interval: Duration::from_secs(5400), dryrun: true });
         });
         check_ok(Some(&minimal("auth:\nhttp:\n  tls:\n    certificate: ''\n")), &[], |c| assert_eq!(c.http.addr, ":5000"));
+        check_ok(Some(&minimal("")), &[], |c| assert_eq!(c.berth.gc, Gc { enabled: false, interval: hours(24), deleteuntagged: false, graceperiod: hours(1), dryrun: false }));
+        check_ok(Some(&minimal("berth:\n  gc:\n    enabled: true\n    interval: 30m\n    deleteuntagged: true\n    graceperiod: 0s\n    dryrun: yes\n")), &[], |c| assert_eq!(c.berth.gc, Gc { enabled: true, interval: Duration::from_secs(1800), deleteuntagged: true, graceperiod: Duration::ZERO, dryrun: true }));
+        check_ok(Some(&minimal("berth:\n  gc:\n    interval: 0s\n")), &[], |c| assert_eq!(c.berth.gc.interval, Duration::ZERO));
+        check_ok(Some(&minimal("berth:\n")), &[], |c| assert_eq!(c.berth, Berth::default()));
         check_ok(Some(&minimal("health:\n  file:\n    - file: /tmp/x\n      interval: 10s\n  tcp:\n    - addr: redis:6379\n      timeout: 3s\n      threshold: 3\n  http:\n    - uri: http://x/\n      headers:\n        Authorization: [Basic x]\n      statuscode: 200\n")), &[], |_| {});
     }
 
@@ -2300,6 +2390,8 @@ health:
         check_ok(None, &[("REGISTRY_HTTP_HEADERS", "{X-A: [1, 2]}")], |c| assert_eq!(c.http.headers, vec![("X-A".into(), vec!["1".into(), "2".into()])]));
         check_ok(None, &[("REGISTRY_HTTP_SECRET", "0123"), ("REGISTRY_CATALOG_MAXENTRIES", "5")], |c| assert_eq!((c.http.secret.as_deref(), c.catalog.maxentries), (Some("0123"), 5)));
         check_ok(None, &[("REGISTRY_LOG_LEVEL", "debug"), ("NOT_REGISTRY_X", "1")], |c| assert_eq!(c.log.level, "debug"));
+        check_ok(None, &[("REGISTRY_BERTH_GC_ENABLED", "true"), ("REGISTRY_BERTH_GC_INTERVAL", "1h"), ("REGISTRY_BERTH_GC_GRACEPERIOD", "5m"), ("REGISTRY_BERTH_GC_DELETEUNTAGGED", "true")], |c| assert_eq!(c.berth.gc, Gc { enabled: true, interval: hours(1), deleteuntagged: true, graceperiod: Duration::from_secs(300), dryrun: false }));
+        check_ok(Some(&minimal("berth:\n  gc:\n    enabled: true\n")), &[("REGISTRY_BERTH_GC_DRYRUN", "true")], |c| assert!(c.berth.gc.enabled && c.berth.gc.dryrun));
     }
 
     #[test]
@@ -2314,6 +2406,7 @@ health:
         check_warn(None, &[("REGISTRY_HTTP_ADDR_X", "1")], &["REGISTRY_HTTP_ADDR_X", "single value"]);
         check_warn(None, &[("REGISTRY_HTTP_HEADERS_X-CONTENT-TYPE-OPTIONS_5", "1")], &["REGISTRY_HTTP_HEADERS_X-CONTENT-TYPE-OPTIONS_5", "past the end"]);
         check_warn(None, &[("REGISTRY__X", "1")], &["REGISTRY__X", "does not name"]);
+        check_warn(Some(&minimal("berth:\n  gc:\n    everyday: true\n")), &[], &["`berth.gc.everyday`", "line 6"]);
         // Kubernetes service links for a service named "registry".
         check_warn(None, &[("REGISTRY_PORT", "tcp://10.0.0.1:5000"), ("REGISTRY_PORT_5000_TCP_ADDR", "10.0.0.1"), ("REGISTRY_SERVICE_HOST", "10.0.0.1")], &["`service.host`", "REGISTRY_SERVICE_HOST"]);
     }
@@ -2359,6 +2452,10 @@ health:
         check_err(Some(&minimal("notifications:\n  endpoints:\n    - name: a\n      url: http://x/\n    - name: a\n      url: http://y/\n")), &[], &["notifications.endpoints.1.name", "twice", "line 8"]);
         check_err(Some(&minimal("notifications:\n  endpoints:\n    - url: http://x/\n      timeout: soon\n")), &[], &["notifications.endpoints.0.timeout", "line 7"]);
         check_err(Some(&minimal("notifications:\n  endpoints:\n    - url: http://x/\n      headers:\n        'A B': [x]\n")), &[], &["notifications.endpoints.0.headers", "line 7"]);
+        check_err(Some(&minimal("berth:\n  gc:\n    enabled: true\n    interval: 0s\n")), &[], &["berth.gc.interval", "more than zero", "line 7"]);
+        check_err(Some(&minimal("berth:\n  gc:\n    graceperiod: soon\n")), &[], &["berth.gc.graceperiod", "soon", "line 6"]);
+        check_err(Some(&minimal("berth:\n  gc:\n    enabled: sometimes\n")), &[], &["berth.gc.enabled", "line 6"]);
+        check_err(Some(&minimal("")), &[("REGISTRY_BERTH_GC_INTERVAL", "-1h")], &["berth.gc.interval", "REGISTRY_BERTH_GC_INTERVAL"]);
     }
 
     #[test]

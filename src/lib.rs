@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod debug;
 pub mod entrypoint;
+pub mod gc;
 pub mod health;
 pub mod logging;
 pub mod metrics;

@@ -1,4 +1,4 @@
-//! The `berth` command line: a thin shell over the library (`serve`, `config check`).
+//! The `berth` command line: a thin shell over the library (`serve`, `config check`, `garbage-collect`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -80,6 +80,19 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         port: u16,
     },
+    /// Remove blobs that no manifest references, as `registry garbage-collect` does. Run it with the
+    /// registry stopped, or use the online collection of `berth serve` (`berth.gc` in the configuration).
+    GarbageCollect {
+        /// The registry's config.yml (REGISTRY_* environment variables override its keys).
+        config: PathBuf,
+        /// Report what would be removed; remove nothing.
+        #[arg(short = 'd', long)]
+        dry_run: bool,
+        /// Also remove manifests that no tag reaches (a tagged index keeps its children, a kept manifest
+        /// its referrers).
+        #[arg(short = 'm', long)]
+        delete_untagged: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -115,6 +128,11 @@ fn main() -> ExitCode {
             client,
             port,
         } => cert(&hosts, &dns, &out, days, client.as_deref(), port),
+        Command::GarbageCollect {
+            config,
+            dry_run,
+            delete_untagged,
+        } => garbage_collect(&config, dry_run, delete_untagged),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,6 +162,34 @@ fn check(path: Option<&Path>) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     print!("{}", config.render_effective());
+    Ok(())
+}
+
+fn garbage_collect(path: &Path, dry_run: bool, delete_untagged: bool) -> anyhow::Result<()> {
+    let (config, warnings) = load(Some(path))?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let driver: Arc<dyn Driver> = match &config.storage.driver {
+        StorageDriver::Filesystem { rootdirectory } => {
+            anyhow::ensure!(
+                rootdirectory.is_dir(),
+                "storage directory {} does not exist",
+                rootdirectory.display()
+            );
+            Arc::new(FsDriver::new(rootdirectory))
+        }
+        StorageDriver::Inmemory => anyhow::bail!("storage.inmemory has nothing to collect"),
+    };
+    let registry = Registry::new(driver);
+    let options = berth::gc::Options {
+        dry_run,
+        delete_untagged,
+        grace_period: Duration::ZERO,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let report = runtime.block_on(berth::gc::collect(&registry, &options))?;
+    print!("{report}");
     Ok(())
 }
 
@@ -329,6 +375,10 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
             tokenserver,
             ops,
         });
+        state.registry.start_index();
+        let (background, stop) = (state.clone(), shutdown.clone());
+        let maintenance = berth::gc::Maintenance::from_config(&config);
+        tokio::spawn(async move { berth::gc::maintain(&background.registry, maintenance, stop).await });
         let server = tokio::spawn(berth::server::serve(listener, berth::api::app(state), opts, shutdown.clone()));
         wait_for_signal().await;
         tracing::info!("shutting down");

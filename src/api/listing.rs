@@ -1,4 +1,5 @@
-//! Content discovery: the catalog and tags lists, with `n`/`last` pagination and a `Link` header.
+//! Content discovery: the catalog and tags lists, with `n`/`last` pagination and a `Link` header, answered
+//! from the registry's listing index.
 
 use axum::http::{header, StatusCode};
 use axum::response::Response;
@@ -6,7 +7,7 @@ use serde_json::json;
 
 use super::{header_value, json_response, parse_n, ApiResult, Ctx};
 use crate::oci::RepoName;
-use crate::registry::{self, page};
+use crate::registry;
 
 fn with_link(
     mut resp: Response,
@@ -37,8 +38,7 @@ pub(crate) async fn catalog(ctx: &Ctx<'_>) -> ApiResult {
         Some(n) => n,
         None => max,
     };
-    let all = ctx.registry().catalog().await?;
-    let (items, more) = page(&all, ctx.query("last"), Some(n));
+    let (items, more) = ctx.registry().catalog_page(ctx.query("last"), n).await?;
     let body = json!({ "repositories": items }).to_string();
     let next = if more { items.last() } else { None };
     Ok(with_link(
@@ -58,8 +58,7 @@ pub(crate) async fn tags(ctx: &Ctx<'_>, name: &RepoName) -> ApiResult {
         None if max > 0 => Some(max),
         None => None,
     };
-    let all = ctx.registry().tags(name).await?;
-    let (items, more) = page(&all, ctx.query("last"), n);
+    let (items, more) = ctx.registry().tags_page(name, ctx.query("last"), n).await?;
     let body = json!({ "name": name.as_str(), "tags": items }).to_string();
     let next = if more { items.last() } else { None };
     let path = format!("/v2/{name}/tags/list");

@@ -318,6 +318,51 @@ pub fn sorted(annotations: &Map<String, Value>) -> BTreeMap<&str, &Value> {
     annotations.iter().map(|(k, v)| (k.as_str(), v)).collect()
 }
 
+/// Everything a stored manifest points at, read leniently for garbage collection: whatever a registry
+/// once accepted (schema1 included) must still be understood, so only the JSON must be valid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct References {
+    /// Blobs: the config, every layer (foreign ones too), and schema1's `fsLayers[].blobSum`.
+    pub blobs: Vec<Digest>,
+    /// Child manifests of an index or manifest list.
+    pub manifests: Vec<Digest>,
+    /// The manifest this one refers to (a signature's, SBOM's or attestation's subject).
+    pub subject: Option<Digest>,
+}
+
+/// The references of a stored manifest. Descriptors whose digest is not a sha256 digest are skipped (they
+/// can name nothing in the store); a body that is not a JSON object is an error.
+pub fn references(body: &[u8]) -> Result<References, ManifestError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
+    let Value::Object(obj) = value else {
+        return Err(invalid("manifest must be a JSON object"));
+    };
+    let digest_at = |v: &Value, key: &str| -> Option<Digest> {
+        v.get(key)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+    };
+    let each = |key: &str, field: &str| -> Vec<Digest> {
+        match obj.get(key) {
+            Some(Value::Array(items)) => items.iter().filter_map(|i| digest_at(i, field)).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut blobs: Vec<Digest> = obj
+        .get("config")
+        .and_then(|c| digest_at(c, "digest"))
+        .into_iter()
+        .collect();
+    blobs.extend(each("layers", "digest"));
+    blobs.extend(each("fsLayers", "blobSum"));
+    Ok(References {
+        blobs,
+        manifests: each("manifests", "digest"),
+        subject: obj.get("subject").and_then(|s| digest_at(s, "digest")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +462,47 @@ mod tests {
             stored_media_type(br#"{"schemaVersion":2,"manifests":[]}"#),
             OCI_INDEX
         );
+    }
+
+    #[test]
+    fn references_of_stored_manifests() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let check =
+            |body: &str, blobs: &[String], manifests: &[String], subject: Option<&String>| {
+                let r = references(body.as_bytes()).unwrap();
+                let strs = |v: &[Digest]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+                assert_eq!(strs(&r.blobs), blobs, "{body}");
+                assert_eq!(strs(&r.manifests), manifests, "{body}");
+                assert_eq!(r.subject.map(|s| s.to_string()).as_ref(), subject, "{body}");
+            };
+        let (a, b, c) = (d('a'), d('b'), d('c'));
+        check(&image(""), &[D.to_owned(), D.to_owned()], &[], None);
+        check(
+            &format!(
+                r#"{{"config":{{"digest":"{a}"}},"layers":[{{"digest":"{b}","urls":["http://x"]}},{{"digest":"md5:x"}}],"subject":{{"digest":"{c}"}}}}"#
+            ),
+            &[a.clone(), b.clone()],
+            &[],
+            Some(&c),
+        );
+        check(
+            &format!(
+                r#"{{"schemaVersion":2,"manifests":[{{"digest":"{a}"}},{{"digest":"{b}"}}]}}"#
+            ),
+            &[],
+            &[a.clone(), b.clone()],
+            None,
+        );
+        check(
+            &format!(
+                r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{a}"}},{{"blobSum":"{a}"}}],"signatures":[]}}"#
+            ),
+            &[a.clone(), a.clone()],
+            &[],
+            None,
+        );
+        check(r#"{"layers":"nope","config":7}"#, &[], &[], None);
+        assert!(references(b"not json").is_err());
+        assert!(references(b"[1]").is_err());
     }
 }

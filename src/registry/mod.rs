@@ -2,7 +2,7 @@
 //! links, manifests, tags, uploads, listing and referrers. No HTTP here: the `api` module calls these
 //! functions and maps their [`Error`]s to responses.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -12,11 +12,16 @@ use crate::oci::{Digest, Reference, RepoName};
 use crate::storage::{ByteStream, Driver};
 
 pub mod error;
+pub mod fence;
+pub mod index;
 pub mod paths;
 pub mod upload;
 
 pub use error::{Error, Result};
 pub use upload::{ChunkCheck, UploadStatus};
+
+use fence::Fence;
+use index::{Change, ListingIndex, Page};
 
 /// Link files hold `sha256:<hex>`: anything longer is not a link.
 const LINK_LIMIT: u64 = 256;
@@ -44,6 +49,10 @@ pub struct Registry {
     driver: Arc<dyn Driver>,
     upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     summaries: Mutex<HashMap<Digest, Arc<Summary>>>,
+    /// Serialises changes to one repository's manifests and tags, so the index sees them in order.
+    repo_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    fence: Fence,
+    index: Arc<ListingIndex>,
 }
 
 /// A stored manifest fetched for a client.
@@ -72,7 +81,22 @@ impl Registry {
             driver,
             upload_locks: Mutex::default(),
             summaries: Mutex::default(),
+            repo_locks: Mutex::default(),
+            fence: Fence::default(),
+            index: Arc::default(),
         }
+    }
+
+    /// The fence between writes and online garbage collection.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    fn repo_lock(&self, repo: &RepoName) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.repo_locks)
+            .entry(repo.to_string())
+            .or_default()
+            .clone()
     }
 
     pub fn driver(&self) -> &Arc<dyn Driver> {
@@ -114,6 +138,8 @@ impl Registry {
 
     /// The size of a blob that the repository may serve: a layer linked into it, or one of its manifests.
     pub async fn blob_size(&self, repo: &RepoName, d: &Digest) -> Result<u64> {
+        // A client that finds a blob present may push a manifest on it next: keep it through a collection.
+        self.fence.touch(d);
         let linked = self.read_link(&paths::layer_link(repo, d)).await?.as_ref() == Some(d)
             || self
                 .read_link(&paths::revision_link(repo, d))
@@ -154,6 +180,8 @@ impl Registry {
         if !source_ok {
             return Ok(false);
         }
+        let _ticket = self.fence.write().await;
+        self.fence.touch(d);
         match self.driver.stat(&paths::blob_data(d)).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => return Ok(false),
@@ -242,7 +270,10 @@ impl Registry {
                 });
             }
         }
+        let _ticket = self.fence.write().await;
+        self.fence.touch(&digest);
         for blob in m.required_blobs() {
+            self.fence.touch(&blob.digest);
             let linked = self
                 .read_link(&paths::layer_link(repo, &blob.digest))
                 .await?
@@ -260,6 +291,7 @@ impl Registry {
         }
         if m.kind == Kind::Index {
             for child in &m.manifests {
+                self.fence.touch(&child.digest);
                 if self
                     .resolve(repo, &Reference::Digest(child.digest.clone()))
                     .await
@@ -273,12 +305,17 @@ impl Registry {
         if !matches!(self.driver.stat(&blob).await, Ok(meta) if meta.size == body.len() as u64) {
             self.driver.put(&blob, body.clone()).await?;
         }
+        let repo_lock = self.repo_lock(repo);
+        let _repo = repo_lock.lock().await;
         self.link(&paths::revision_link(repo, &digest), &digest)
             .await?;
+        self.index.record(repo.as_str(), Change::Manifests(true));
         if let Reference::Tag(tag) = reference {
             self.link(&paths::tag_index(repo, tag, &digest), &digest)
                 .await?;
             self.link(&paths::tag_current(repo, tag), &digest).await?;
+            self.index
+                .record(repo.as_str(), Change::TagAdded(tag.clone()));
         }
         let subject = m.subject.as_ref().map(|s| s.digest.clone());
         self.remember(&digest, summarize(&m, body.len() as u64));
@@ -287,6 +324,8 @@ impl Registry {
 
     /// Deletes by digest (the revision and every tag pointing at it) or by tag (only the tag).
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let repo_lock = self.repo_lock(repo);
+        let _repo = repo_lock.lock().await;
         match reference {
             Reference::Tag(tag) => {
                 if self
@@ -297,6 +336,8 @@ impl Registry {
                     return Err(Error::ManifestUnknown(format!("{repo}:{tag}")));
                 }
                 self.driver.delete(&paths::tag_dir(repo, tag)).await?;
+                self.index
+                    .record(repo.as_str(), Change::TagRemoved(tag.clone()));
             }
             Reference::Digest(d) => {
                 self.resolve(repo, reference).await?;
@@ -308,11 +349,38 @@ impl Registry {
                         == Some(d)
                     {
                         self.driver.delete(&paths::tag_dir(repo, &tag)).await?;
+                        self.index.record(repo.as_str(), Change::TagRemoved(tag));
                     }
                 }
                 self.driver.delete(&paths::revision_dir(repo, d)).await?;
+                self.record_manifests_presence(repo).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Removes a manifest revision and the tag history entries naming it, as distribution's collector
+    /// does; tags whose current link names it are left alone (the caller keeps tagged manifests).
+    pub(crate) async fn remove_revision(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+        let repo_lock = self.repo_lock(repo);
+        let _repo = repo_lock.lock().await;
+        for tag in self.driver.list(&paths::tags(repo)).await? {
+            let entry = paths::tag_index_dir(repo, &tag, d);
+            self.driver.delete(&entry).await?;
+        }
+        self.driver.delete(&paths::revision_dir(repo, d)).await?;
+        self.record_manifests_presence(repo).await
+    }
+
+    /// Records whether `repo` still has a `_manifests` directory (an in-memory store drops empty ones).
+    async fn record_manifests_presence(&self, repo: &RepoName) -> Result<()> {
+        let present = self
+            .driver
+            .list(&paths::repo(repo))
+            .await?
+            .iter()
+            .any(|c| c == "_manifests");
+        self.index.record(repo.as_str(), Change::Manifests(present));
         Ok(())
     }
 
@@ -329,29 +397,151 @@ impl Registry {
 
     /// Every repository with a `_manifests` directory, sorted.
     pub async fn catalog(&self) -> Result<Vec<String>> {
-        let mut found = Vec::new();
-        let mut pending = vec![String::new()];
-        let root = paths::repositories();
-        while let Some(name) = pending.pop() {
-            let dir = if name.is_empty() {
-                root.clone()
-            } else {
-                format!("{root}/{name}")
-            };
-            for child in self.driver.list(&dir).await? {
-                if child == "_manifests" && !name.is_empty() {
-                    found.push(name.clone());
-                } else if !child.starts_with('_') {
-                    pending.push(if name.is_empty() {
-                        child
-                    } else {
-                        format!("{name}/{child}")
-                    });
-                }
+        catalog_walk(self.driver.as_ref()).await
+    }
+}
+
+/// Every repository with a `_manifests` directory, sorted, by a walk of `repositories/`.
+async fn catalog_walk(driver: &dyn Driver) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut pending = vec![String::new()];
+    let root = paths::repositories();
+    while let Some(name) = pending.pop() {
+        let dir = if name.is_empty() {
+            root.clone()
+        } else {
+            format!("{root}/{name}")
+        };
+        for child in driver.list(&dir).await? {
+            if child == "_manifests" && !name.is_empty() {
+                found.push(name.clone());
+            } else if !child.starts_with('_') {
+                pending.push(if name.is_empty() {
+                    child
+                } else {
+                    format!("{name}/{child}")
+                });
             }
         }
-        found.sort();
-        Ok(found)
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The tags of every repository in `names`; `None` for one that has no `_manifests` (any more).
+async fn read_repos(
+    driver: &dyn Driver,
+    names: impl IntoIterator<Item = String>,
+) -> Result<Vec<(String, Option<BTreeSet<String>>)>> {
+    let mut out = Vec::new();
+    for name in names {
+        let Ok(repo) = RepoName::parse(&name) else {
+            continue;
+        };
+        let has_manifests = driver
+            .list(&paths::repo(&repo))
+            .await?
+            .iter()
+            .any(|c| c == "_manifests");
+        let tags = if has_manifests {
+            Some(
+                driver
+                    .list(&paths::tags(&repo))
+                    .await?
+                    .into_iter()
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        out.push((name, tags));
+    }
+    Ok(out)
+}
+
+/// Walks the store into the index, then re-reads the repositories written meanwhile until none is left.
+/// Returns the number of repositories indexed.
+async fn build_index(driver: &dyn Driver, index: &ListingIndex) -> Result<usize> {
+    let names = catalog_walk(driver).await?;
+    let mut repos = index::Repos::new();
+    for (name, tags) in read_repos(driver, names).await? {
+        if let Some(tags) = tags {
+            repos.insert(name, tags);
+        }
+    }
+    loop {
+        let count = repos.len();
+        let Some(dirty) = index.finish(&mut repos) else {
+            return Ok(count);
+        };
+        for (name, tags) in read_repos(driver, dirty).await? {
+            match tags {
+                Some(tags) => repos.insert(name, tags),
+                None => repos.remove(&name),
+            };
+        }
+    }
+}
+
+impl Registry {
+    /// Starts building the listing index in the background, unless it is built or being built. Does nothing
+    /// outside a tokio runtime.
+    pub fn start_index(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.index.claim_build() {
+            return;
+        }
+        let driver = self.driver.clone();
+        let index = self.index.clone();
+        runtime.spawn(async move {
+            let started = std::time::Instant::now();
+            match build_index(driver.as_ref(), &index).await {
+                Ok(repos) => tracing::info!(
+                    repositories = repos,
+                    duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "listing index built"
+                ),
+                Err(e) => {
+                    index.abandon();
+                    tracing::warn!(error = %e, "cannot build the listing index; listings walk the store");
+                }
+            }
+        });
+    }
+
+    /// Whether listings are answered from the index (rather than by walking the store).
+    pub fn index_ready(&self) -> bool {
+        self.index.is_ready()
+    }
+
+    /// One page of the catalog: the repositories after `last`, at most `n`, and whether more follow.
+    pub async fn catalog_page(&self, last: Option<&str>, n: usize) -> Result<Page> {
+        if let Some(page) = self.index.catalog_page(last, n) {
+            return Ok(page);
+        }
+        self.start_index();
+        let all = self.catalog().await?;
+        let (items, more) = page(&all, last, Some(n));
+        Ok((items.to_vec(), more))
+    }
+
+    /// One page of a repository's tags, as [`Registry::tags`] pages them.
+    pub async fn tags_page(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<Page> {
+        match self.index.tags_page(repo.as_str(), last, n) {
+            Some(Some(page)) => return Ok(page),
+            Some(None) => {}
+            None => self.start_index(),
+        }
+        let all = self.tags(repo).await?;
+        let (items, more) = page(&all, last, n);
+        Ok((items.to_vec(), more))
     }
 
     /// The manifests in `repo` whose subject is `subject`, sorted by digest.

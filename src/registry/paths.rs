@@ -53,6 +53,28 @@ pub fn tag_index(name: &RepoName, tag: &str, d: &Digest) -> String {
     format!("{}/{tag}/index/sha256/{}/link", tags(name), d.hex())
 }
 
+pub fn tag_index_dir(name: &RepoName, tag: &str, d: &Digest) -> String {
+    format!("{}/{tag}/index/sha256/{}", tags(name), d.hex())
+}
+
+pub fn layers(name: &RepoName) -> String {
+    format!("{ROOT}/repositories/{name}/_layers/sha256")
+}
+
+pub fn uploads(name: &RepoName) -> String {
+    format!("{ROOT}/repositories/{name}/_uploads")
+}
+
+/// The directory of all blobs: `sha256/<2 hex>/<hex>/data` below it.
+pub fn blobs() -> String {
+    format!("{ROOT}/blobs/sha256")
+}
+
+/// A blob's own directory, which distribution's collector removes whole.
+pub fn blob_dir(d: &Digest) -> String {
+    format!("{ROOT}/blobs/sha256/{}/{}", &d.hex()[..2], d.hex())
+}
+
 pub fn upload_dir(name: &RepoName, id: &str) -> String {
     format!("{ROOT}/repositories/{name}/_uploads/{id}")
 }

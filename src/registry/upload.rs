@@ -144,6 +144,8 @@ impl Registry {
                 got,
             });
         }
+        let _ticket = self.fence.write().await;
+        self.fence.touch(expected);
         let blob = paths::blob_data(expected);
         let present = matches!(self.driver.stat(&blob).await, Ok(m) if m.size == state.offset);
         if !present {
@@ -167,6 +169,15 @@ impl Registry {
         let lock = self.upload_lock(id);
         let _held = lock.lock().await;
         self.load_state(repo, id).await?;
+        self.driver.delete(&paths::upload_dir(repo, id)).await?;
+        self.forget_upload_lock(id);
+        Ok(())
+    }
+
+    /// Removes an upload for upload purging, waiting for any request working on it.
+    pub(crate) async fn purge_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+        let lock = self.upload_lock(id);
+        let _held = lock.lock().await;
         self.driver.delete(&paths::upload_dir(repo, id)).await?;
         self.forget_upload_lock(id);
         Ok(())

@@ -171,6 +171,8 @@ pub fn test_config() -> ApiConfig {
 pub struct TestServer {
     pub base: String,
     pub root: PathBuf,
+    /// The server's state, for tests that call the library beside the API (garbage collection).
+    pub state: Arc<AppState>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: Option<TempDir>,
@@ -191,10 +193,15 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(berth::server::run(listener, state, shutdown.clone()));
+        let task = tokio::spawn(berth::server::run(
+            listener,
+            state.clone(),
+            shutdown.clone(),
+        ));
         TestServer {
             base,
             root: root.to_owned(),
+            state,
             shutdown,
             task: Some(task),
             _dir: None,

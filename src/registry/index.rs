@@ -1,0 +1,231 @@
+//! The listing index: repositories and their tags, in memory, so that `/v2/_catalog` and tags lists answer
+//! in time proportional to the page asked for. The storage layout stays the source of truth: the index is
+//! built by one walk of `repositories/` (in the background, at start-up or on first use) and then kept
+//! current by this process's own writes and deletes. Until it is ready, listings walk the layout as before.
+//!
+//! A write that lands while the walk runs marks its repository dirty; the builder re-reads dirty
+//! repositories from the layout until none is left, and only then switches to the index, under the same
+//! lock that writers take to record a change. Changes to one repository are recorded under that
+//! repository's lock (see `Registry::repo_lock`), so they reach the index in the order they reached storage.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ops::Bound;
+use std::sync::Mutex;
+
+/// Repositories with a `_manifests` directory, and the tags of each.
+pub type Repos = BTreeMap<String, BTreeSet<String>>;
+
+#[derive(Default)]
+pub struct ListingIndex {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+enum State {
+    #[default]
+    Cold,
+    Building {
+        dirty: HashSet<String>,
+    },
+    Ready(Repos),
+}
+
+/// A change to one repository, recorded after it reached storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The repository has (`true`) or no longer has (`false`) a `_manifests` directory.
+    Manifests(bool),
+    TagAdded(String),
+    TagRemoved(String),
+}
+
+/// One page of a sorted listing and whether more entries follow.
+pub type Page = (Vec<String>, bool);
+
+fn page_of<'a>(set: impl Iterator<Item = &'a String>, n: Option<usize>) -> Page {
+    match n {
+        Some(n) => {
+            let mut items: Vec<String> = set.take(n.saturating_add(1)).cloned().collect();
+            let more = items.len() > n;
+            items.truncate(n);
+            (items, more)
+        }
+        None => (set.cloned().collect(), false),
+    }
+}
+
+fn after<'a>(set: &'a BTreeSet<String>, last: Option<&str>) -> impl Iterator<Item = &'a String> {
+    let lower = match last {
+        Some(l) => Bound::Excluded(l.to_owned()),
+        None => Bound::Unbounded,
+    };
+    set.range::<String, _>((lower, Bound::Unbounded))
+}
+
+impl ListingIndex {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every critical section leaves the state whole: a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims the build if nobody has started one; the caller then walks the layout and calls [`finish`].
+    ///
+    /// [`finish`]: ListingIndex::finish
+    pub fn claim_build(&self) -> bool {
+        let mut state = self.state();
+        if matches!(*state, State::Cold) {
+            *state = State::Building {
+                dirty: HashSet::new(),
+            };
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Installs a walked index unless writes landed meanwhile: then returns the repositories to re-read.
+    pub fn finish(&self, repos: &mut Repos) -> Option<HashSet<String>> {
+        let mut state = self.state();
+        match &mut *state {
+            State::Building { dirty } if !dirty.is_empty() => Some(std::mem::take(dirty)),
+            _ => {
+                *state = State::Ready(std::mem::take(repos));
+                None
+            }
+        }
+    }
+
+    /// Gives up a build (the walk failed): the next listing starts another.
+    pub fn abandon(&self) {
+        *self.state() = State::Cold;
+    }
+
+    pub fn is_ready(&self) -> bool {
+        matches!(*self.state(), State::Ready(_))
+    }
+
+    /// Records a change that has reached storage.
+    pub fn record(&self, repo: &str, change: Change) {
+        let mut state = self.state();
+        match &mut *state {
+            State::Cold => {}
+            State::Building { dirty } => {
+                dirty.insert(repo.to_owned());
+            }
+            State::Ready(repos) => match change {
+                Change::Manifests(true) => {
+                    repos.entry(repo.to_owned()).or_default();
+                }
+                Change::Manifests(false) => {
+                    repos.remove(repo);
+                }
+                Change::TagAdded(tag) => {
+                    repos.entry(repo.to_owned()).or_default().insert(tag);
+                }
+                Change::TagRemoved(tag) => {
+                    if let Some(tags) = repos.get_mut(repo) {
+                        tags.remove(&tag);
+                    }
+                }
+            },
+        }
+    }
+
+    /// A page of the catalog, or `None` while the index is not ready.
+    pub fn catalog_page(&self, last: Option<&str>, n: usize) -> Option<Page> {
+        let state = self.state();
+        let State::Ready(repos) = &*state else {
+            return None;
+        };
+        let lower = match last {
+            Some(l) => Bound::Excluded(l.to_owned()),
+            None => Bound::Unbounded,
+        };
+        Some(page_of(
+            repos
+                .range::<String, _>((lower, Bound::Unbounded))
+                .map(|(k, _)| k),
+            Some(n),
+        ))
+    }
+
+    /// A page of a repository's tags: `None` while the index is not ready, `Some(None)` for a repository
+    /// without manifests.
+    pub fn tags_page(
+        &self,
+        repo: &str,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Option<Option<Page>> {
+        let state = self.state();
+        let State::Ready(repos) = &*state else {
+            return None;
+        };
+        Some(repos.get(repo).map(|tags| page_of(after(tags, last), n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pages() {
+        let index = ListingIndex::default();
+        assert!(
+            index.catalog_page(None, 10).is_none(),
+            "cold index answered"
+        );
+        assert!(index.claim_build());
+        assert!(!index.claim_build(), "two builds claimed");
+        let mut repos: Repos = [("a", &["1", "2", "3"][..]), ("b", &[]), ("c/d", &["x"])]
+            .iter()
+            .map(|(r, t)| (r.to_string(), set(t)))
+            .collect();
+        assert_eq!(index.finish(&mut repos), None);
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let check =
+            |got: Option<Page>, want: &[&str], more: bool| assert_eq!(got, Some((v(want), more)));
+        check(index.catalog_page(None, 10), &["a", "b", "c/d"], false);
+        check(index.catalog_page(None, 2), &["a", "b"], true);
+        check(index.catalog_page(Some("a"), 2), &["b", "c/d"], false);
+        check(index.catalog_page(Some("bb"), 1), &["c/d"], false);
+        check(index.catalog_page(None, 0), &[], true);
+        check(
+            index.tags_page("a", Some("1"), Some(1)).flatten(),
+            &["2"],
+            true,
+        );
+        check(
+            index.tags_page("a", None, None).flatten(),
+            &["1", "2", "3"],
+            false,
+        );
+        assert_eq!(index.tags_page("zzz", None, None), Some(None));
+    }
+
+    #[test]
+    fn changes_during_a_build_are_re_read() {
+        let index = ListingIndex::default();
+        index.record("early", Change::TagAdded("t".into()));
+        assert!(index.claim_build());
+        index.record("r", Change::TagAdded("t".into()));
+        let mut walked = Repos::new();
+        assert_eq!(
+            index.finish(&mut walked),
+            Some(set(&["r"]).into_iter().collect())
+        );
+        assert!(!index.is_ready());
+        walked.insert("r".into(), set(&["t"]));
+        assert_eq!(index.finish(&mut walked), None);
+        index.record("r", Change::TagRemoved("t".into()));
+        index.record("s", Change::Manifests(true));
+        index.record("r", Change::Manifests(false));
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(index.catalog_page(None, 10), Some((v(&["s"]), false)));
+    }
+}
