@@ -694,16 +694,25 @@ pub async fn maintain(registry: &Registry, m: Maintenance, shutdown: Cancellatio
             tokio::time::sleep(s.interval).await;
             let started = std::time::Instant::now();
             match collect(registry, &s.options).await {
-                Ok(r) => tracing::info!(
-                    manifests = r.manifests.len(),
-                    blobs = r.blobs.len(),
-                    bytes = r.bytes,
-                    kept_recent = r.kept_recent,
-                    kept_in_use = r.kept_in_use,
-                    dry_run = r.dry_run,
-                    duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-                    "gc: collection finished"
-                ),
+                Ok(r) => {
+                    tracing::info!(
+                        manifests = r.manifests.len(),
+                        blobs = r.blobs.len(),
+                        bytes = r.bytes,
+                        kept_recent = r.kept_recent,
+                        kept_in_use = r.kept_in_use,
+                        dry_run = r.dry_run,
+                        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                        "gc: collection finished"
+                    );
+                    if !r.dry_run {
+                        crate::metrics::record_gc_run(&crate::metrics::GcRun {
+                            blobs_deleted: r.blobs.len() as u64,
+                            bytes_reclaimed: r.bytes,
+                            duration: started.elapsed(),
+                        });
+                    }
+                }
                 Err(e) => tracing::error!(error = %e, "gc: collection failed"),
             }
         }
