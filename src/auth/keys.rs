@@ -22,6 +22,9 @@ pub fn libtrust_key_id(spki_der: &[u8]) -> String {
     groups.join(":")
 }
 
+/// An uncompressed P-521 point: 0x04, then 66 bytes of x and 66 of y.
+const P521_POINT_LEN: usize = 133;
+
 /// The algorithm family a public key verifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyFamily {
@@ -47,16 +50,23 @@ pub struct VerifyKey {
     pub key: DecodingKey,
     pub family: KeyFamily,
     pub kid: String,
+    /// The SEC1 point of a P-521 key, for ES512 (which the JWT library does not implement).
+    pub p521: Option<Vec<u8>>,
 }
 
 /// The verification key of a certificate's subject public key.
 pub fn cert_key(cert: &X509Certificate<'_>) -> Result<VerifyKey, String> {
     let spki = cert.public_key();
     let kid = libtrust_key_id(spki.raw);
+    let mut p521_point = None;
     let (key, family) = match spki
         .parsed()
         .map_err(|e| format!("unreadable public key: {e}"))?
     {
+        PublicKey::EC(point) if point.data().len() == P521_POINT_LEN => {
+            p521_point = Some(point.data().to_vec());
+            (DecodingKey::from_ec_der(point.data()), KeyFamily::Ec)
+        }
         PublicKey::RSA(rsa) => (
             DecodingKey::from_rsa_raw_components(rsa.modulus, rsa.exponent),
             KeyFamily::Rsa,
@@ -66,9 +76,18 @@ pub fn cert_key(cert: &X509Certificate<'_>) -> Result<VerifyKey, String> {
             DecodingKey::from_ed_der(&spki.subject_public_key.data),
             KeyFamily::Ed,
         ),
-        _ => return Err("unsupported public key type (use RSA, EC P-256/P-384 or Ed25519)".into()),
+        _ => {
+            return Err(
+                "unsupported public key type (use RSA, EC P-256/P-384/P-521 or Ed25519)".into(),
+            )
+        }
     };
-    Ok(VerifyKey { key, family, kid })
+    Ok(VerifyKey {
+        key,
+        family,
+        kid,
+        p521: p521_point,
+    })
 }
 
 /// Reads every certificate of a PEM bundle.

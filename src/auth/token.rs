@@ -61,6 +61,8 @@ pub struct TokenVerifier {
     roots: Vec<CertificateDer<'static>>,
     jwks: Option<JwkSet>,
     algorithms: Vec<Algorithm>,
+    /// ES512 is verified by hand (the JWT library has no P-521).
+    es512: bool,
 }
 
 impl TokenVerifier {
@@ -89,15 +91,18 @@ impl TokenVerifier {
                     .into(),
             );
         }
+        let es512 =
+            cfg.signingalgorithms.is_empty() || cfg.signingalgorithms.iter().any(|a| a == "ES512");
         let algorithms = if cfg.signingalgorithms.is_empty() {
             SUPPORTED.to_vec()
         } else {
             cfg.signingalgorithms
                 .iter()
+                .filter(|a| *a != "ES512")
                 .map(|a| match Algorithm::from_str(a) {
                     Ok(alg) if SUPPORTED.contains(&alg) => Ok(alg),
                     _ => Err(format!(
-                        "auth.token.signingalgorithms: `{a}` is not supported (use RS256/384/512, PS256/384/512, ES256/384 or EdDSA)"
+                        "auth.token.signingalgorithms: `{a}` is not supported (use RS256/384/512, PS256/384/512, ES256/384/512 or EdDSA)"
                     )),
                 })
                 .collect::<Result<_, _>>()?
@@ -111,6 +116,7 @@ impl TokenVerifier {
             roots,
             jwks,
             algorithms,
+            es512,
         })
     }
 
@@ -182,6 +188,9 @@ impl TokenVerifier {
 
     /// Verifies a token's signature and claims; returns its subject and access.
     pub fn verify(&self, token: &str) -> Result<(String, Vec<ResourceActions>), String> {
+        if raw_alg(token).as_deref() == Some("ES512") {
+            return self.verify_es512(token);
+        }
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
         if !self.algorithms.contains(&header.alg) {
@@ -204,6 +213,78 @@ impl TokenVerifier {
         let data = jsonwebtoken::decode::<Claims>(token, &key, &v)
             .map_err(|e| format!("invalid token: {e}"))?;
         Ok((data.claims.sub, data.claims.access))
+    }
+
+    /// ES512 (ECDSA P-521 with SHA-512), checked by hand with the same rules as the other algorithms.
+    fn verify_es512(&self, token: &str) -> Result<(String, Vec<ResourceActions>), String> {
+        use p521::ecdsa::signature::Verifier as _;
+        if !self.es512 {
+            return Err("token algorithm ES512 is not accepted".into());
+        }
+        let parts: Vec<&str> = token.split('.').collect();
+        let [head, payload, sig] = parts[..] else {
+            return Err("malformed token".into());
+        };
+        let header: serde_json::Value = decode_segment(head)?;
+        let key = if let Some(chain) = header["x5c"].as_array() {
+            let chain: Vec<String> = chain
+                .iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect();
+            self.verify_chain(&chain)?
+        } else {
+            let kid = header["kid"]
+                .as_str()
+                .ok_or("token has neither kid nor x5c")?;
+            self.keys
+                .get(kid)
+                .cloned()
+                .ok_or_else(|| format!("token signed by unknown key `{kid}`"))?
+        };
+        let point = key
+            .p521
+            .ok_or("token algorithm ES512 does not fit its key")?;
+        let verifying =
+            p521::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|_| "unusable P-521 key")?;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| "malformed signature")?;
+        let signature =
+            p521::ecdsa::Signature::from_slice(&raw).map_err(|_| "malformed signature")?;
+        verifying
+            .verify(format!("{head}.{payload}").as_bytes(), &signature)
+            .map_err(|_| "invalid token: bad signature")?;
+        let claims: serde_json::Value = decode_segment(payload)?;
+        if claims["iss"].as_str() != Some(self.issuer.as_str()) {
+            return Err("invalid token: wrong issuer".into());
+        }
+        let aud_ok = match &claims["aud"] {
+            serde_json::Value::String(a) => *a == self.service,
+            serde_json::Value::Array(list) => list
+                .iter()
+                .any(|a| a.as_str() == Some(self.service.as_str())),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err("invalid token: wrong audience".into());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let exp = claims["exp"].as_u64().ok_or("invalid token: no exp")?;
+        if now > exp + LEEWAY_SECS {
+            return Err("invalid token: expired".into());
+        }
+        if claims["nbf"]
+            .as_u64()
+            .is_some_and(|nbf| nbf > now + LEEWAY_SECS)
+        {
+            return Err("invalid token: not yet valid".into());
+        }
+        let claims: Claims =
+            serde_json::from_value(claims).map_err(|e| format!("invalid token: {e}"))?;
+        Ok((claims.sub, claims.access))
     }
 
     fn challenge(&self, needed: &[Scope], error: Option<&str>, base_url: &str) -> String {
@@ -269,6 +350,20 @@ pub fn granted(access: &[ResourceActions], scope: &Scope) -> bool {
                 && a.actions.iter().any(|x| x == action || x == "*")
         })
     })
+}
+
+/// The `alg` of a token's header, read without the JWT library (which rejects algorithms it lacks).
+fn raw_alg(token: &str) -> Option<String> {
+    let head = token.split('.').next()?;
+    let header: serde_json::Value = decode_segment(head).ok()?;
+    header["alg"].as_str().map(str::to_owned)
+}
+
+fn decode_segment(segment: &str) -> Result<serde_json::Value, String> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| "malformed token".to_owned())?;
+    serde_json::from_slice(&raw).map_err(|_| "malformed token".to_owned())
 }
 
 fn read_jwks(path: &Path) -> Result<JwkSet, String> {

@@ -153,6 +153,7 @@ impl TokenServer {
                 key: decoding,
                 family,
                 kid,
+                p521: None,
             },
             x5c,
             passwords: PasswordCache::default(),

@@ -573,20 +573,16 @@ struct Signer {
 }
 
 fn openssl_signer(dir: &Path, name: &str) -> Signer {
+    openssl_signer_with(dir, name, &["-newkey", "rsa:2048"])
+}
+
+fn openssl_signer_with(dir: &Path, name: &str, newkey: &[&str]) -> Signer {
     let key = dir.join(format!("{name}.key"));
     let cert = dir.join(format!("{name}.pem"));
+    let subject = format!("/CN={name}");
     run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-        ])
+        .args(["req", "-x509", "-nodes", "-days", "2", "-subj", &subject])
+        .args(newkey)
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -614,6 +610,43 @@ fn openssl_signer(dir: &Path, name: &str) -> Signer {
         cert_pem: cert,
         kid,
     }
+}
+
+/// An ES512 token signed by openssl (the JWT library has no P-521), with the signature turned from DER
+/// into JWS's fixed-size r||s.
+fn es512(dir: &Path, signer: &Signer, kid: &str, claims: &Value) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(json!({"alg": "ES512", "typ": "JWT", "kid": kid})
+            .to_string()
+            .as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let (msg, key) = (dir.join("es512.in"), dir.join("es512.key"));
+    fs::write(&msg, &input).unwrap();
+    fs::write(&key, &signer.key_pem).unwrap();
+    let der = run(Command::new("openssl")
+        .args(["dgst", "-sha512", "-sign"])
+        .arg(&key)
+        .arg(&msg))
+    .stdout;
+    // SEQUENCE { INTEGER r, INTEGER s }, with a long-form length when over 127 bytes.
+    let mut i = if der[1] & 0x80 != 0 {
+        2 + (der[1] & 0x7f) as usize
+    } else {
+        2
+    };
+    let mut fixed = Vec::new();
+    for _ in 0..2 {
+        assert_eq!(der[i], 0x02);
+        let len = der[i + 1] as usize;
+        let int = &der[i + 2..i + 2 + len];
+        let int = &int[int.len().saturating_sub(66)..];
+        fixed.extend(std::iter::repeat_n(0u8, 66 - int.len()));
+        fixed.extend_from_slice(int);
+        i += 2 + len;
+    }
+    format!("{input}.{}", b64(&fixed))
 }
 
 fn now() -> u64 {
@@ -653,12 +686,25 @@ fn docker_auth_tokens_and_the_bad_token_matrix() {
     let dir = tempfile::tempdir().unwrap();
     let good = openssl_signer(dir.path(), "signer");
     let other = openssl_signer(dir.path(), "stranger");
+    let p521 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-521"];
+    let ec = openssl_signer_with(dir.path(), "p521", &p521);
+    let ec_other = openssl_signer_with(dir.path(), "p521-stranger", &p521);
+    let bundle = dir.path().join("bundle.pem");
+    fs::write(
+        &bundle,
+        [
+            fs::read(&good.cert_pem).unwrap(),
+            fs::read(&ec.cert_pem).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
     let cfg = config(
         dir.path(),
         &format!(
             "version: 0.1\nlog:\n  level: debug\nstorage:\n  filesystem:\n    rootdirectory: {}/store\nauth:\n  token:\n    realm: http://127.0.0.1:9/token\n    service: registry.test\n    issuer: docker_auth\n    rootcertbundle: {}\n",
             dir.path().display(),
-            good.cert_pem.display()
+            bundle.display()
         ),
     );
     let b = Berth::start(dir.path(), Some(&cfg), &[]);
@@ -859,6 +905,7 @@ fn docker_auth_tokens_and_the_bad_token_matrix() {
         let accepted = [
             sign(&good, rs256(&good.kid), &with(&|c| c["exp"] = json!(t - 30))),
             sign(&good, x5c.clone(), &claims(push.clone())),
+            es512(dir.path(), &ec, &ec.kid, &claims(push.clone())),
             sign(&good, rs256(&good.kid), &claims(push.clone())),
         ];
         for token in &accepted {
@@ -871,7 +918,7 @@ fn docker_auth_tokens_and_the_bad_token_matrix() {
         let r = c.get("/v2/").await;
         assert_eq!(r.status, 401);
         assert_eq!(r.header("www-authenticate"), Some(r#"Bearer realm="http://127.0.0.1:9/token",service="registry.test""#));
-        let auth = format!("Bearer {}", accepted[2]);
+        let auth = format!("Bearer {}", accepted[3]);
         c.call("GET", "/v2/", &[("authorization", &auth)], vec![]).await.assert_status(200);
         // Cross-repository mount needs pull on the source too.
         let mount = format!("/v2/matrix/blobs/uploads/?mount={d}&from=other");
