@@ -873,6 +873,47 @@ fn docker_auth_tokens_and_the_bad_token_matrix() {
             401,
             "invalid_token",
         ),
+        (
+            "ES512 with a bad signature",
+            format!(
+                "Bearer {}",
+                es512(dir.path(), &ec_other, &ec.kid, &claims(push.clone()))
+            ),
+            401,
+            "invalid_token",
+        ),
+        (
+            "ES512 expired",
+            format!(
+                "Bearer {}",
+                es512(
+                    dir.path(),
+                    &ec,
+                    &ec.kid,
+                    &with(&|c| c["exp"] = json!(t - 120))
+                )
+            ),
+            401,
+            "invalid_token",
+        ),
+        (
+            "ES512 wrong audience",
+            format!(
+                "Bearer {}",
+                es512(dir.path(), &ec, &ec.kid, &with(&|c| c["aud"] = json!("x")))
+            ),
+            401,
+            "invalid_token",
+        ),
+        (
+            "ES512 pull-only token to push",
+            format!(
+                "Bearer {}",
+                es512(dir.path(), &ec, &ec.kid, &claims(pull_only.clone()))
+            ),
+            401,
+            "insufficient_scope",
+        ),
     ];
     let blob = b"matrix blob".to_vec();
     let d = digest(&blob);
