@@ -106,6 +106,15 @@ pub trait Driver: Send + Sync + 'static {
     /// Atomically and durably creates or replaces an object.
     async fn put(&self, path: &str, data: Bytes) -> Result<()>;
 
+    /// `put` of several objects: each is atomic and all are durable when the call returns (a driver may
+    /// make them durable together). On error, any subset may have been written.
+    async fn put_all(&self, items: Vec<(String, Bytes)>) -> Result<()> {
+        for (path, data) in items {
+            self.put(&path, data).await?;
+        }
+        Ok(())
+    }
+
     /// Size and modification time of an object; `NotFound` if it does not exist.
     async fn stat(&self, path: &str) -> Result<Meta>;
 

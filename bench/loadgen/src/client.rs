@@ -100,7 +100,8 @@ impl Conn {
     }
 
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Resp> {
-        self.send(Method::GET, path, headers, Bytes::new(), true).await
+        self.send(Method::GET, path, headers, Bytes::new(), true)
+            .await
     }
 }
 

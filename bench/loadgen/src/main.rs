@@ -40,6 +40,14 @@ struct Args {
     scale: u64,
     /// Seconds per W4 measurement.
     w4_secs: f64,
+    /// Workloads to run (all when empty); for profiling one at a time.
+    only: Vec<String>,
+}
+
+impl Args {
+    fn wants(&self, w: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == w)
+    }
 }
 
 fn parse_args() -> Result<Args> {
@@ -50,6 +58,7 @@ fn parse_args() -> Result<Args> {
         work: PathBuf::from("/tmp/berth-bench"),
         scale: 1,
         w4_secs: 3.0,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     let mut pending: HashMap<&'static str, (Option<SocketAddr>, Option<u32>)> = HashMap::new();
@@ -65,6 +74,7 @@ fn parse_args() -> Result<Args> {
             "--work" => a.work = PathBuf::from(val()?),
             "--scale" => a.scale = val()?.parse()?,
             "--w4-secs" => a.w4_secs = val()?.parse()?,
+            "--only" => a.only = val()?.split(',').map(str::to_owned).collect(),
             other => bail!("unknown argument {other} (see bench/README.md)"),
         }
     }
@@ -88,7 +98,10 @@ fn main() -> Result<()> {
     let results = rt.block_on(run(&args))?;
     std::fs::create_dir_all(&args.work)?;
     let json: HashMap<&str, &HashMap<String, f64>> = results.iter().map(|(k, v)| (*k, v)).collect();
-    std::fs::write(args.work.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
+    std::fs::write(
+        args.work.join("results.json"),
+        serde_json::to_vec_pretty(&json)?,
+    )?;
     print!("{}", table::render(&results));
     Ok(())
 }
@@ -117,163 +130,187 @@ async fn run(a: &Args) -> Result<Results> {
         let t0 = Instant::now();
         let _ = digest(&buf);
         let s = t0.elapsed().as_secs_f64();
-        put(&mut r, "ceiling", "w1.mono", buf.len() as f64 / MIB as f64 / s);
-        log(&format!("sha256 one core: {:.0} MiB/s", buf.len() as f64 / MIB as f64 / s));
+        put(
+            &mut r,
+            "ceiling",
+            "w1.mono",
+            buf.len() as f64 / MIB as f64 / s,
+        );
+        log(&format!(
+            "sha256 one core: {:.0} MiB/s",
+            buf.len() as f64 / MIB as f64 / s
+        ));
     }
 
-    // ---- W1, W2: uploads. CPU from the start of W1 to the end of W2, per GiB uploaded.
-    let cpu0: Vec<f64> = a.targets.iter().map(cpu).collect();
-    let mut uploaded = 0u64;
-    let mut w3_blob: Option<(Bytes, String)> = None;
-    {
-        const REPS: u64 = 3;
-        let mut best: HashMap<&str, Vec<f64>> = HashMap::new();
-        for rep in 0..REPS {
-            let blob = data(mib(256), 100 + rep);
-            let d = digest(&blob);
-            for t in &a.targets {
-                let mut c = Conn::open(t.addr).await?;
-                let t0 = Instant::now();
-                ops::upload_monolithic(&mut c, "bench/w1", &blob, &d).await?;
-                best.entry(t.name).or_default().push(mib_s(blob.len(), t0));
+    if a.wants("w1") || a.wants("w2") || a.wants("w3") {
+        // ---- W1, W2: uploads. CPU from the start of W1 to the end of W2, per GiB uploaded.
+        let cpu0: Vec<f64> = a.targets.iter().map(cpu).collect();
+        let mut uploaded = 0u64;
+        let mut w3_blob: Option<(Bytes, String)> = None;
+        {
+            const REPS: u64 = 3;
+            let mut best: HashMap<&str, Vec<f64>> = HashMap::new();
+            for rep in 0..if a.wants("w1") { REPS } else { 1 } {
+                let blob = data(mib(256), 100 + rep);
+                let d = digest(&blob);
+                for t in &a.targets {
+                    let mut c = Conn::open(t.addr).await?;
+                    let t0 = Instant::now();
+                    ops::upload_monolithic(&mut c, "bench/w1", &blob, &d).await?;
+                    best.entry(t.name).or_default().push(mib_s(blob.len(), t0));
+                }
+                uploaded += blob.len() as u64;
+                if rep == 0 {
+                    w3_blob = Some((blob, d));
+                }
             }
-            uploaded += blob.len() as u64;
-            if rep == 0 {
-                w3_blob = Some((blob, d));
+            for (name, v) in best {
+                log(&format!("W1 {name}: {v:.0?} MiB/s"));
+                put(&mut r, name_of(a, name), "w1.mono", median(v));
+            }
+            // 4 concurrent 64 MiB uploads, twice.
+            let mut agg: HashMap<&str, Vec<f64>> = HashMap::new();
+            for rep in 0..if a.wants("w1") { 2 } else { 0 } {
+                let blobs: Vec<(Bytes, String)> = (0..4)
+                    .map(|i| {
+                        let b = data(mib(64), 200 + rep * 10 + i);
+                        let d = digest(&b);
+                        (b, d)
+                    })
+                    .collect();
+                let total: usize = blobs.iter().map(|b| b.0.len()).sum();
+                for t in &a.targets {
+                    let t0 = Instant::now();
+                    let mut tasks = Vec::new();
+                    for (b, d) in blobs.clone() {
+                        let addr = t.addr;
+                        tasks.push(tokio::spawn(async move {
+                            let mut c = Conn::open(addr).await?;
+                            ops::upload_monolithic(&mut c, "bench/w1", &b, &d).await
+                        }));
+                    }
+                    for task in tasks {
+                        task.await??;
+                    }
+                    agg.entry(t.name).or_default().push(mib_s(total, t0));
+                }
+                uploaded += total as u64;
+            }
+            for (name, v) in agg {
+                log(&format!("W1x4 {name}: {v:.0?} MiB/s"));
+                put(&mut r, name_of(a, name), "w1.four", median(v));
             }
         }
-        for (name, v) in best {
-            log(&format!("W1 {name}: {v:.0?} MiB/s"));
-            put(&mut r, name_of(a, name), "w1.mono", median(v));
+        {
+            let mut res: HashMap<&str, Vec<f64>> = HashMap::new();
+            for rep in 0..if a.wants("w2") { 2 } else { 0 } {
+                let blob = data(mib(256), 300 + rep);
+                let d = digest(&blob);
+                for t in &a.targets {
+                    let mut c = Conn::open(t.addr).await?;
+                    let t0 = Instant::now();
+                    ops::upload_chunked(&mut c, "bench/w2", &blob, &d, mib(8)).await?;
+                    res.entry(t.name).or_default().push(mib_s(blob.len(), t0));
+                }
+                uploaded += blob.len() as u64;
+            }
+            for (name, v) in res {
+                log(&format!("W2 {name}: {v:.0?} MiB/s"));
+                put(&mut r, name_of(a, name), "w2.chunked", median(v));
+            }
         }
-        // 4 concurrent 64 MiB uploads, twice.
-        let mut agg: HashMap<&str, Vec<f64>> = HashMap::new();
-        for rep in 0..2u64 {
-            let blobs: Vec<(Bytes, String)> = (0..4)
-                .map(|i| {
-                    let b = data(mib(64), 200 + rep * 10 + i);
-                    let d = digest(&b);
-                    (b, d)
-                })
+        for (i, t) in a.targets.iter().enumerate() {
+            let gib = uploaded as f64 / (1024.0 * MIB as f64);
+            put(&mut r, t.name, "w8.cpu_up", (cpu(t) - cpu0[i]) / gib);
+        }
+
+        if a.wants("w3") {
+            // ---- W3: downloads of the first W1 blob, and 1 MiB ranges.
+            let (blob, blob_d) = w3_blob.context("no W1 blob")?;
+            let blob_path = format!("/v2/bench/w1/blobs/{blob_d}");
+            let mut dl: Vec<(&'static str, SocketAddr, String, Option<u32>)> = a
+                .targets
+                .iter()
+                .map(|t| (t.name, t.addr, blob_path.clone(), t.pid))
                 .collect();
-            let total: usize = blobs.iter().map(|b| b.0.len()).sum();
-            for t in &a.targets {
-                let t0 = Instant::now();
-                let mut tasks = Vec::new();
-                for (b, d) in blobs.clone() {
-                    let addr = t.addr;
-                    tasks.push(tokio::spawn(async move {
-                        let mut c = Conn::open(addr).await?;
-                        ops::upload_monolithic(&mut c, "bench/w1", &b, &d).await
-                    }));
+            if let (Some(addr), Some(root)) = (a.nginx, &a.nginx_root) {
+                std::fs::write(root.join("blob"), &blob)?;
+                dl.push(("ceiling", addr, "/blob".to_owned(), None));
+            }
+            for (name, addr, path, pid) in &dl {
+                let c0 = ops::proc_sample(*pid).cpu;
+                let mut downloaded = 0u64;
+                let mut c = Conn::open(*addr).await?;
+                // Warm the page cache and the connection.
+                downloaded += c
+                    .send(Method::GET, path, &[], Bytes::new(), false)
+                    .await?
+                    .len;
+                let mut one = Vec::new();
+                for _ in 0..3 {
+                    let t0 = Instant::now();
+                    let resp = c.send(Method::GET, path, &[], Bytes::new(), false).await?;
+                    if resp.len != blob.len() as u64 {
+                        bail!("{name}: downloaded {} of {} bytes", resp.len, blob.len());
+                    }
+                    downloaded += resp.len;
+                    one.push(mib_s(blob.len(), t0));
                 }
-                for task in tasks {
-                    task.await??;
+                put(&mut r, name, "w3.one", median(one));
+                let mut eight = Vec::new();
+                for _ in 0..2 {
+                    let t0 = Instant::now();
+                    let mut tasks = Vec::new();
+                    for _ in 0..8 {
+                        let (addr, path) = (*addr, path.clone());
+                        tasks.push(tokio::spawn(async move {
+                            let mut c = Conn::open(addr).await?;
+                            c.send(Method::GET, &path, &[], Bytes::new(), false).await
+                        }));
+                    }
+                    let mut bytes = 0u64;
+                    for task in tasks {
+                        bytes += task.await??.len;
+                    }
+                    downloaded += bytes;
+                    eight.push(mib_s(bytes as usize, t0));
                 }
-                agg.entry(t.name).or_default().push(mib_s(total, t0));
+                put(&mut r, name, "w3.eight", median(eight));
+                let mut lat = Vec::new();
+                for i in 0..200u64 {
+                    let start = (i * 7919 * MIB / 16) % (blob.len() as u64 - MIB);
+                    let range = format!("bytes={start}-{}", start + MIB - 1);
+                    let t0 = Instant::now();
+                    let resp = c
+                        .send(Method::GET, path, &[("range", &range)], Bytes::new(), false)
+                        .await?;
+                    if resp.status.as_u16() != 206 || resp.len != MIB {
+                        bail!(
+                            "{name}: range answered {} with {} bytes",
+                            resp.status,
+                            resp.len
+                        );
+                    }
+                    lat.push(t0.elapsed());
+                    downloaded += resp.len;
+                }
+                let lat = Lat::new(lat);
+                put(&mut r, name, "w3.range.p50", lat.ms(50.0));
+                put(&mut r, name, "w3.range.p99", lat.ms(99.0));
+                if pid.is_some() {
+                    let gib = downloaded as f64 / (1024.0 * MIB as f64);
+                    put(
+                        &mut r,
+                        name,
+                        "w8.cpu_down",
+                        (ops::proc_sample(*pid).cpu - c0) / gib,
+                    );
+                }
+                log(&format!("W3 {name} done"));
             }
-            uploaded += total as u64;
-        }
-        for (name, v) in agg {
-            log(&format!("W1x4 {name}: {v:.0?} MiB/s"));
-            put(&mut r, name_of(a, name), "w1.four", median(v));
+            drop(blob);
         }
     }
-    {
-        let mut res: HashMap<&str, Vec<f64>> = HashMap::new();
-        for rep in 0..2u64 {
-            let blob = data(mib(256), 300 + rep);
-            let d = digest(&blob);
-            for t in &a.targets {
-                let mut c = Conn::open(t.addr).await?;
-                let t0 = Instant::now();
-                ops::upload_chunked(&mut c, "bench/w2", &blob, &d, mib(8)).await?;
-                res.entry(t.name).or_default().push(mib_s(blob.len(), t0));
-            }
-            uploaded += blob.len() as u64;
-        }
-        for (name, v) in res {
-            log(&format!("W2 {name}: {v:.0?} MiB/s"));
-            put(&mut r, name_of(a, name), "w2.chunked", median(v));
-        }
-    }
-    for (i, t) in a.targets.iter().enumerate() {
-        let gib = uploaded as f64 / (1024.0 * MIB as f64);
-        put(&mut r, t.name, "w8.cpu_up", (cpu(t) - cpu0[i]) / gib);
-    }
-
-    // ---- W3: downloads of the first W1 blob, and 1 MiB ranges.
-    let (blob, blob_d) = w3_blob.context("no W1 blob")?;
-    let blob_path = format!("/v2/bench/w1/blobs/{blob_d}");
-    let mut dl: Vec<(&'static str, SocketAddr, String, Option<u32>)> = a
-        .targets
-        .iter()
-        .map(|t| (t.name, t.addr, blob_path.clone(), t.pid))
-        .collect();
-    if let (Some(addr), Some(root)) = (a.nginx, &a.nginx_root) {
-        std::fs::write(root.join("blob"), &blob)?;
-        dl.push(("ceiling", addr, "/blob".to_owned(), None));
-    }
-    for (name, addr, path, pid) in &dl {
-        let c0 = ops::proc_sample(*pid).cpu;
-        let mut downloaded = 0u64;
-        let mut c = Conn::open(*addr).await?;
-        // Warm the page cache and the connection.
-        downloaded += c.send(Method::GET, path, &[], Bytes::new(), false).await?.len;
-        let mut one = Vec::new();
-        for _ in 0..3 {
-            let t0 = Instant::now();
-            let resp = c.send(Method::GET, path, &[], Bytes::new(), false).await?;
-            if resp.len != blob.len() as u64 {
-                bail!("{name}: downloaded {} of {} bytes", resp.len, blob.len());
-            }
-            downloaded += resp.len;
-            one.push(mib_s(blob.len(), t0));
-        }
-        put(&mut r, name, "w3.one", median(one));
-        let mut eight = Vec::new();
-        for _ in 0..2 {
-            let t0 = Instant::now();
-            let mut tasks = Vec::new();
-            for _ in 0..8 {
-                let (addr, path) = (*addr, path.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut c = Conn::open(addr).await?;
-                    c.send(Method::GET, &path, &[], Bytes::new(), false).await
-                }));
-            }
-            let mut bytes = 0u64;
-            for task in tasks {
-                bytes += task.await??.len;
-            }
-            downloaded += bytes;
-            eight.push(mib_s(bytes as usize, t0));
-        }
-        put(&mut r, name, "w3.eight", median(eight));
-        let mut lat = Vec::new();
-        for i in 0..200u64 {
-            let start = (i * 7919 * MIB / 16) % (blob.len() as u64 - MIB);
-            let range = format!("bytes={start}-{}", start + MIB - 1);
-            let t0 = Instant::now();
-            let resp = c
-                .send(Method::GET, path, &[("range", &range)], Bytes::new(), false)
-                .await?;
-            if resp.status.as_u16() != 206 || resp.len != MIB {
-                bail!("{name}: range answered {} with {} bytes", resp.status, resp.len);
-            }
-            lat.push(t0.elapsed());
-            downloaded += resp.len;
-        }
-        let lat = Lat::new(lat);
-        put(&mut r, name, "w3.range.p50", lat.ms(50.0));
-        put(&mut r, name, "w3.range.p99", lat.ms(99.0));
-        if pid.is_some() {
-            let gib = downloaded as f64 / (1024.0 * MIB as f64);
-            put(&mut r, name, "w8.cpu_down", (ops::proc_sample(*pid).cpu - c0) / gib);
-        }
-        log(&format!("W3 {name} done"));
-    }
-    drop(blob);
 
     // ---- Small objects for W4/W5: a config and two layers in bench/app, one manifest tagged `latest`.
     let small: Vec<(Bytes, String)> = (0..3)
@@ -283,7 +320,10 @@ async fn run(a: &Args) -> Result<Results> {
             (b, d)
         })
         .collect();
-    let layers: Vec<(String, usize)> = small[1..].iter().map(|(b, d)| (d.clone(), b.len())).collect();
+    let layers: Vec<(String, usize)> = small[1..]
+        .iter()
+        .map(|(b, d)| (d.clone(), b.len()))
+        .collect();
     let cfg = (small[0].1.as_str(), small[0].0.len());
     let m = ops::manifest(cfg, &layers, "w4");
     for t in &a.targets {
@@ -296,7 +336,14 @@ async fn run(a: &Args) -> Result<Results> {
     let mut small_targets: Vec<(&'static str, SocketAddr, String, Option<u32>)> = a
         .targets
         .iter()
-        .map(|t| (t.name, t.addr, "/v2/bench/app/manifests/latest".to_owned(), t.pid))
+        .map(|t| {
+            (
+                t.name,
+                t.addr,
+                "/v2/bench/app/manifests/latest".to_owned(),
+                t.pid,
+            )
+        })
         .collect();
     if let (Some(addr), Some(root)) = (a.nginx, &a.nginx_root) {
         std::fs::write(root.join("manifest"), &m)?;
@@ -304,7 +351,7 @@ async fn run(a: &Args) -> Result<Results> {
     }
 
     // ---- W4: manifest HEAD and GET by tag.
-    for (name, addr, path, pid) in &small_targets {
+    for (name, addr, path, pid) in small_targets.iter().filter(|_| a.wants("w4")) {
         let c0 = ops::proc_sample(*pid).cpu;
         let mut requests = 0u64;
         for method in [Method::HEAD, Method::GET] {
@@ -334,7 +381,8 @@ async fn run(a: &Args) -> Result<Results> {
     const W5_N: u64 = 2000;
     const W5_REPOS: u64 = 500;
     let w5_layers: Vec<(String, usize)> = layers.clone();
-    for t in &a.targets {
+    let w5 = a.wants("w5") || a.wants("w6");
+    for t in a.targets.iter().filter(|_| w5) {
         // Make the config and layers available in every repository (cross-repository mounts).
         let repos: Vec<String> = std::iter::once("bench/w5/one".to_owned())
             .chain((0..W5_REPOS).map(|i| format!("bench/w5/r{i:03}")))
@@ -361,7 +409,7 @@ async fn run(a: &Args) -> Result<Results> {
             task.await??;
         }
     }
-    for (label, spread) in [("one", false), ("many", true)] {
+    for (label, spread) in [("one", false), ("many", true)].into_iter().filter(|_| w5) {
         for t in &a.targets {
             let next = Arc::new(AtomicU64::new(0));
             let t0 = Instant::now();
@@ -402,12 +450,16 @@ async fn run(a: &Args) -> Result<Results> {
             put(&mut r, t.name, &format!("w5.{label}.mps"), n / secs);
             put(&mut r, t.name, &format!("w5.{label}.p50"), lat.ms(50.0));
             put(&mut r, t.name, &format!("w5.{label}.p99"), lat.ms(99.0));
-            log(&format!("W5 {label} {}: {:.0} manifests/s", t.name, n / secs));
+            log(&format!(
+                "W5 {label} {}: {:.0} manifests/s",
+                t.name,
+                n / secs
+            ));
         }
     }
 
     // ---- W6: catalog walked with n=100; the 2,000 tags of bench/w5/one.
-    for t in &a.targets {
+    for t in a.targets.iter().filter(|_| a.wants("w6")) {
         let mut c = Conn::open(t.addr).await?;
         let mut walks = Vec::new();
         let mut repos_seen = 0usize;
@@ -455,16 +507,32 @@ async fn run(a: &Args) -> Result<Results> {
 
     // ---- W7: skopeo copy of a 300 MiB, 5-layer image in and out.
     let src = a.work.join("w7-image");
-    make_oci_image(&src, mib(60))?;
-    for t in &a.targets {
+    if a.wants("w7") {
+        make_oci_image(&src, mib(60))?;
+    }
+    for t in a.targets.iter().filter(|_| a.wants("w7")) {
         let dest = format!("docker://{}/bench/w7/image:latest", t.addr);
         let t0 = Instant::now();
-        skopeo(&["copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:latest", src.display()), &dest]).await?;
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:latest", src.display()),
+            &dest,
+        ])
+        .await?;
         put(&mut r, t.name, "w7.push", t0.elapsed().as_secs_f64());
         let out = a.work.join(format!("w7-pulled-{}", t.name));
         let _ = std::fs::remove_dir_all(&out);
         let t0 = Instant::now();
-        skopeo(&["copy", "--quiet", "--src-tls-verify=false", &dest, &format!("oci:{}:latest", out.display())]).await?;
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &dest,
+            &format!("oci:{}:latest", out.display()),
+        ])
+        .await?;
         put(&mut r, t.name, "w7.pull", t0.elapsed().as_secs_f64());
         let _ = std::fs::remove_dir_all(&out);
         log(&format!("W7 {} done", t.name));
@@ -514,7 +582,8 @@ async fn closed_loop(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (barrier, stop, method, path) = (barrier.clone(), stop.clone(), method.clone(), path.clone());
+        let (barrier, stop, method, path) =
+            (barrier.clone(), stop.clone(), method.clone(), path.clone());
         tasks.push(tokio::spawn(async move {
             // Every task reaches the barrier, even one whose warm-up failed, so that none waits forever.
             let warm = async {
@@ -532,7 +601,9 @@ async fn closed_loop(
             let mut lat = Vec::with_capacity(1 << 16);
             while !stop.load(Ordering::Relaxed) && lat.len() < MAX_PER_CONN {
                 let t0 = Instant::now();
-                let resp = c.send(method.clone(), &path, ACCEPT, Bytes::new(), false).await?;
+                let resp = c
+                    .send(method.clone(), &path, ACCEPT, Bytes::new(), false)
+                    .await?;
                 if resp.status.as_u16() != 200 {
                     bail!("{method} {path}: {}", resp.status);
                 }
