@@ -37,7 +37,10 @@ pub(crate) async fn catalog(ctx: &Ctx<'_>) -> ApiResult {
         Some(n) => n,
         None => max,
     };
-    let all = ctx.registry().catalog().await?;
+    let all = ctx
+        .registry()
+        .catalog_page_source(ctx.query("last").is_some())
+        .await?;
     let (items, more) = page(&all, ctx.query("last"), Some(n));
     let body = json!({ "repositories": items }).to_string();
     let next = if more { items.last() } else { None };

@@ -22,6 +22,8 @@ pub use upload::{ChunkCheck, UploadStatus};
 const LINK_LIMIT: u64 = 256;
 /// Parsed summaries of manifests kept for the referrers API; manifests are immutable by digest.
 const SUMMARY_CACHE_LIMIT: usize = 100_000;
+/// How long a catalog walk serves the continuation pages of a paginated `_catalog`.
+const CATALOG_SNAPSHOT_AGE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Bytes of manifest bodies kept in memory by digest (with their media types); immutable by digest.
 const MANIFEST_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -47,6 +49,7 @@ pub struct Registry {
     upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     summaries: Mutex<HashMap<Digest, Arc<Summary>>>,
     manifests: Mutex<ManifestCache>,
+    catalog_snapshot: Mutex<Option<(std::time::Instant, Arc<Vec<String>>)>>,
 }
 
 /// Manifest bodies by digest. A digest names its bytes, so an entry is never stale; what a tag or a
@@ -84,6 +87,7 @@ impl Registry {
             upload_locks: Mutex::default(),
             summaries: Mutex::default(),
             manifests: Mutex::default(),
+            catalog_snapshot: Mutex::default(),
         }
     }
 
@@ -309,6 +313,15 @@ impl Registry {
         if let Reference::Tag(tag) = reference {
             self.link(&paths::tag_current(repo, tag), &digest).await?;
         }
+        let mut snapshot = lock(&self.catalog_snapshot);
+        if snapshot.as_ref().is_some_and(|(_, names)| {
+            names
+                .binary_search_by(|n| n.as_str().cmp(repo.as_str()))
+                .is_err()
+        }) {
+            *snapshot = None;
+        }
+        drop(snapshot);
         // What a fetch of the stored bytes would report, whatever the push said.
         self.cache_manifest(&digest, &manifest::stored_media_type(&body), &body);
         let subject = m.subject.as_ref().map(|s| s.digest.clone());
@@ -358,31 +371,59 @@ impl Registry {
         Ok(tags)
     }
 
-    /// Every repository with a `_manifests` directory, sorted.
+    /// Every repository with a `_manifests` directory, sorted. The tree is walked one level at a time,
+    /// each level in one driver call.
     pub async fn catalog(&self) -> Result<Vec<String>> {
         let mut found = Vec::new();
-        let mut pending = vec![String::new()];
+        let mut level = vec![String::new()];
         let root = paths::repositories();
-        while let Some(name) = pending.pop() {
-            let dir = if name.is_empty() {
-                root.clone()
-            } else {
-                format!("{root}/{name}")
-            };
-            for child in self.driver.list(&dir).await? {
-                if child == "_manifests" && !name.is_empty() {
-                    found.push(name.clone());
-                } else if !child.starts_with('_') {
-                    pending.push(if name.is_empty() {
-                        child
-                    } else {
-                        format!("{name}/{child}")
-                    });
+        // A repository name has at most 255 characters, so at most 128 components.
+        for _ in 0..=128 {
+            if level.is_empty() {
+                break;
+            }
+            let dirs = level
+                .iter()
+                .map(|name| match name.is_empty() {
+                    true => root.clone(),
+                    false => format!("{root}/{name}"),
+                })
+                .collect();
+            let listings = self.driver.list_many(dirs).await?;
+            let mut next = Vec::new();
+            for (name, children) in level.iter().zip(listings) {
+                for child in children {
+                    if child == "_manifests" && !name.is_empty() {
+                        found.push(name.clone());
+                    } else if !child.starts_with('_') {
+                        next.push(match name.is_empty() {
+                            true => child,
+                            false => format!("{name}/{child}"),
+                        });
+                    }
                 }
             }
+            level = next;
         }
         found.sort();
         Ok(found)
+    }
+
+    /// The catalog for one page: a fresh walk for a first page, and for a continuation (`?last=`) the
+    /// walk of the first page if it is under [`CATALOG_SNAPSHOT_AGE`] old, so that a paginated walk
+    /// costs one walk and sees one consistent list. A repository pushed through this registry since
+    /// then drops the snapshot; one created by another process meanwhile shows up on the next walk.
+    pub async fn catalog_page_source(&self, continuation: bool) -> Result<Arc<Vec<String>>> {
+        if continuation {
+            if let Some((at, names)) = lock(&self.catalog_snapshot).as_ref() {
+                if at.elapsed() < CATALOG_SNAPSHOT_AGE {
+                    return Ok(names.clone());
+                }
+            }
+        }
+        let names = Arc::new(self.catalog().await?);
+        *lock(&self.catalog_snapshot) = Some((std::time::Instant::now(), names.clone()));
+        Ok(names)
     }
 
     /// The manifests in `repo` whose subject is `subject`, sorted by digest.

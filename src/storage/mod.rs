@@ -124,6 +124,15 @@ pub trait Driver: Send + Sync + 'static {
     /// The names of the direct children of a prefix (objects and sub-prefixes), sorted byte-wise.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
 
+    /// `list` of several prefixes, in order, in one call (a driver may do them in one round trip).
+    async fn list_many(&self, prefixes: Vec<String>) -> Result<Vec<Vec<String>>> {
+        let mut out = Vec::with_capacity(prefixes.len());
+        for p in prefixes {
+            out.push(self.list(&p).await?);
+        }
+        Ok(out)
+    }
+
     /// Deletes an object, or every object under a prefix.
     async fn delete(&self, path: &str) -> Result<()>;
 
