@@ -225,14 +225,27 @@ impl GroupSync {
 /// a registry sharing its disk with heavy writers sees slower rounds (never less durable ones).
 #[cfg(target_os = "linux")]
 fn flush(batch: Vec<Durable>) -> io::Result<()> {
-    let result = match batch.first() {
-        None => Ok(()),
-        Some(Durable::File(f)) => rustix::fs::syncfs(f).map_err(io::Error::from),
-        Some(Durable::Dir(d)) => {
-            File::open(d).and_then(|f| rustix::fs::syncfs(&f).map_err(io::Error::from))
-        }
-    };
-    drop(batch);
+    // Any open file or directory of the batch names the filesystem; a directory removed meanwhile has
+    // nothing left to make durable.
+    let mut result = Ok(());
+    for item in &batch {
+        let opened;
+        let file = match item {
+            Durable::File(f) => f,
+            Durable::Dir(d) => match File::open(d) {
+                Ok(f) => {
+                    opened = f;
+                    &opened
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    result = Err(e);
+                    continue;
+                }
+            },
+        };
+        return rustix::fs::syncfs(file).map_err(io::Error::from);
+    }
     result
 }
 
@@ -607,6 +620,56 @@ mod tests {
             let err = driver.get(bad, 10).await.unwrap_err();
             assert_eq!(err.kind, ErrorKind::InvalidPath, "{bad}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_puts_share_sync_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = Arc::new(FsDriver::new(dir.path()));
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let d = driver.clone();
+            tasks.push(tokio::spawn(async move {
+                let items = vec![
+                    (format!("a/{i}/x"), Bytes::from(format!("x{i}"))),
+                    (format!("b/{i}"), Bytes::from(format!("y{i}"))),
+                ];
+                d.put_all(items).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        for i in 0..32 {
+            let x = driver.get(&format!("a/{i}/x"), 100).await.unwrap();
+            assert_eq!(x, format!("x{i}").as_bytes());
+        }
+        assert_eq!(driver.list("b").await.unwrap().len(), 32);
+        let s = driver.sync.state.lock().unwrap();
+        assert!(s.issued >= 64 && s.covered == s.issued && s.failed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn cached_listings_see_changes_from_anyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = FsDriver::new(dir.path());
+        let tags = dir.path().join("tags");
+        std::fs::create_dir(&tags).unwrap();
+        for i in 0..LISTING_CACHE_MIN {
+            std::fs::write(tags.join(format!("t{i:03}")), b"").unwrap();
+        }
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        File::open(&tags).unwrap().set_modified(old).unwrap();
+        let first = driver.list("tags").await.unwrap();
+        assert_eq!(first.len(), LISTING_CACHE_MIN);
+        assert!(driver.listings.get(&tags).is_some(), "a settled listing is cached");
+        // Another process adds an entry: the directory's mtime moves and the cache is bypassed.
+        std::fs::write(tags.join("zz"), b"").unwrap();
+        let second = driver.list("tags").await.unwrap();
+        assert_eq!(second.len(), LISTING_CACHE_MIN + 1);
+        assert_eq!(second.last().map(String::as_str), Some("zz"));
+        // Freshly changed: not cached until it settles.
+        assert!(driver.listings.get(&tags).is_none());
     }
 
     #[tokio::test]
