@@ -662,7 +662,10 @@ mod tests {
         File::open(&tags).unwrap().set_modified(old).unwrap();
         let first = driver.list("tags").await.unwrap();
         assert_eq!(first.len(), LISTING_CACHE_MIN);
-        assert!(driver.listings.get(&tags).is_some(), "a settled listing is cached");
+        assert!(
+            driver.listings.get(&tags).is_some(),
+            "a settled listing is cached"
+        );
         // Another process adds an entry: the directory's mtime moves and the cache is bypassed.
         std::fs::write(tags.join("zz"), b"").unwrap();
         let second = driver.list("tags").await.unwrap();

@@ -251,8 +251,8 @@ pub fn render(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<32} {:>11} {:>9} {:>9} {:>8} {:>9} {:>10}  {}",
-        "workload", "unit", "berth", "registry", "berth x", "ceiling", "target", "met"
+        "{:<32} {:>11} {:>9} {:>9} {:>8} {:>9} {:>10}  met",
+        "workload", "unit", "berth", "registry", "berth x", "ceiling", "target"
     );
     for row in ROWS {
         let b = get("berth", row.key);
