@@ -1,7 +1,113 @@
-#!/bin/sh
-# Garbage collection and listing benchmark, berth against docker-registry (distribution 2.8.2) on the same
-# store of 10,000 manifests in 1,000 repositories. Needs the Debian package docker-registry. Prints a table.
-set -eu
-cd "$(dirname "$0")/.."
-cargo build --release --bin berth --example gcbench
-exec target/release/examples/gcbench target/release/berth
+#!/usr/bin/env bash
+# berth's benchmark against Debian's docker-registry (distribution 2.8.2) in the same run, with nginx as
+# the ceiling for downloads and small GETs. Prints one table. See bench/README.md.
+#
+#   bench/run.sh                 # the full run (about 6 minutes)
+#   SCALE=8 W4_SECS=1 bench/run.sh   # a quick smoke run with 1/8 of the blob sizes
+#   KEEP=1 bench/run.sh          # keep the work directory (storage roots, results.json, logs)
+#   CARGO_LOCK=/tmp/cargo.lock   # run cargo under flock on a shared machine
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+cargo() { if [ -n "${CARGO_LOCK:-}" ]; then flock "$CARGO_LOCK" cargo "$@"; else command cargo "$@"; fi; }
+
+for tool in docker-registry nginx skopeo curl; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: run bench/setup.sh" >&2; exit 1; }
+done
+
+cargo build --release --manifest-path "$repo/Cargo.toml"
+cargo build --release --manifest-path "$here/loadgen/Cargo.toml"
+
+work=$(mktemp -d "${BENCH_WORK_PARENT:-/var/tmp}/berth-bench.XXXXXX")
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ -z "${KEEP:-}" ]; then rm -rf "$work"; else echo "work directory kept: $work" >&2; fi
+}
+trap cleanup EXIT
+
+free_port() {
+    local p
+    for _ in $(seq 1 100); do
+        p=$((20000 + RANDOM % 40000))
+        if ! ss -ltn "sport = :$p" | grep -q LISTEN; then echo "$p"; return; fi
+    done
+    echo "no free port" >&2; exit 1
+}
+
+# One configuration for both registries: filesystem storage, delete enabled, access log off. The storage
+# root and the address differ and come from distribution's own environment overrides. registry:2's image
+# ships `cache.blobdescriptor: inmemory`; it is kept for distribution (berth has its own caches and warns
+# about the key).
+cat > "$work/config.yml" <<YAML
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: /unused
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:5000
+YAML
+
+bport=$(free_port); rport=$(free_port); nport=$(free_port)
+mkdir -p "$work/berth" "$work/registry" "$work/nginx/root" "$work/loadgen"
+
+REGISTRY_HTTP_ADDR=127.0.0.1:$bport REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$work/berth \
+    "$repo/target/release/berth" serve "$work/config.yml" >"$work/berth.log" 2>&1 &
+pids+=($!); bpid=$!
+REGISTRY_HTTP_ADDR=127.0.0.1:$rport REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$work/registry \
+    docker-registry serve "$work/config.yml" >"$work/registry.log" 2>&1 &
+pids+=($!); rpid=$!
+
+cat > "$work/nginx/nginx.conf" <<NGINX
+user root;
+worker_processes auto;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log error;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 10000000;
+    client_body_temp_path $work/nginx/tmp;
+    proxy_temp_path $work/nginx/tmp;
+    fastcgi_temp_path $work/nginx/tmp;
+    uwsgi_temp_path $work/nginx/tmp;
+    scgi_temp_path $work/nginx/tmp;
+    server {
+        listen 127.0.0.1:$nport;
+        root $work/nginx/root;
+    }
+}
+NGINX
+mkdir -p "$work/nginx/tmp"
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
+pids+=($!)
+
+for port in $bport $rport $nport; do
+    for i in $(seq 1 100); do
+        if curl -s -o /dev/null "http://127.0.0.1:$port/"; then break; fi
+        [ "$i" = 100 ] && { echo "server on :$port did not start" >&2; exit 1; }
+        sleep 0.1
+    done
+done
+sleep 1  # let both settle before the idle RSS sample
+
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+"$here/loadgen/target/release/berth-loadgen" \
+    --berth "127.0.0.1:$bport" --berth-pid "$bpid" \
+    --registry "127.0.0.1:$rport" --registry-pid "$rpid" \
+    --nginx "127.0.0.1:$nport" --nginx-root "$work/nginx/root" \
+    --work "$work/loadgen" --scale "${SCALE:-1}" --w4-secs "${W4_SECS:-3}"
+echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -27,6 +27,9 @@ use index::{Change, ListingIndex, Page};
 const LINK_LIMIT: u64 = 256;
 /// Parsed summaries of manifests kept for the referrers API; manifests are immutable by digest.
 const SUMMARY_CACHE_LIMIT: usize = 100_000;
+/// How long a catalog walk serves the continuation pages of a paginated `_catalog`.
+/// Bytes of manifest bodies kept in memory by digest (with their media types); immutable by digest.
+const MANIFEST_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// What the referrers API needs from a stored manifest.
 #[derive(Debug, Clone)]
@@ -53,6 +56,15 @@ pub struct Registry {
     repo_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     fence: Fence,
     index: Arc<ListingIndex>,
+    manifests: Mutex<ManifestCache>,
+}
+
+/// Manifest bodies by digest. A digest names its bytes, so an entry is never stale; what a tag or a
+/// repository points at is still read from the link files on every request.
+#[derive(Default)]
+struct ManifestCache {
+    bytes: usize,
+    by_digest: HashMap<Digest, (Arc<str>, Bytes)>,
 }
 
 /// A stored manifest fetched for a client.
@@ -84,6 +96,7 @@ impl Registry {
             repo_locks: Mutex::default(),
             fence: Fence::default(),
             index: Arc::default(),
+            manifests: Mutex::default(),
         }
     }
 
@@ -228,6 +241,13 @@ impl Registry {
         reference: &Reference,
     ) -> Result<StoredManifest> {
         let digest = self.resolve(repo, reference).await?;
+        if let Some((media_type, body)) = lock(&self.manifests).by_digest.get(&digest) {
+            return Ok(StoredManifest {
+                media_type: media_type.to_string(),
+                body: body.clone(),
+                digest,
+            });
+        }
         let body = match self
             .driver
             .get(&paths::blob_data(&digest), MAX_MANIFEST_SIZE as u64)
@@ -240,6 +260,7 @@ impl Registry {
             Err(e) => return Err(e.into()),
         };
         let media_type = manifest::stored_media_type(&body);
+        self.cache_manifest(&digest, &media_type, &body);
         Ok(StoredManifest {
             digest,
             media_type,
@@ -301,22 +322,33 @@ impl Registry {
                 }
             }
         }
+        // The manifest, its revision link and the tag's index entry are made durable together, then
+        // the tag is moved: a tag never points at a manifest that a crash could lose.
+        let mut writes = Vec::new();
         let blob = paths::blob_data(&digest);
         if !matches!(self.driver.stat(&blob).await, Ok(meta) if meta.size == body.len() as u64) {
-            self.driver.put(&blob, body.clone()).await?;
+            writes.push((blob, body.clone()));
         }
         let repo_lock = self.repo_lock(repo);
         let _repo = repo_lock.lock().await;
-        self.link(&paths::revision_link(repo, &digest), &digest)
-            .await?;
+        let mut links = vec![paths::revision_link(repo, &digest)];
+        if let Reference::Tag(tag) = reference {
+            links.push(paths::tag_index(repo, tag, &digest));
+        }
+        for path in links {
+            if self.read_link(&path).await?.as_ref() != Some(&digest) {
+                writes.push((path, Bytes::from(digest.to_string())));
+            }
+        }
+        self.driver.put_all(writes).await?;
         self.index.record(repo.as_str(), Change::Manifests(true));
         if let Reference::Tag(tag) = reference {
-            self.link(&paths::tag_index(repo, tag, &digest), &digest)
-                .await?;
             self.link(&paths::tag_current(repo, tag), &digest).await?;
             self.index
                 .record(repo.as_str(), Change::TagAdded(tag.clone()));
         }
+        // What a fetch of the stored bytes would report, whatever the push said.
+        self.cache_manifest(&digest, &manifest::stored_media_type(&body), &body);
         let subject = m.subject.as_ref().map(|s| s.digest.clone());
         self.remember(&digest, summarize(&m, body.len() as u64));
         Ok(PushedManifest { digest, subject })
@@ -395,7 +427,7 @@ impl Registry {
         Ok(tags)
     }
 
-    /// Every repository with a `_manifests` directory, sorted.
+    /// Every repository with a `_manifests` directory, sorted, by a walk of the layout.
     pub async fn catalog(&self) -> Result<Vec<String>> {
         catalog_walk(self.driver.as_ref()).await
     }
@@ -580,6 +612,20 @@ impl Registry {
             return Ok(None);
         };
         Ok(Some(self.remember(d, summarize(&m, body.len() as u64))))
+    }
+
+    fn cache_manifest(&self, d: &Digest, media_type: &str, body: &Bytes) {
+        let mut cache = lock(&self.manifests);
+        if cache.by_digest.contains_key(d) || body.len() > MANIFEST_CACHE_BYTES / 64 {
+            return;
+        }
+        if cache.bytes + body.len() > MANIFEST_CACHE_BYTES {
+            *cache = ManifestCache::default();
+        }
+        cache.bytes += body.len();
+        cache
+            .by_digest
+            .insert(d.clone(), (Arc::from(media_type), body.clone()));
     }
 
     fn remember(&self, d: &Digest, s: Summary) -> Arc<Summary> {

@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest as _, Sha256};
@@ -38,6 +38,8 @@ struct State {
 }
 
 const HASHER_QUEUE: usize = 8;
+/// Body frames smaller than this are gathered into buffers of this size.
+const GATHER: usize = 512 * 1024;
 
 /// Hashes on a blocking thread, fed through a bounded channel, so hashing overlaps the network and disk.
 struct HashPipe {
@@ -274,6 +276,9 @@ impl Registry {
             .await?;
         let hasher = HashPipe::start(state.hasher);
         let mut written: u64 = 0;
+        // Small frames are gathered into larger buffers: fewer hand-offs to the hashing and writing
+        // threads, each of which costs two thread wake-ups.
+        let mut gathered = BytesMut::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(Error::Body)?;
             if chunk.is_empty() {
@@ -287,8 +292,25 @@ impl Registry {
                     )));
                 }
             }
-            hasher.send(chunk.clone()).await?;
-            writer.write(chunk).await?;
+            let buf = if gathered.is_empty() && chunk.len() >= GATHER {
+                chunk
+            } else {
+                if gathered.capacity() == 0 {
+                    gathered.reserve(GATHER);
+                }
+                gathered.extend_from_slice(&chunk);
+                if gathered.len() < GATHER {
+                    continue;
+                }
+                gathered.split().freeze()
+            };
+            hasher.send(buf.clone()).await?;
+            writer.write(buf).await?;
+        }
+        if !gathered.is_empty() {
+            let buf = gathered.split().freeze();
+            hasher.send(buf.clone()).await?;
+            writer.write(buf).await?;
         }
         if let Some(len) = check.len {
             if written != len {

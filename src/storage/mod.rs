@@ -106,6 +106,15 @@ pub trait Driver: Send + Sync + 'static {
     /// Atomically and durably creates or replaces an object.
     async fn put(&self, path: &str, data: Bytes) -> Result<()>;
 
+    /// `put` of several objects: each is atomic and all are durable when the call returns (a driver may
+    /// make them durable together). On error, any subset may have been written.
+    async fn put_all(&self, items: Vec<(String, Bytes)>) -> Result<()> {
+        for (path, data) in items {
+            self.put(&path, data).await?;
+        }
+        Ok(())
+    }
+
     /// Size and modification time of an object; `NotFound` if it does not exist.
     async fn stat(&self, path: &str) -> Result<Meta>;
 
@@ -114,6 +123,15 @@ pub trait Driver: Send + Sync + 'static {
 
     /// The names of the direct children of a prefix (objects and sub-prefixes), sorted byte-wise.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// `list` of several prefixes, in order, in one call (a driver may do them in one round trip).
+    async fn list_many(&self, prefixes: Vec<String>) -> Result<Vec<Vec<String>>> {
+        let mut out = Vec::with_capacity(prefixes.len());
+        for p in prefixes {
+            out.push(self.list(&p).await?);
+        }
+        Ok(out)
+    }
 
     /// Deletes an object, or every object under a prefix.
     async fn delete(&self, path: &str) -> Result<()>;

@@ -1,0 +1,677 @@
+//! berth's benchmark: runs the workloads W1–W8 of the performance issue against berth and registry:2 (and
+//! the ceilings against nginx) in one run, and prints one table. `bench/run.sh` starts the servers; see
+//! bench/README.md. Every loop here is bounded in count and in time.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http::Method;
+
+mod client;
+mod ops;
+mod table;
+
+use client::Conn;
+use ops::{data, digest, Lat, MIB};
+
+/// A server under test.
+#[derive(Clone)]
+pub struct Target {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+}
+
+/// Results by target name (`berth`, `registry`, `ceiling`), then by metric key.
+pub type Results = HashMap<&'static str, HashMap<String, f64>>;
+
+struct Args {
+    targets: Vec<Target>,
+    nginx: Option<SocketAddr>,
+    nginx_root: Option<PathBuf>,
+    work: PathBuf,
+    /// Blob sizes are divided by this (1 for the real run; larger for a quick smoke test).
+    scale: u64,
+    /// Seconds per W4 measurement.
+    w4_secs: f64,
+    /// Workloads to run (all when empty); for profiling one at a time.
+    only: Vec<String>,
+}
+
+impl Args {
+    fn wants(&self, w: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == w)
+    }
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        targets: Vec::new(),
+        nginx: None,
+        nginx_root: None,
+        work: PathBuf::from("/tmp/berth-bench"),
+        scale: 1,
+        w4_secs: 3.0,
+        only: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    let mut pending: HashMap<&'static str, (Option<SocketAddr>, Option<u32>)> = HashMap::new();
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--berth" => pending.entry("berth").or_default().0 = Some(val()?.parse()?),
+            "--berth-pid" => pending.entry("berth").or_default().1 = Some(val()?.parse()?),
+            "--registry" => pending.entry("registry").or_default().0 = Some(val()?.parse()?),
+            "--registry-pid" => pending.entry("registry").or_default().1 = Some(val()?.parse()?),
+            "--nginx" => a.nginx = Some(val()?.parse()?),
+            "--nginx-root" => a.nginx_root = Some(PathBuf::from(val()?)),
+            "--work" => a.work = PathBuf::from(val()?),
+            "--scale" => a.scale = val()?.parse()?,
+            "--w4-secs" => a.w4_secs = val()?.parse()?,
+            "--only" => a.only = val()?.split(',').map(str::to_owned).collect(),
+            other => bail!("unknown argument {other} (see bench/README.md)"),
+        }
+    }
+    for name in ["berth", "registry"] {
+        if let Some((Some(addr), pid)) = pending.get(name).copied() {
+            a.targets.push(Target { name, addr, pid });
+        }
+    }
+    if a.targets.is_empty() {
+        bail!("usage: loadgen --berth ADDR [--berth-pid PID] [--registry ADDR --registry-pid PID] [--nginx ADDR --nginx-root DIR] [--work DIR] [--scale N] [--w4-secs S]");
+    }
+    Ok(a)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    // One client thread: the client never takes more than one of the machine's cores from the server.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = rt.block_on(run(&args))?;
+    std::fs::create_dir_all(&args.work)?;
+    let json: HashMap<&str, &HashMap<String, f64>> = results.iter().map(|(k, v)| (*k, v)).collect();
+    std::fs::write(
+        args.work.join("results.json"),
+        serde_json::to_vec_pretty(&json)?,
+    )?;
+    print!("{}", table::render(&results));
+    Ok(())
+}
+
+fn put(r: &mut Results, who: &'static str, key: &str, v: f64) {
+    r.entry(who).or_default().insert(key.to_owned(), v);
+}
+
+fn log(msg: &str) {
+    eprintln!("[loadgen] {msg}");
+}
+
+async fn run(a: &Args) -> Result<Results> {
+    let mut r = Results::new();
+    let mib = |n: u64| (n * MIB / a.scale) as usize;
+    let cpu = |t: &Target| ops::proc_sample(t.pid).cpu;
+
+    for t in &a.targets {
+        let p = ops::proc_sample(t.pid);
+        put(&mut r, t.name, "w8.idle_rss", p.rss_mib);
+    }
+
+    // Ceiling: single-core SHA-256.
+    {
+        let buf = data(mib(256), 1);
+        let t0 = Instant::now();
+        let _ = digest(&buf);
+        let s = t0.elapsed().as_secs_f64();
+        put(
+            &mut r,
+            "ceiling",
+            "w1.mono",
+            buf.len() as f64 / MIB as f64 / s,
+        );
+        log(&format!(
+            "sha256 one core: {:.0} MiB/s",
+            buf.len() as f64 / MIB as f64 / s
+        ));
+    }
+
+    if a.wants("w1") || a.wants("w2") || a.wants("w3") {
+        // ---- W1, W2: uploads. CPU from the start of W1 to the end of W2, per GiB uploaded.
+        let cpu0: Vec<f64> = a.targets.iter().map(cpu).collect();
+        let mut uploaded = 0u64;
+        let mut w3_blob: Option<(Bytes, String)> = None;
+        {
+            const REPS: u64 = 3;
+            let mut best: HashMap<&str, Vec<f64>> = HashMap::new();
+            for rep in 0..if a.wants("w1") { REPS } else { 1 } {
+                let blob = data(mib(256), 100 + rep);
+                let d = digest(&blob);
+                for t in &a.targets {
+                    let mut c = Conn::open(t.addr).await?;
+                    let t0 = Instant::now();
+                    ops::upload_monolithic(&mut c, "bench/w1", &blob, &d).await?;
+                    best.entry(t.name).or_default().push(mib_s(blob.len(), t0));
+                }
+                uploaded += blob.len() as u64;
+                if rep == 0 {
+                    w3_blob = Some((blob, d));
+                }
+            }
+            for (name, v) in best {
+                log(&format!("W1 {name}: {v:.0?} MiB/s"));
+                put(&mut r, name_of(a, name), "w1.mono", median(v));
+            }
+            // 4 concurrent 64 MiB uploads, twice.
+            let mut agg: HashMap<&str, Vec<f64>> = HashMap::new();
+            for rep in 0..if a.wants("w1") { 2 } else { 0 } {
+                let blobs: Vec<(Bytes, String)> = (0..4)
+                    .map(|i| {
+                        let b = data(mib(64), 200 + rep * 10 + i);
+                        let d = digest(&b);
+                        (b, d)
+                    })
+                    .collect();
+                let total: usize = blobs.iter().map(|b| b.0.len()).sum();
+                for t in &a.targets {
+                    let t0 = Instant::now();
+                    let mut tasks = Vec::new();
+                    for (b, d) in blobs.clone() {
+                        let addr = t.addr;
+                        tasks.push(tokio::spawn(async move {
+                            let mut c = Conn::open(addr).await?;
+                            ops::upload_monolithic(&mut c, "bench/w1", &b, &d).await
+                        }));
+                    }
+                    for task in tasks {
+                        task.await??;
+                    }
+                    agg.entry(t.name).or_default().push(mib_s(total, t0));
+                }
+                uploaded += total as u64;
+            }
+            for (name, v) in agg {
+                log(&format!("W1x4 {name}: {v:.0?} MiB/s"));
+                put(&mut r, name_of(a, name), "w1.four", median(v));
+            }
+        }
+        {
+            let mut res: HashMap<&str, Vec<f64>> = HashMap::new();
+            for rep in 0..if a.wants("w2") { 2 } else { 0 } {
+                let blob = data(mib(256), 300 + rep);
+                let d = digest(&blob);
+                for t in &a.targets {
+                    let mut c = Conn::open(t.addr).await?;
+                    let t0 = Instant::now();
+                    ops::upload_chunked(&mut c, "bench/w2", &blob, &d, mib(8)).await?;
+                    res.entry(t.name).or_default().push(mib_s(blob.len(), t0));
+                }
+                uploaded += blob.len() as u64;
+            }
+            for (name, v) in res {
+                log(&format!("W2 {name}: {v:.0?} MiB/s"));
+                put(&mut r, name_of(a, name), "w2.chunked", median(v));
+            }
+        }
+        for (i, t) in a.targets.iter().enumerate() {
+            let gib = uploaded as f64 / (1024.0 * MIB as f64);
+            put(&mut r, t.name, "w8.cpu_up", (cpu(t) - cpu0[i]) / gib);
+        }
+
+        if a.wants("w3") {
+            // ---- W3: downloads of the first W1 blob, and 1 MiB ranges.
+            let (blob, blob_d) = w3_blob.context("no W1 blob")?;
+            let blob_path = format!("/v2/bench/w1/blobs/{blob_d}");
+            let mut dl: Vec<(&'static str, SocketAddr, String, Option<u32>)> = a
+                .targets
+                .iter()
+                .map(|t| (t.name, t.addr, blob_path.clone(), t.pid))
+                .collect();
+            if let (Some(addr), Some(root)) = (a.nginx, &a.nginx_root) {
+                std::fs::write(root.join("blob"), &blob)?;
+                dl.push(("ceiling", addr, "/blob".to_owned(), None));
+            }
+            for (name, addr, path, pid) in &dl {
+                let c0 = ops::proc_sample(*pid).cpu;
+                let mut downloaded = 0u64;
+                let mut c = Conn::open(*addr).await?;
+                // Warm the page cache and the connection.
+                downloaded += c
+                    .send(Method::GET, path, &[], Bytes::new(), false)
+                    .await?
+                    .len;
+                let mut one = Vec::new();
+                for _ in 0..3 {
+                    let t0 = Instant::now();
+                    let resp = c.send(Method::GET, path, &[], Bytes::new(), false).await?;
+                    if resp.len != blob.len() as u64 {
+                        bail!("{name}: downloaded {} of {} bytes", resp.len, blob.len());
+                    }
+                    downloaded += resp.len;
+                    one.push(mib_s(blob.len(), t0));
+                }
+                put(&mut r, name, "w3.one", median(one));
+                let mut eight = Vec::new();
+                for _ in 0..2 {
+                    let t0 = Instant::now();
+                    let mut tasks = Vec::new();
+                    for _ in 0..8 {
+                        let (addr, path) = (*addr, path.clone());
+                        tasks.push(tokio::spawn(async move {
+                            let mut c = Conn::open(addr).await?;
+                            c.send(Method::GET, &path, &[], Bytes::new(), false).await
+                        }));
+                    }
+                    let mut bytes = 0u64;
+                    for task in tasks {
+                        bytes += task.await??.len;
+                    }
+                    downloaded += bytes;
+                    eight.push(mib_s(bytes as usize, t0));
+                }
+                put(&mut r, name, "w3.eight", median(eight));
+                let mut lat = Vec::new();
+                for i in 0..200u64 {
+                    let start = (i * 7919 * MIB / 16) % (blob.len() as u64 - MIB);
+                    let range = format!("bytes={start}-{}", start + MIB - 1);
+                    let t0 = Instant::now();
+                    let resp = c
+                        .send(Method::GET, path, &[("range", &range)], Bytes::new(), false)
+                        .await?;
+                    if resp.status.as_u16() != 206 || resp.len != MIB {
+                        bail!(
+                            "{name}: range answered {} with {} bytes",
+                            resp.status,
+                            resp.len
+                        );
+                    }
+                    lat.push(t0.elapsed());
+                    downloaded += resp.len;
+                }
+                let lat = Lat::new(lat);
+                put(&mut r, name, "w3.range.p50", lat.ms(50.0));
+                put(&mut r, name, "w3.range.p99", lat.ms(99.0));
+                if pid.is_some() {
+                    let gib = downloaded as f64 / (1024.0 * MIB as f64);
+                    put(
+                        &mut r,
+                        name,
+                        "w8.cpu_down",
+                        (ops::proc_sample(*pid).cpu - c0) / gib,
+                    );
+                }
+                log(&format!("W3 {name} done"));
+            }
+            drop(blob);
+        }
+    }
+
+    // ---- Small objects for W4/W5: a config and two layers in bench/app, one manifest tagged `latest`.
+    let small: Vec<(Bytes, String)> = (0..3)
+        .map(|i| {
+            let b = data(1024 + i * 512, 400 + i as u64);
+            let d = digest(&b);
+            (b, d)
+        })
+        .collect();
+    let layers: Vec<(String, usize)> = small[1..]
+        .iter()
+        .map(|(b, d)| (d.clone(), b.len()))
+        .collect();
+    let cfg = (small[0].1.as_str(), small[0].0.len());
+    let m = ops::manifest(cfg, &layers, "w4");
+    for t in &a.targets {
+        let mut c = Conn::open(t.addr).await?;
+        for (b, d) in &small {
+            ops::upload_monolithic(&mut c, "bench/app", b, d).await?;
+        }
+        ops::put_manifest(&mut c, "bench/app", "latest", m.clone()).await?;
+    }
+    let mut small_targets: Vec<(&'static str, SocketAddr, String, Option<u32>)> = a
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.name,
+                t.addr,
+                "/v2/bench/app/manifests/latest".to_owned(),
+                t.pid,
+            )
+        })
+        .collect();
+    if let (Some(addr), Some(root)) = (a.nginx, &a.nginx_root) {
+        std::fs::write(root.join("manifest"), &m)?;
+        small_targets.push(("ceiling", addr, "/manifest".to_owned(), None));
+    }
+
+    // ---- W4: manifest HEAD and GET by tag.
+    for (name, addr, path, pid) in small_targets.iter().filter(|_| a.wants("w4")) {
+        let c0 = ops::proc_sample(*pid).cpu;
+        let mut requests = 0u64;
+        for method in [Method::HEAD, Method::GET] {
+            for conns in [1usize, 16, 64] {
+                let (n, secs, lat) =
+                    closed_loop(*addr, conns, a.w4_secs, method.clone(), path.clone()).await?;
+                requests += n;
+                let key = format!("w4.{}{conns}", method.as_str().to_lowercase());
+                put(&mut r, name, &format!("{key}.rps"), n as f64 / secs);
+                put(&mut r, name, &format!("{key}.p50"), lat.ms(50.0));
+                put(&mut r, name, &format!("{key}.p99"), lat.ms(99.0));
+                log(&format!(
+                    "W4 {name} {method} c={conns}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms",
+                    n as f64 / secs,
+                    lat.ms(50.0),
+                    lat.ms(99.0)
+                ));
+            }
+        }
+        if pid.is_some() {
+            let per10k = (ops::proc_sample(*pid).cpu - c0) / requests as f64 * 10_000.0;
+            put(&mut r, name, "w8.cpu_small", per10k);
+        }
+    }
+
+    // ---- W5: 2,000 manifest PUTs from 8 clients, into one repository and into 500.
+    const W5_N: u64 = 2000;
+    const W5_REPOS: u64 = 500;
+    let w5_layers: Vec<(String, usize)> = layers.clone();
+    let w5 = a.wants("w5") || a.wants("w6");
+    for t in a.targets.iter().filter(|_| w5) {
+        // Make the config and layers available in every repository (cross-repository mounts).
+        let repos: Vec<String> = std::iter::once("bench/w5/one".to_owned())
+            .chain((0..W5_REPOS).map(|i| format!("bench/w5/r{i:03}")))
+            .collect();
+        let repos = Arc::new(repos);
+        let next = Arc::new(AtomicU64::new(0));
+        let small = Arc::new(small.clone());
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (repos, next, small, addr) = (repos.clone(), next.clone(), small.clone(), t.addr);
+            tasks.push(tokio::spawn(async move {
+                let mut c = Conn::open(addr).await?;
+                for _ in 0..repos.len() {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(repo) = repos.get(i) else { break };
+                    for (b, d) in small.iter() {
+                        ops::mount(&mut c, repo, "bench/app", b, d).await?;
+                    }
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+    }
+    for (label, spread) in [("one", false), ("many", true)].into_iter().filter(|_| w5) {
+        for t in &a.targets {
+            let next = Arc::new(AtomicU64::new(0));
+            let t0 = Instant::now();
+            let deadline = t0 + Duration::from_secs(300);
+            let mut tasks = Vec::new();
+            for _ in 0..8 {
+                let (next, addr) = (next.clone(), t.addr);
+                let cfg = (small[0].1.clone(), small[0].0.len());
+                let layers = w5_layers.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut c = Conn::open(addr).await?;
+                    let mut lat = Vec::new();
+                    while Instant::now() < deadline {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= W5_N {
+                            break;
+                        }
+                        let (repo, tag) = if spread {
+                            (format!("bench/w5/r{:03}", i % W5_REPOS), format!("m{i}"))
+                        } else {
+                            ("bench/w5/one".to_owned(), format!("t{i:04}"))
+                        };
+                        let body = ops::manifest((&cfg.0, cfg.1), &layers, &format!("{label} {i}"));
+                        let t1 = Instant::now();
+                        ops::put_manifest(&mut c, &repo, &tag, body).await?;
+                        lat.push(t1.elapsed());
+                    }
+                    anyhow::Ok(lat)
+                }));
+            }
+            let mut lat = Vec::new();
+            for task in tasks {
+                lat.extend(task.await??);
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            let n = lat.len() as f64;
+            let lat = Lat::new(lat);
+            put(&mut r, t.name, &format!("w5.{label}.mps"), n / secs);
+            put(&mut r, t.name, &format!("w5.{label}.p50"), lat.ms(50.0));
+            put(&mut r, t.name, &format!("w5.{label}.p99"), lat.ms(99.0));
+            log(&format!(
+                "W5 {label} {}: {:.0} manifests/s",
+                t.name,
+                n / secs
+            ));
+        }
+    }
+
+    // ---- W6: catalog walked with n=100; the 2,000 tags of bench/w5/one.
+    for t in a.targets.iter().filter(|_| a.wants("w6")) {
+        let mut c = Conn::open(t.addr).await?;
+        let mut walks = Vec::new();
+        let mut repos_seen = 0usize;
+        for _ in 0..10 {
+            let t0 = Instant::now();
+            let mut path = "/v2/_catalog?n=100".to_owned();
+            repos_seen = 0;
+            for _ in 0..1000 {
+                let resp = c.get(&path, &[]).await?.expect(&[200], "catalog")?;
+                let v: serde_json::Value = serde_json::from_slice(&resp.body)?;
+                repos_seen += v["repositories"].as_array().map_or(0, |a| a.len());
+                match resp.header("link") {
+                    Some(link) => {
+                        path = link
+                            .split(['<', '>'])
+                            .nth(1)
+                            .context("bad Link header")?
+                            .to_owned();
+                    }
+                    None => break,
+                }
+            }
+            walks.push(t0.elapsed());
+        }
+        let walks = Lat::new(walks);
+        put(&mut r, t.name, "w6.catalog", walks.ms(50.0));
+        put(&mut r, t.name, "w6.catalog.repos", repos_seen as f64);
+        let mut tags = Vec::new();
+        for _ in 0..20 {
+            let t0 = Instant::now();
+            let resp = c
+                .get("/v2/bench/w5/one/tags/list", &[])
+                .await?
+                .expect(&[200], "tags list")?;
+            tags.push(t0.elapsed());
+            let v: serde_json::Value = serde_json::from_slice(&resp.body)?;
+            let n = v["tags"].as_array().map_or(0, |a| a.len());
+            if n != W5_N as usize {
+                bail!("{}: tags list has {n} tags", t.name);
+            }
+        }
+        put(&mut r, t.name, "w6.tags", Lat::new(tags).ms(50.0));
+        log(&format!("W6 {} done ({repos_seen} repositories)", t.name));
+    }
+
+    // ---- W7: skopeo copy of a 300 MiB, 5-layer image in and out.
+    let src = a.work.join("w7-image");
+    if a.wants("w7") {
+        make_oci_image(&src, mib(60))?;
+    }
+    for t in a.targets.iter().filter(|_| a.wants("w7")) {
+        let dest = format!("docker://{}/bench/w7/image:latest", t.addr);
+        let t0 = Instant::now();
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:latest", src.display()),
+            &dest,
+        ])
+        .await?;
+        put(&mut r, t.name, "w7.push", t0.elapsed().as_secs_f64());
+        let out = a.work.join(format!("w7-pulled-{}", t.name));
+        let _ = std::fs::remove_dir_all(&out);
+        let t0 = Instant::now();
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &dest,
+            &format!("oci:{}:latest", out.display()),
+        ])
+        .await?;
+        put(&mut r, t.name, "w7.pull", t0.elapsed().as_secs_f64());
+        let _ = std::fs::remove_dir_all(&out);
+        log(&format!("W7 {} done", t.name));
+    }
+
+    for t in &a.targets {
+        let p = ops::proc_sample(t.pid);
+        put(&mut r, t.name, "w8.peak_rss", p.hwm_mib);
+    }
+    Ok(r)
+}
+
+/// The static name of a target (results are keyed by `&'static str`).
+fn name_of(a: &Args, name: &str) -> &'static str {
+    a.targets
+        .iter()
+        .find(|t| t.name == name)
+        .map_or("ceiling", |t| t.name)
+}
+
+fn mib_s(bytes: usize, t0: Instant) -> f64 {
+    bytes as f64 / MIB as f64 / t0.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// What docker sends when it fetches a manifest.
+const ACCEPT: &[(&str, &str)] = &[(
+    "accept",
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json",
+)];
+
+/// `conns` connections each sending `method path` back to back for `secs` seconds (after a short warm-up);
+/// returns the requests completed, the seconds measured and the latencies.
+async fn closed_loop(
+    addr: SocketAddr,
+    conns: usize,
+    secs: f64,
+    method: Method,
+    path: String,
+) -> Result<(u64, f64, Lat)> {
+    const MAX_PER_CONN: usize = 2_000_000;
+    let barrier = Arc::new(tokio::sync::Barrier::new(conns + 1));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (barrier, stop, method, path) =
+            (barrier.clone(), stop.clone(), method.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            // Every task reaches the barrier, even one whose warm-up failed, so that none waits forever.
+            let warm = async {
+                let mut c = Conn::open(addr).await?;
+                for _ in 0..20 {
+                    c.send(method.clone(), &path, ACCEPT, Bytes::new(), false)
+                        .await?
+                        .expect(&[200], "warm-up")?;
+                }
+                anyhow::Ok(c)
+            }
+            .await;
+            barrier.wait().await;
+            let mut c = warm?;
+            let mut lat = Vec::with_capacity(1 << 16);
+            while !stop.load(Ordering::Relaxed) && lat.len() < MAX_PER_CONN {
+                let t0 = Instant::now();
+                let resp = c
+                    .send(method.clone(), &path, ACCEPT, Bytes::new(), false)
+                    .await?;
+                if resp.status.as_u16() != 200 {
+                    bail!("{method} {path}: {}", resp.status);
+                }
+                lat.push(t0.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    barrier.wait().await;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    Ok((all.len() as u64, elapsed, Lat::new(all)))
+}
+
+/// An OCI image layout with a config and five uncompressed layers of `layer` random bytes each.
+fn make_oci_image(dir: &std::path::Path, layer: usize) -> Result<()> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    let write = |b: &[u8]| -> Result<(String, usize)> {
+        let d = digest(b);
+        std::fs::write(blobs.join(&d[7..]), b)?;
+        Ok((d, b.len()))
+    };
+    let mut layers = Vec::new();
+    for i in 0..5u64 {
+        let (d, n) = write(&data(layer, 700 + i))?;
+        layers.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}));
+    }
+    let diff_ids: Vec<&serde_json::Value> = layers.iter().map(|l| &l["digest"]).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "config": {}
+    });
+    let (cd, cn) = write(&serde_json::to_vec(&config)?)?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": ops::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
+        "layers": layers,
+    });
+    let (md, mn) = write(&serde_json::to_vec(&manifest)?)?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": ops::OCI_MANIFEST, "digest": md, "size": mn,
+                       "annotations": {"org.opencontainers.image.ref.name": "latest"}}]
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    Ok(())
+}
+
+async fn skopeo(args: &[&str]) -> Result<()> {
+    let mut child = tokio::process::Command::new("skopeo")
+        .args(args)
+        .kill_on_drop(true)
+        .spawn()
+        .context("skopeo")?;
+    let status = tokio::time::timeout(Duration::from_secs(600), child.wait())
+        .await
+        .context("skopeo timed out")??;
+    if !status.success() {
+        bail!("skopeo {args:?}: {status}");
+    }
+    Ok(())
+}
