@@ -14,16 +14,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::io::ReaderStream;
 
 use super::{ByteStream, Driver, ErrorKind, Meta, Result, StorageError, Writer};
 
 /// Prefix of the temp files this driver writes before a rename; `list` hides them.
 const TEMP_PREFIX: &str = ".berth-tmp-";
-const READ_BUFFER: usize = 1024 * 1024;
+const READ_BUFFER: usize = 512 * 1024;
 /// Objects read with a limit up to this are read on the calling thread (link files, hash states).
 const INLINE_READ_LIMIT: u64 = 4096;
 
@@ -369,6 +367,16 @@ fn list_dir(full: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Reads exactly `want` bytes (a blob changes only by being replaced, so a short read is an error).
+fn read_chunk(mut file: File, want: usize) -> io::Result<(File, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(want);
+    io::Read::read_to_end(&mut io::Read::take(&mut file, want as u64), &mut buf)?;
+    if buf.len() < want {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+    }
+    Ok((file, buf))
+}
+
 /// Reads a small object on the calling thread; `None` if it is over `limit` bytes.
 fn read_small(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
     let f = File::open(path)?;
@@ -439,15 +447,25 @@ impl Driver for FsDriver {
 
     async fn read(&self, path: &str, offset: u64, len: u64) -> Result<ByteStream> {
         let full = self.full(path)?;
-        let mut f = tokio::fs::File::open(&full)
-            .await
-            .map_err(|e| StorageError::io(path, e))?;
-        if offset > 0 {
-            f.seek(SeekFrom::Start(offset))
+        let file = blocking(path, move || {
+            let mut f = File::open(&full)?;
+            f.seek(SeekFrom::Start(offset))?;
+            Ok(f)
+        })
+        .await?;
+        // Each step reads straight into the buffer handed to hyper: one copy out of the page cache.
+        let stream = futures_util::stream::try_unfold((file, len), |(file, left)| async move {
+            if left == 0 {
+                return Ok(None);
+            }
+            let want = left.min(READ_BUFFER as u64) as usize;
+            let (file, buf) = tokio::task::spawn_blocking(move || read_chunk(file, want))
                 .await
-                .map_err(|e| StorageError::io(path, e))?;
-        }
-        Ok(ReaderStream::with_capacity(f.take(len), READ_BUFFER).boxed())
+                .map_err(io::Error::other)??;
+            let got = buf.len() as u64;
+            Ok(Some((Bytes::from(buf), (file, left - got))))
+        });
+        Ok(stream.boxed())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -546,7 +564,7 @@ struct FsWriter {
 }
 
 /// Buffers in flight between the request and the writing thread.
-const WRITE_QUEUE: usize = 8;
+const WRITE_QUEUE: usize = 4;
 
 impl FsWriter {
     fn start(path: &str, mut file: File, offset: u64) -> FsWriter {
