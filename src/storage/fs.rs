@@ -22,6 +22,8 @@ use super::{ByteStream, Driver, ErrorKind, Meta, Result, StorageError, Writer};
 /// Prefix of the temp files this driver writes before a rename; `list` hides them.
 const TEMP_PREFIX: &str = ".berth-tmp-";
 const READ_BUFFER: usize = 512 * 1024;
+/// Chunks a blob read may have ready ahead of the socket.
+const READ_AHEAD: usize = 2;
 /// Objects read with a limit up to this are read on the calling thread (link files, hash states).
 const INLINE_READ_LIMIT: u64 = 4096;
 
@@ -368,13 +370,13 @@ fn list_dir(full: &Path) -> io::Result<Vec<String>> {
 }
 
 /// Reads exactly `want` bytes (a blob changes only by being replaced, so a short read is an error).
-fn read_chunk(mut file: File, want: usize) -> io::Result<(File, Vec<u8>)> {
+fn read_chunk(file: &mut File, want: usize) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(want);
-    io::Read::read_to_end(&mut io::Read::take(&mut file, want as u64), &mut buf)?;
+    io::Read::read_to_end(&mut io::Read::take(file, want as u64), &mut buf)?;
     if buf.len() < want {
         return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
     }
-    Ok((file, buf))
+    Ok(buf)
 }
 
 /// Reads a small object on the calling thread; `None` if it is over `limit` bytes.
@@ -453,17 +455,25 @@ impl Driver for FsDriver {
             Ok(f)
         })
         .await?;
-        // Each step reads straight into the buffer handed to hyper: one copy out of the page cache.
-        let stream = futures_util::stream::try_unfold((file, len), |(file, left)| async move {
-            if left == 0 {
-                return Ok(None);
+        // A blocking thread reads ahead into the buffers handed to hyper (one copy out of the page
+        // cache), so the disk read of the next chunk overlaps the socket write of this one. It stops
+        // when the range is done or the response is dropped.
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            let mut left = len;
+            while left > 0 {
+                let want = left.min(READ_BUFFER as u64) as usize;
+                let chunk = read_chunk(&mut file, want);
+                let failed = chunk.is_err();
+                if tx.blocking_send(chunk.map(Bytes::from)).is_err() || failed {
+                    return;
+                }
+                left -= want as u64;
             }
-            let want = left.min(READ_BUFFER as u64) as usize;
-            let (file, buf) = tokio::task::spawn_blocking(move || read_chunk(file, want))
-                .await
-                .map_err(io::Error::other)??;
-            let got = buf.len() as u64;
-            Ok(Some((Bytes::from(buf), (file, left - got))))
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
         });
         Ok(stream.boxed())
     }
