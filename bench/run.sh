@@ -5,6 +5,7 @@
 #   bench/run.sh                 # the full run (about 6 minutes)
 #   SCALE=8 W4_SECS=1 bench/run.sh   # a quick smoke run with 1/8 of the blob sizes
 #   KEEP=1 bench/run.sh          # keep the work directory (storage roots, results.json, logs)
+#   ONLY=w4,w5 bench/run.sh      # some workloads only (w3 uploads one blob first; w6 runs w5 first)
 #   CARGO_LOCK=/tmp/cargo.lock   # run cargo under flock on a shared machine
 set -euo pipefail
 
@@ -109,5 +110,5 @@ echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
     --berth "127.0.0.1:$bport" --berth-pid "$bpid" \
     --registry "127.0.0.1:$rport" --registry-pid "$rpid" \
     --nginx "127.0.0.1:$nport" --nginx-root "$work/nginx/root" \
-    --work "$work/loadgen" --scale "${SCALE:-1}" --w4-secs "${W4_SECS:-3}"
+    --work "$work/loadgen" --scale "${SCALE:-1}" --w4-secs "${W4_SECS:-3}" ${ONLY:+--only "$ONLY"}
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

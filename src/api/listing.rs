@@ -59,7 +59,18 @@ pub(crate) async fn tags(ctx: &Ctx<'_>, name: &RepoName) -> ApiResult {
         None => None,
     };
     let (items, more) = ctx.registry().tags_page(name, ctx.query("last"), n).await?;
-    let body = json!({ "name": name.as_str(), "tags": items }).to_string();
+    // Serialized straight from the slice: a repository may have thousands of tags.
+    #[derive(serde::Serialize)]
+    struct TagList<'a> {
+        name: &'a str,
+        tags: &'a [String],
+    }
+    let body = serde_json::to_string(&TagList {
+        name: name.as_str(),
+        tags: &items,
+    })
+    // Strings and a slice of strings always serialize.
+    .unwrap_or_default();
     let next = if more { items.last() } else { None };
     let path = format!("/v2/{name}/tags/list");
     Ok(with_link(

@@ -623,9 +623,11 @@ impl Registry {
             *cache = ManifestCache::default();
         }
         cache.bytes += body.len();
+        // A copy: a pushed body is often a slice of a much larger receive buffer, kept alive otherwise.
+        let body = Bytes::copy_from_slice(body);
         cache
             .by_digest
-            .insert(d.clone(), (Arc::from(media_type), body.clone()));
+            .insert(d.clone(), (Arc::from(media_type), body));
     }
 
     fn remember(&self, d: &Digest, s: Summary) -> Arc<Summary> {

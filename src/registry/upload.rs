@@ -37,9 +37,9 @@ struct State {
     hasher: Sha256,
 }
 
-const HASHER_QUEUE: usize = 8;
+const HASHER_QUEUE: usize = 4;
 /// Body frames smaller than this are gathered into buffers of this size.
-const GATHER: usize = 512 * 1024;
+const GATHER: usize = 256 * 1024;
 
 /// Hashes on a blocking thread, fed through a bounded channel, so hashing overlaps the network and disk.
 struct HashPipe {

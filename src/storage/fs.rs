@@ -14,16 +14,16 @@ use std::sync::{Arc, Condvar, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::io::ReaderStream;
 
 use super::{ByteStream, Driver, ErrorKind, Meta, Result, StorageError, Writer};
 
 /// Prefix of the temp files this driver writes before a rename; `list` hides them.
 const TEMP_PREFIX: &str = ".berth-tmp-";
-const READ_BUFFER: usize = 1024 * 1024;
+const READ_BUFFER: usize = 512 * 1024;
+/// Chunks a blob read may have ready ahead of the socket.
+const READ_AHEAD: usize = 2;
 /// Objects read with a limit up to this are read on the calling thread (link files, hash states).
 const INLINE_READ_LIMIT: u64 = 4096;
 
@@ -369,6 +369,16 @@ fn list_dir(full: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Reads exactly `want` bytes (a blob changes only by being replaced, so a short read is an error).
+fn read_chunk(file: &mut File, want: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(want);
+    io::Read::read_to_end(&mut io::Read::take(file, want as u64), &mut buf)?;
+    if buf.len() < want {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+    }
+    Ok(buf)
+}
+
 /// Reads a small object on the calling thread; `None` if it is over `limit` bytes.
 fn read_small(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
     let f = File::open(path)?;
@@ -439,15 +449,33 @@ impl Driver for FsDriver {
 
     async fn read(&self, path: &str, offset: u64, len: u64) -> Result<ByteStream> {
         let full = self.full(path)?;
-        let mut f = tokio::fs::File::open(&full)
-            .await
-            .map_err(|e| StorageError::io(path, e))?;
-        if offset > 0 {
-            f.seek(SeekFrom::Start(offset))
-                .await
-                .map_err(|e| StorageError::io(path, e))?;
-        }
-        Ok(ReaderStream::with_capacity(f.take(len), READ_BUFFER).boxed())
+        let file = blocking(path, move || {
+            let mut f = File::open(&full)?;
+            f.seek(SeekFrom::Start(offset))?;
+            Ok(f)
+        })
+        .await?;
+        // A blocking thread reads ahead into the buffers handed to hyper (one copy out of the page
+        // cache), so the disk read of the next chunk overlaps the socket write of this one. It stops
+        // when the range is done or the response is dropped.
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            let mut left = len;
+            while left > 0 {
+                let want = left.min(READ_BUFFER as u64) as usize;
+                let chunk = read_chunk(&mut file, want);
+                let failed = chunk.is_err();
+                if tx.blocking_send(chunk.map(Bytes::from)).is_err() || failed {
+                    return;
+                }
+                left -= want as u64;
+            }
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(stream.boxed())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -546,7 +574,7 @@ struct FsWriter {
 }
 
 /// Buffers in flight between the request and the writing thread.
-const WRITE_QUEUE: usize = 8;
+const WRITE_QUEUE: usize = 4;
 
 impl FsWriter {
     fn start(path: &str, mut file: File, offset: u64) -> FsWriter {

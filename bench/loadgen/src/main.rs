@@ -225,6 +225,7 @@ async fn run(a: &Args) -> Result<Results> {
         }
 
         if a.wants("w3") {
+            log_peaks(&a.targets, "after W1/W2");
             // ---- W3: downloads of the first W1 blob, and 1 MiB ranges.
             let (blob, blob_d) = w3_blob.context("no W1 blob")?;
             let blob_path = format!("/v2/bench/w1/blobs/{blob_d}");
@@ -312,6 +313,7 @@ async fn run(a: &Args) -> Result<Results> {
         }
     }
 
+    log_peaks(&a.targets, "after W3");
     // ---- Small objects for W4/W5: a config and two layers in bench/app, one manifest tagged `latest`.
     let small: Vec<(Bytes, String)> = (0..3)
         .map(|i| {
@@ -377,6 +379,7 @@ async fn run(a: &Args) -> Result<Results> {
         }
     }
 
+    log_peaks(&a.targets, "after W4");
     // ---- W5: 2,000 manifest PUTs from 8 clients, into one repository and into 500.
     const W5_N: u64 = 2000;
     const W5_REPOS: u64 = 500;
@@ -458,6 +461,7 @@ async fn run(a: &Args) -> Result<Results> {
         }
     }
 
+    log_peaks(&a.targets, "after W5");
     // ---- W6: catalog walked with n=100; the 2,000 tags of bench/w5/one.
     for t in a.targets.iter().filter(|_| a.wants("w6")) {
         let mut c = Conn::open(t.addr).await?;
@@ -505,6 +509,7 @@ async fn run(a: &Args) -> Result<Results> {
         log(&format!("W6 {} done ({repos_seen} repositories)", t.name));
     }
 
+    log_peaks(&a.targets, "after W6");
     // ---- W7: skopeo copy of a 300 MiB, 5-layer image in and out.
     let src = a.work.join("w7-image");
     if a.wants("w7") {
@@ -538,11 +543,21 @@ async fn run(a: &Args) -> Result<Results> {
         log(&format!("W7 {} done", t.name));
     }
 
+    log_peaks(&a.targets, "after W7");
     for t in &a.targets {
         let p = ops::proc_sample(t.pid);
         put(&mut r, t.name, "w8.peak_rss", p.hwm_mib);
     }
     Ok(r)
+}
+
+/// Logs each server's peak RSS so far, to tell which workload set it.
+fn log_peaks(targets: &[Target], when: &str) {
+    let peaks: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{} {:.1} MiB", t.name, ops::proc_sample(t.pid).hwm_mib))
+        .collect();
+    log(&format!("peak RSS {when}: {}", peaks.join(", ")));
 }
 
 /// The static name of a target (results are keyed by `&'static str`).
