@@ -254,9 +254,8 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult {
         }
     }
     let path = parts.uri.path();
-    let path = match path.strip_prefix(state.config.prefix.as_str()) {
-        Some(p) if !state.config.prefix.is_empty() || path.starts_with('/') => p,
-        _ => return Err(not_found()),
+    let Some(path) = path.strip_prefix(state.config.prefix.as_str()) else {
+        return Err(not_found());
     };
     let route = match Route::parse(path) {
         Ok(r) => r,

@@ -525,6 +525,135 @@ mod tests {
             .is_empty());
     }
 
+    #[tokio::test]
+    async fn bad_token_requests_get_errors() {
+        let mut ts = server(vec![rule(Some("alice"), None, None, &["*"])]);
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        ts.cfg.users.insert(
+            "alice".into(),
+            crate::config::UserEntry {
+                password: Some(hash),
+            },
+        );
+        let p = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let alice = Credentials::Basic {
+            user: "alice".into(),
+            password: "pw".into(),
+        };
+        // (POST?, credentials, parameters, status, error code)
+        type Case = (bool, Credentials, Vec<(String, String)>, u16, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                false,
+                Credentials::None,
+                p(&[("scope", "repository:a:pull")]),
+                400,
+                "INVALID_REQUEST",
+            ),
+            (
+                false,
+                Credentials::None,
+                p(&[("service", "s"), ("scope", "nonsense")]),
+                400,
+                "INVALID_SCOPE",
+            ),
+            (
+                false,
+                Credentials::Bearer("x".into()),
+                p(&[("service", "s")]),
+                401,
+                "UNAUTHORIZED",
+            ),
+            (
+                false,
+                Credentials::Basic {
+                    user: "alice".into(),
+                    password: "no".into(),
+                },
+                p(&[("service", "s")]),
+                401,
+                "UNAUTHORIZED",
+            ),
+            (
+                false,
+                alice.clone(),
+                p(&[("service", "s"), ("account", "bob")]),
+                400,
+                "INVALID_REQUEST",
+            ),
+            (
+                true,
+                Credentials::None,
+                p(&[("service", "s"), ("grant_type", "client_credentials")]),
+                400,
+                "UNSUPPORTED_GRANT_TYPE",
+            ),
+            (
+                true,
+                Credentials::None,
+                p(&[
+                    ("service", "s"),
+                    ("grant_type", "password"),
+                    ("username", "alice"),
+                ]),
+                400,
+                "INVALID_REQUEST",
+            ),
+            (
+                true,
+                Credentials::None,
+                p(&[
+                    ("service", "s"),
+                    ("grant_type", "password"),
+                    ("username", "alice"),
+                    ("password", "no"),
+                ]),
+                401,
+                "UNAUTHORIZED",
+            ),
+            (
+                true,
+                Credentials::None,
+                p(&[
+                    ("service", "s"),
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", "forged"),
+                ]),
+                401,
+                "UNAUTHORIZED",
+            ),
+            (
+                false,
+                alice.clone(),
+                p(&[("service", "s"), ("scope", "repository:a:pull")]),
+                200,
+                "",
+            ),
+        ];
+        for (post, creds, params, status, code) in cases {
+            let reply = ts
+                .handle(TokenRequest {
+                    post,
+                    creds,
+                    params: &params,
+                    client: None,
+                })
+                .await;
+            assert_eq!(reply.status, status, "{params:?}: {}", reply.body);
+            if code.is_empty() {
+                assert!(reply.body["token"].is_string(), "{}", reply.body);
+            } else {
+                assert_eq!(reply.body["errors"][0]["code"], code, "{params:?}");
+                assert_eq!(reply.challenge.is_some(), status == 401, "{params:?}");
+            }
+        }
+    }
+
     #[test]
     fn patterns() {
         assert!(pattern_matches("a*", "abc/def"));

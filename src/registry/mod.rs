@@ -433,28 +433,39 @@ impl Registry {
     }
 }
 
-/// Every repository with a `_manifests` directory, sorted, by a walk of `repositories/`.
+/// Every repository with a `_manifests` directory, sorted, by a walk of `repositories/`. The tree is walked
+/// one level at a time, each level in one driver call (one blocking hand-off on the filesystem).
 async fn catalog_walk(driver: &dyn Driver) -> Result<Vec<String>> {
     let mut found = Vec::new();
-    let mut pending = vec![String::new()];
+    let mut level = vec![String::new()];
     let root = paths::repositories();
-    while let Some(name) = pending.pop() {
-        let dir = if name.is_empty() {
-            root.clone()
-        } else {
-            format!("{root}/{name}")
-        };
-        for child in driver.list(&dir).await? {
-            if child == "_manifests" && !name.is_empty() {
-                found.push(name.clone());
-            } else if !child.starts_with('_') {
-                pending.push(if name.is_empty() {
-                    child
-                } else {
-                    format!("{name}/{child}")
-                });
+    // A repository name has at most 255 characters, so at most 128 components.
+    for _ in 0..=128 {
+        if level.is_empty() {
+            break;
+        }
+        let dirs = level
+            .iter()
+            .map(|name| match name.is_empty() {
+                true => root.clone(),
+                false => format!("{root}/{name}"),
+            })
+            .collect();
+        let listings = driver.list_many(dirs).await?;
+        let mut next = Vec::new();
+        for (name, children) in level.iter().zip(listings) {
+            for child in children {
+                if child == "_manifests" && !name.is_empty() {
+                    found.push(name.clone());
+                } else if !child.starts_with('_') {
+                    next.push(match name.is_empty() {
+                        true => child,
+                        false => format!("{name}/{child}"),
+                    });
+                }
             }
         }
+        level = next;
     }
     found.sort();
     Ok(found)

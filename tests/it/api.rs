@@ -356,16 +356,7 @@ async fn upload_survives_a_restart() {
     let d = digest(&data);
     let s = TestServer::start_at(dir.path(), test_config()).await;
     let c = s.client();
-    let loc = c
-        .call("POST", "/v2/a/blobs/uploads/", &[], vec![])
-        .await
-        .header("location")
-        .unwrap()
-        .to_owned();
-    let path = loc
-        .split_once("/v2/")
-        .map(|(_, p)| format!("/v2/{p}"))
-        .unwrap();
+    let path = c.start_upload("a").await;
     c.call(
         "PATCH",
         &path,
@@ -378,9 +369,12 @@ async fn upload_survives_a_restart() {
 
     let s = TestServer::start_at(dir.path(), test_config()).await;
     let c = s.client();
-    let st = c.get(&path).await;
-    st.assert_status(204);
-    assert_eq!(st.header("range"), Some("0-24999"));
+    c.assert_upload_at(
+        &path,
+        "0-24999",
+        "the chunk acknowledged before the restart",
+    )
+    .await;
     c.call(
         "PATCH",
         &path,

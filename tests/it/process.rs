@@ -117,13 +117,7 @@ fn a_crash_mid_upload_loses_nothing_acknowledged_and_serves_nothing_partial() {
     let b = Berth::spawn(root.path(), &[]);
     let (path, partial_blob) = rt.block_on(async {
         let c = b.client();
-        let loc = c
-            .call("POST", "/v2/crash/blobs/uploads/", &[], vec![])
-            .await
-            .header("location")
-            .unwrap()
-            .to_owned();
-        let path = format!("/v2/{}", loc.split_once("/v2/").unwrap().1);
+        let path = c.start_upload("crash").await;
         c.call(
             "PATCH",
             &path,
@@ -148,13 +142,8 @@ fn a_crash_mid_upload_loses_nothing_acknowledged_and_serves_nothing_partial() {
     let b = Berth::spawn(root.path(), &[]);
     rt.block_on(async {
         let c = b.client();
-        let st = c.get(&path).await;
-        st.assert_status(204);
-        assert_eq!(
-            st.header("range"),
-            Some("0-999999"),
-            "only the acknowledged chunk counts"
-        );
+        c.assert_upload_at(&path, "0-999999", "only the acknowledged chunk counts")
+            .await;
         c.call(
             "PATCH",
             &path,
@@ -191,13 +180,7 @@ fn sigterm_lets_requests_in_flight_finish_and_uploads_resume() {
     let mut b = Berth::spawn(root.path(), &[("REGISTRY_HTTP_DRAINTIMEOUT", "20s")]);
     let c = b.client();
     let (path, patch) = rt.block_on(async {
-        let loc = c
-            .call("POST", "/v2/drain/blobs/uploads/", &[], vec![])
-            .await
-            .header("location")
-            .unwrap()
-            .to_owned();
-        let path = format!("/v2/{}", loc.split_once("/v2/").unwrap().1);
+        let path = c.start_upload("drain").await;
         // A chunk that takes about a second to arrive.
         let slow = futures_util::stream::iter(0..4u8).then(|i| async move {
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -227,13 +210,8 @@ fn sigterm_lets_requests_in_flight_finish_and_uploads_resume() {
     let b = Berth::spawn(root.path(), &[]);
     rt.block_on(async {
         let c = b.client();
-        let st = c.get(&path).await;
-        st.assert_status(204);
-        assert_eq!(
-            st.header("range"),
-            Some("0-399999"),
-            "the upload resumes after the restart"
-        );
+        c.assert_upload_at(&path, "0-399999", "the upload resumes after the restart")
+            .await;
         let data: Vec<u8> = (0..4u8).flat_map(|i| vec![i; 100_000]).collect();
         let d = crate::support::digest(&data);
         c.call("PUT", &format!("{path}?digest={d}"), &[], vec![])

@@ -339,6 +339,28 @@ impl Client {
         self.call("DELETE", path, &[], Vec::new()).await
     }
 
+    /// Starts an upload in `repo`; returns its path (the Location without scheme and host).
+    pub async fn start_upload(&self, repo: &str) -> String {
+        let r = self
+            .call(
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[],
+                Vec::new(),
+            )
+            .await;
+        r.assert_status(202);
+        let loc = r.header("location").unwrap();
+        format!("/v2/{}", loc.split_once("/v2/").unwrap().1)
+    }
+
+    /// Asserts that the upload at `path` has acknowledged exactly `range` (the upload status GET).
+    pub async fn assert_upload_at(&self, path: &str, range: &str, why: &str) {
+        let st = self.get(path).await;
+        st.assert_status(204);
+        assert_eq!(st.header("range"), Some(range), "{why}");
+    }
+
     /// Pushes a blob in one request and returns its digest.
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = digest(data);
