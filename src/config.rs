@@ -57,6 +57,7 @@ const SECRET_KEYS: &[&str] = &[
     "password",
     "secretkey",
     "accesskey",
+    "sessiontoken",
     "secret",
     "authorization",
 ];
@@ -206,6 +207,7 @@ pub struct Storage {
 pub enum StorageDriver {
     Filesystem { rootdirectory: PathBuf },
     Inmemory,
+    S3(Box<crate::storage::s3::S3Settings>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,6 +430,7 @@ impl Config {
                 map(vec![("rootdirectory", s(&rootdirectory.to_string_lossy()))]),
             ),
             StorageDriver::Inmemory => ("inmemory", Value::Mapping(Mapping::new())),
+            StorageDriver::S3(s3) => ("s3", s3_value(s3)),
         };
         let up = &self.storage.uploadpurging;
         let mut http = vec![
@@ -648,6 +651,48 @@ fn map(entries: Vec<(&str, Value)>) -> Value {
         m.insert(s(k), v);
     }
     Value::Mapping(m)
+}
+
+fn s3_value(c: &crate::storage::s3::S3Settings) -> Value {
+    let mut entries = vec![
+        ("region", s(&c.region)),
+        ("bucket", s(&c.bucket)),
+        ("rootdirectory", s(&c.rootdirectory)),
+        ("forcepathstyle", Value::Bool(c.forcepathstyle)),
+        ("secure", Value::Bool(c.secure)),
+        ("skipverify", Value::Bool(c.skipverify)),
+        ("chunksize", Value::from(c.chunksize)),
+        (
+            "storageclass",
+            s(c.storageclass.as_deref().unwrap_or("NONE")),
+        ),
+        ("encrypt", Value::Bool(c.encrypt)),
+        (
+            "multipartcopychunksize",
+            Value::from(c.multipartcopychunksize),
+        ),
+        (
+            "multipartcopymaxconcurrency",
+            Value::from(c.multipartcopymaxconcurrency as u64),
+        ),
+        (
+            "multipartcopythresholdsize",
+            Value::from(c.multipartcopythresholdsize),
+        ),
+    ];
+    let optional = [
+        ("accesskey", &c.accesskey),
+        ("secretkey", &c.secretkey),
+        ("sessiontoken", &c.sessiontoken),
+        ("regionendpoint", &c.regionendpoint),
+        ("keyid", &c.keyid),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            entries.push((k, s(v)));
+        }
+    }
+    map(entries)
 }
 
 fn mask_secrets(value: &mut Value) {
@@ -1287,6 +1332,7 @@ struct RawStorage {
     /// Driver keys in file order (`storage: inmemory` gives one, from the string form).
     drivers: Vec<String>,
     filesystem: Option<RawFilesystem>,
+    s3: Option<RawS3>,
     delete: Option<RawEnabled>,
     redirect: Option<RawRedirect>,
     maintenance: Option<RawMaintenance>,
@@ -1300,6 +1346,29 @@ struct RawFilesystem {
 
 #[derive(Deserialize)]
 struct RawInmemory {}
+
+/// distribution's `storage.s3` keys.
+#[derive(Deserialize)]
+struct RawS3 {
+    accesskey: Option<Scalar>,
+    secretkey: Option<Scalar>,
+    sessiontoken: Option<Scalar>,
+    region: Option<Scalar>,
+    regionendpoint: Option<Scalar>,
+    bucket: Option<Scalar>,
+    rootdirectory: Option<Scalar>,
+    forcepathstyle: Option<Bool>,
+    secure: Option<Bool>,
+    skipverify: Option<Bool>,
+    v4auth: Option<Bool>,
+    chunksize: Option<Count>,
+    storageclass: Option<Scalar>,
+    encrypt: Option<Bool>,
+    keyid: Option<Scalar>,
+    multipartcopychunksize: Option<Count>,
+    multipartcopymaxconcurrency: Option<Count>,
+    multipartcopythresholdsize: Option<Count>,
+}
 
 #[derive(Deserialize)]
 struct RawEnabled {
@@ -1365,6 +1434,10 @@ impl<'de> Visitor<'de> for RawStorageVisitor {
                 }
                 "inmemory" => {
                     m.next_value::<Option<RawInmemory>>()?;
+                    out.drivers.push(key);
+                }
+                "s3" => {
+                    out.s3 = m.next_value()?;
                     out.drivers.push(key);
                 }
                 // distribution 3's `storage.tag`: not a driver; reported as unknown.
@@ -1879,56 +1952,124 @@ fn build_log(raw: Option<RawLog>) -> Result<Log, Problem> {
     Ok(log)
 }
 
+fn build_s3(raw: Option<RawS3>) -> Result<crate::storage::s3::S3Settings, Problem> {
+    use crate::storage::s3::{S3Settings, MAX_PART, MIN_PART};
+    fn at(key: &str) -> [&str; 3] {
+        ["storage", "s3", key]
+    }
+    let raw =
+        raw.ok_or_else(|| problem(&["storage", "s3"], "needs at least `bucket` and `region`"))?;
+    let mut out = S3Settings::default();
+    let non_empty = |v: Option<Scalar>| text(v).filter(|t| !t.is_empty());
+    out.accesskey = non_empty(raw.accesskey);
+    out.secretkey = non_empty(raw.secretkey);
+    if out.accesskey.is_some() != out.secretkey.is_some() {
+        return Err(problem(
+            &at("secretkey"),
+            "`accesskey` and `secretkey` go together (or leave both out to use the AWS environment)",
+        ));
+    }
+    out.sessiontoken = non_empty(raw.sessiontoken);
+    out.region = non_empty(raw.region).ok_or_else(|| problem(&at("region"), "is required"))?;
+    out.bucket = non_empty(raw.bucket).ok_or_else(|| problem(&at("bucket"), "is required"))?;
+    out.regionendpoint = non_empty(raw.regionendpoint);
+    out.rootdirectory = text(raw.rootdirectory)
+        .unwrap_or_default()
+        .trim_matches('/')
+        .to_owned();
+    out.forcepathstyle = flag(raw.forcepathstyle, out.forcepathstyle);
+    out.secure = flag(raw.secure, out.secure);
+    out.skipverify = flag(raw.skipverify, out.skipverify);
+    if !flag(raw.v4auth, true) {
+        return Err(problem(
+            &at("v4auth"),
+            "berth signs every request with AWS Signature Version 4; `v4auth: false` is not supported",
+        ));
+    }
+    let size = |v: Option<Count>, key: &str, default: u64| -> Result<u64, Problem> {
+        let n = v.map_or(default, |c| c.0 as u64);
+        if !(MIN_PART..=MAX_PART).contains(&n) {
+            return Err(problem(
+                &at(key),
+                format!("must be between {MIN_PART} (5 MiB) and {MAX_PART} (5 GiB), got {n}"),
+            ));
+        }
+        Ok(n)
+    };
+    out.chunksize = size(raw.chunksize, "chunksize", out.chunksize)?;
+    out.multipartcopychunksize = size(
+        raw.multipartcopychunksize,
+        "multipartcopychunksize",
+        out.multipartcopychunksize,
+    )?;
+    out.multipartcopythresholdsize = raw
+        .multipartcopythresholdsize
+        .map_or(out.multipartcopythresholdsize, |c| c.0 as u64);
+    out.multipartcopymaxconcurrency = raw
+        .multipartcopymaxconcurrency
+        .map_or(out.multipartcopymaxconcurrency, |c| c.0.max(1));
+    if let Some(class) = non_empty(raw.storageclass) {
+        out.storageclass = (class != "NONE").then_some(class);
+    }
+    out.encrypt = flag(raw.encrypt, out.encrypt);
+    out.keyid = non_empty(raw.keyid);
+    Ok(out)
+}
+
 fn build_storage(raw: Option<RawStorage>) -> Result<Storage, Problem> {
-    let raw = raw.ok_or_else(|| {
+    const DRIVERS: &str = "`filesystem`, `s3` or `inmemory`";
+    let mut raw = raw.ok_or_else(|| {
         problem(
             &["storage"],
-            "missing; configure exactly one storage driver (`filesystem` or `inmemory`)",
+            format!("missing; configure exactly one storage driver ({DRIVERS})"),
         )
     })?;
     if let Some(other) = raw
         .drivers
         .iter()
-        .find(|d| *d != "filesystem" && *d != "inmemory")
+        .find(|d| !["filesystem", "inmemory", "s3"].contains(&d.as_str()))
     {
         return Err(problem(
             &["storage", other],
-            format!(
-                "storage driver `{other}` is not supported yet; berth has `filesystem` and \
-                 `inmemory`"
-            ),
+            format!("storage driver `{other}` is not supported; berth has {DRIVERS}"),
         ));
     }
-    let driver =
-        match raw.drivers.as_slice() {
-            [] => return Err(problem(
+    let driver = match raw.drivers.as_slice() {
+        [] => {
+            return Err(problem(
                 &["storage"],
-                "no storage driver configured; configure exactly one: `filesystem` or `inmemory`",
-            )),
-            [one] if one == "inmemory" => StorageDriver::Inmemory,
-            [_] => {
-                let root = raw
-                    .filesystem
-                    .and_then(|f| text(f.rootdirectory))
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or_else(|| "/var/lib/registry".to_owned());
-                StorageDriver::Filesystem {
-                    rootdirectory: PathBuf::from(root),
-                }
+                format!("no storage driver configured; configure exactly one: {DRIVERS}"),
+            ))
+        }
+        [one] if one == "inmemory" => StorageDriver::Inmemory,
+        [one] if one == "s3" => StorageDriver::S3(Box::new(build_s3(raw.s3.take())?)),
+        [_] => {
+            let root = raw
+                .filesystem
+                .take()
+                .and_then(|f| text(f.rootdirectory))
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "/var/lib/registry".to_owned());
+            StorageDriver::Filesystem {
+                rootdirectory: PathBuf::from(root),
             }
-            many => {
-                return Err(problem(
-                    &["storage"],
-                    format!(
-                        "more than one storage driver configured (`{}`); configure exactly one",
-                        many.join("`, `")
-                    ),
-                ))
-            }
-        };
+        }
+        many => {
+            return Err(problem(
+                &["storage"],
+                format!(
+                    "more than one storage driver configured (`{}`); configure exactly one",
+                    many.join("`, `")
+                ),
+            ))
+        }
+    };
     let mut storage = default_storage(driver);
     storage.delete = flag(raw.delete.and_then(|d| d.enabled), false);
     storage.redirect_disable = flag(raw.redirect.and_then(|r| r.disable), false);
+    if let StorageDriver::S3(s3) = &mut storage.driver {
+        s3.redirect = !storage.redirect_disable;
+    }
     if let Some(m) = raw.maintenance {
         storage.readonly = flag(m.readonly.and_then(|r| r.enabled), false);
         if let Some(up) = m.uploadpurging {
@@ -2280,7 +2421,68 @@ health:
         match &c.storage.driver {
             StorageDriver::Filesystem { rootdirectory } => rootdirectory.display().to_string(),
             StorageDriver::Inmemory => "(inmemory)".to_owned(),
+            StorageDriver::S3(s3) => format!("s3://{}/{}", s3.bucket, s3.rootdirectory),
         }
+    }
+
+    #[test]
+    fn s3_settings() {
+        let yaml = "version: 0.1\nstorage:\n  s3:\n    accesskey: AK\n    secretkey: SK\n    region: garage\n    regionendpoint: http://127.0.0.1:3900\n    bucket: registry\n    rootdirectory: /reg/\n    forcepathstyle: true\n    secure: false\n    chunksize: 5242880\n    storageclass: NONE\n    multipartcopythresholdsize: 1024\n  redirect:\n    disable: true\n";
+        check_ok(Some(yaml), &[], |c| {
+            let StorageDriver::S3(s3) = &c.storage.driver else {
+                panic!("not s3")
+            };
+            assert_eq!(
+                (s3.accesskey.as_deref(), s3.secretkey.as_deref()),
+                (Some("AK"), Some("SK"))
+            );
+            assert_eq!(
+                (
+                    s3.region.as_str(),
+                    s3.bucket.as_str(),
+                    s3.rootdirectory.as_str()
+                ),
+                ("garage", "registry", "reg")
+            );
+            assert_eq!(s3.regionendpoint.as_deref(), Some("http://127.0.0.1:3900"));
+            assert!(s3.forcepathstyle && !s3.secure && !s3.redirect);
+            assert_eq!(
+                (
+                    s3.chunksize,
+                    s3.storageclass.as_deref(),
+                    s3.multipartcopythresholdsize
+                ),
+                (5 << 20, None, 1024)
+            );
+            let out = c.render_effective();
+            assert!(
+                !out.contains("AK") && !out.contains("SK"),
+                "credentials shown: {out}"
+            );
+        });
+        // Selected and filled by the environment, as distribution's image is configured.
+        check_ok(
+            Some(OFFICIAL),
+            &[
+                ("REGISTRY_STORAGE", "s3"),
+                ("REGISTRY_STORAGE_S3_BUCKET", "b"),
+                ("REGISTRY_STORAGE_S3_REGION", "us-east-1"),
+                ("REGISTRY_STORAGE_S3_CHUNKSIZE", "20971520"),
+            ],
+            |c| {
+                let StorageDriver::S3(s3) = &c.storage.driver else {
+                    panic!("not s3")
+                };
+                assert_eq!(
+                    (s3.bucket.as_str(), s3.chunksize, s3.redirect),
+                    ("b", 20 << 20, true)
+                );
+                assert_eq!(
+                    (s3.accesskey.as_deref(), s3.storageclass.as_deref()),
+                    (None, Some("STANDARD"))
+                );
+            },
+        );
     }
 
     fn hours(h: u64) -> Duration {
@@ -2425,8 +2627,12 @@ health:
         check_err(Some(&minimal("http:\n  tls:\n    letsencrypt:\n      cachefile: /x\n")), &[], &["http.tls.letsencrypt", "not supported"]);
         check_err(Some(&minimal("")), &[("REGISTRY_HTTP_TLS_CERTIFICATE", "/c.pem")], &["http.tls", "both certificate and key", "REGISTRY_HTTP_TLS_CERTIFICATE"]);
         check_err(Some(&minimal("auth: silly\n")), &[], &["auth.silly is not supported"]);
-        check_err(Some("version: 0.1\nstorage:\n  s3:\n    bucket: b\n"), &[], &["storage.s3", "storage driver `s3` is not supported yet", "line 3"]);
-        check_err(Some(OFFICIAL), &[("REGISTRY_STORAGE", "s3"), ("REGISTRY_STORAGE_S3_BUCKET", "b")], &["storage driver `s3` is not supported yet", "REGISTRY_STORAGE"]);
+        check_err(Some("version: 0.1\nstorage:\n  s3:\n    bucket: b\n"), &[], &["storage.s3.region", "is required"]);
+        check_err(Some(OFFICIAL), &[("REGISTRY_STORAGE", "s3"), ("REGISTRY_STORAGE_S3_REGION", "r")], &["storage.s3.bucket", "is required"]);
+        check_err(Some("version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: r\n    chunksize: 1000\n"), &[], &["storage.s3.chunksize", "between"]);
+        check_err(Some("version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: r\n    accesskey: a\n"), &[], &["storage.s3.secretkey", "go together"]);
+        check_err(Some("version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: r\n    v4auth: false\n"), &[], &["storage.s3.v4auth"]);
+        check_err(Some("version: 0.1\nstorage:\n  gcs:\n    bucket: b\n"), &[], &["storage.gcs", "not supported", "line 3"]);
         check_err(Some("version: 0.1\nstorage:\n  delete:\n    enabled: true\n"), &[], &["storage:", "no storage driver", "line 2"]);
         check_err(Some("version: 0.1\n"), &[], &["storage", "missing"]);
         check_err(Some("version: 0.1\nstorage:\n  inmemory:\n  filesystem:\n"), &[], &["storage:", "more than one storage driver", "line 2"]);

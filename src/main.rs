@@ -180,6 +180,7 @@ fn garbage_collect(path: &Path, dry_run: bool, delete_untagged: bool) -> anyhow:
             Arc::new(FsDriver::new(rootdirectory))
         }
         StorageDriver::Inmemory => anyhow::bail!("storage.inmemory has nothing to collect"),
+        StorageDriver::S3(s3) => s3_driver(s3)?,
     };
     let registry = Registry::new(driver);
     let options = berth::gc::Options {
@@ -324,6 +325,12 @@ fn cert(
     Ok(())
 }
 
+fn s3_driver(s3: &berth::storage::s3::S3Settings) -> anyhow::Result<Arc<dyn Driver>> {
+    let driver =
+        berth::storage::s3::S3Driver::new(s3).map_err(|e| anyhow::anyhow!("storage.s3: {e}"))?;
+    Ok(Arc::new(driver))
+}
+
 fn serve(path: Option<&Path>) -> anyhow::Result<()> {
     let (config, warnings) = load(path)?;
     let addr = config.http.listen_addr()?;
@@ -344,6 +351,10 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
             Arc::new(FsDriver::new(rootdirectory))
         }
         StorageDriver::Inmemory => Arc::new(MemoryDriver::new()),
+        StorageDriver::S3(s3) => {
+            tracing::info!(bucket = %s3.bucket, root = %s3.rootdirectory, endpoint = s3.regionendpoint.as_deref().unwrap_or("aws"), "s3 storage");
+            s3_driver(s3)?
+        }
     };
     let (auth, tokenserver) = security(&config)?;
     let tls = match &config.http.tls {

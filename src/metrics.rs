@@ -270,6 +270,43 @@ impl Driver for TimedDriver {
         self.done("Move", t);
         r
     }
+
+    async fn list_keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<String>> {
+        let t = Instant::now();
+        let r = self.inner.list_keys(prefix, after, max).await;
+        self.done("List", t);
+        r
+    }
+
+    async fn redirect_url(&self, path: &str) -> Result<Option<String>> {
+        let t = Instant::now();
+        let r = self.inner.redirect_url(path).await;
+        self.done("RedirectURL", t);
+        r
+    }
+
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+
+    async fn put_all(&self, items: Vec<(String, Bytes)>) -> Result<()> {
+        let t = Instant::now();
+        let r = self.inner.put_all(items).await;
+        self.done("PutContent", t);
+        r
+    }
+
+    async fn list_many(&self, prefixes: Vec<String>) -> Result<Vec<Vec<String>>> {
+        let t = Instant::now();
+        let r = self.inner.list_many(prefixes).await;
+        self.done("List", t);
+        r
+    }
 }
 
 #[cfg(test)]

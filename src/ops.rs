@@ -44,12 +44,13 @@ pub fn driver_name(driver: &StorageDriver) -> &'static str {
     match driver {
         StorageDriver::Filesystem { .. } => "filesystem",
         StorageDriver::Inmemory => "inmemory",
+        StorageDriver::S3(_) => "s3",
     }
 }
 
 /// Where undelivered events are kept: `berth.notifications.queuedir`, else beside the storage layout.
-/// With in-memory storage and no queue directory, a directory under the system's temp directory (the
-/// events then last as long as the data does).
+/// With in-memory or S3 storage and no queue directory, a directory under the system's temp directory
+/// (set `queuedir` to a persistent volume to keep undelivered events across restarts).
 pub fn queue_dir(config: &Config) -> PathBuf {
     if let Some(dir) = &config.notifications.queuedir {
         return dir.clone();
@@ -58,7 +59,7 @@ pub fn queue_dir(config: &Config) -> PathBuf {
         StorageDriver::Filesystem { rootdirectory } => {
             rootdirectory.join("docker/registry/v2/_berth/events")
         }
-        StorageDriver::Inmemory => {
+        StorageDriver::Inmemory | StorageDriver::S3(_) => {
             std::env::temp_dir().join(format!("berth-events-{}", std::process::id()))
         }
     }
@@ -114,10 +115,10 @@ pub async fn start(
     }
     if !config.notifications.endpoints.is_empty() {
         let dir = queue_dir(config);
-        if matches!(config.storage.driver, StorageDriver::Inmemory)
+        if !matches!(config.storage.driver, StorageDriver::Filesystem { .. })
             && config.notifications.queuedir.is_none()
         {
-            tracing::warn!(dir = %dir.display(), "in-memory storage: undelivered events are kept in a temporary directory; set berth.notifications.queuedir to keep them across restarts");
+            tracing::warn!(dir = %dir.display(), "no local storage root: undelivered events are kept in a temporary directory; set berth.notifications.queuedir to keep them across restarts");
         }
         let notifier = Notifier::open(&config.notifications.endpoints, &dir)?;
         notifier.start_delivery(shutdown)?;

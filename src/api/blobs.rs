@@ -60,6 +60,16 @@ pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
 pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResult {
     let d = parse_digest(digest)?;
     let size = ctx.registry().blob_size(name, &d).await?;
+    if ctx.method == axum::http::Method::GET {
+        // `storage.redirect`: the client fetches the bytes from the store (a presigned URL).
+        if let Some(url) = ctx.registry().blob_redirect(&d).await? {
+            let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+            let h = resp.headers_mut();
+            h.insert(header::LOCATION, header_value(&url));
+            h.insert(CONTENT_DIGEST, header_value(&d.to_string()));
+            return Ok(resp);
+        }
+    }
     let (status, start, len) = match parse_range(ctx.header(&header::RANGE), size) {
         RangeRequest::Whole => (StatusCode::OK, 0, size),
         RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),

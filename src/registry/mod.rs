@@ -2,7 +2,7 @@
 //! links, manifests, tags, uploads, listing and referrers. No HTTP here: the `api` module calls these
 //! functions and maps their [`Error`]s to responses.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -57,6 +57,16 @@ pub struct Registry {
     fence: Fence,
     index: Arc<ListingIndex>,
     manifests: Mutex<ManifestCache>,
+    /// For a store shared with other instances: the catalog markers known to exist, and whether the
+    /// markers cover the repositories written before (see [`Registry::start_index`]).
+    markers: Arc<Markers>,
+}
+
+#[derive(Default)]
+struct Markers {
+    known: Mutex<HashSet<String>>,
+    complete: std::sync::atomic::AtomicBool,
+    claimed: std::sync::atomic::AtomicBool,
 }
 
 /// Manifest bodies by digest. A digest names its bytes, so an entry is never stale; what a tag or a
@@ -97,6 +107,7 @@ impl Registry {
             fence: Fence::default(),
             index: Arc::default(),
             manifests: Mutex::default(),
+            markers: Arc::default(),
         }
     }
 
@@ -170,6 +181,11 @@ impl Registry {
     }
 
     /// Streams part of a blob whose presence the caller has checked with [`Registry::blob_size`].
+    /// Where a client may fetch a blob directly, when the driver redirects (`storage.redirect`).
+    pub async fn blob_redirect(&self, d: &Digest) -> Result<Option<String>> {
+        Ok(self.driver.redirect_url(&paths::blob_data(d)).await?)
+    }
+
     pub async fn read_blob(&self, d: &Digest, offset: u64, len: u64) -> Result<ByteStream> {
         match self.driver.read(&paths::blob_data(d), offset, len).await {
             Ok(s) => Ok(s),
@@ -331,6 +347,10 @@ impl Registry {
         }
         let repo_lock = self.repo_lock(repo);
         let _repo = repo_lock.lock().await;
+        let marked = self.driver.is_shared() && lock(&self.markers.known).contains(repo.as_str());
+        if self.driver.is_shared() && !marked {
+            writes.push((paths::catalog_marker(repo), Bytes::new()));
+        }
         let mut links = vec![paths::revision_link(repo, &digest)];
         if let Reference::Tag(tag) = reference {
             links.push(paths::tag_index(repo, tag, &digest));
@@ -341,6 +361,9 @@ impl Registry {
             }
         }
         self.driver.put_all(writes).await?;
+        if self.driver.is_shared() && !marked {
+            lock(&self.markers.known).insert(repo.to_string());
+        }
         self.index.record(repo.as_str(), Change::Manifests(true));
         if let Reference::Tag(tag) = reference {
             self.link(&paths::tag_current(repo, tag), &digest).await?;
@@ -471,6 +494,36 @@ async fn catalog_walk(driver: &dyn Driver) -> Result<Vec<String>> {
     Ok(found)
 }
 
+/// Writes the catalog markers missing for the repositories in the layout; returns how many repositories
+/// there are and how many markers were added.
+async fn sync_markers(driver: &dyn Driver, markers: &Markers) -> Result<(usize, usize)> {
+    let walked = catalog_walk(driver).await?;
+    let mut present = HashSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = driver
+            .list_keys(paths::CATALOG, after.as_deref(), 1000)
+            .await?;
+        let done = page.len() < 1000;
+        after = page.last().cloned();
+        present.extend(page);
+        if done {
+            break;
+        }
+    }
+    let missing: Vec<(String, Bytes)> = walked
+        .iter()
+        .filter(|name| !present.contains(*name))
+        .filter_map(|name| RepoName::parse(name).ok())
+        .map(|repo| (paths::catalog_marker(&repo), Bytes::new()))
+        .collect();
+    let added = missing.len();
+    driver.put_all(missing).await?;
+    let count = walked.len();
+    lock(&markers.known).extend(walked.into_iter().chain(present));
+    Ok((count, added))
+}
+
 /// The tags of every repository in `names`; `None` for one that has no `_manifests` (any more).
 async fn read_repos(
     driver: &dyn Driver,
@@ -533,6 +586,9 @@ impl Registry {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        if self.driver.is_shared() {
+            return self.start_markers(&runtime);
+        }
         if !self.index.claim_build() {
             return;
         }
@@ -554,13 +610,60 @@ impl Registry {
         });
     }
 
-    /// Whether listings are answered from the index (rather than by walking the store).
+    /// A store shared with other instances has no process-wide index: every instance writes a catalog
+    /// marker with a repository's first manifest, and catalog pages are listings of the markers. This
+    /// walks the layout once and writes the markers missing for repositories written before (by
+    /// registry:2, or by a berth before this one), then answers the catalog from the markers.
+    fn start_markers(&self, runtime: &tokio::runtime::Handle) {
+        use std::sync::atomic::Ordering;
+        if self.markers.claimed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let driver = self.driver.clone();
+        let markers = self.markers.clone();
+        runtime.spawn(async move {
+            let started = std::time::Instant::now();
+            match sync_markers(driver.as_ref(), &markers).await {
+                Ok((repos, added)) => {
+                    markers.complete.store(true, Ordering::Release);
+                    tracing::info!(
+                        repositories = repos,
+                        markers_added = added,
+                        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                        "catalog markers checked"
+                    );
+                }
+                Err(e) => {
+                    markers.claimed.store(false, Ordering::Release);
+                    tracing::warn!(error = %e, "cannot check the catalog markers; the catalog walks the store");
+                }
+            }
+        });
+    }
+
+    /// Whether listings are answered from the index or the catalog markers (rather than by walking the
+    /// store).
     pub fn index_ready(&self) -> bool {
+        if self.driver.is_shared() {
+            return self
+                .markers
+                .complete
+                .load(std::sync::atomic::Ordering::Acquire);
+        }
         self.index.is_ready()
     }
 
     /// One page of the catalog: the repositories after `last`, at most `n`, and whether more follow.
     pub async fn catalog_page(&self, last: Option<&str>, n: usize) -> Result<Page> {
+        if self.driver.is_shared() && self.index_ready() {
+            let mut items = self
+                .driver
+                .list_keys(paths::CATALOG, last, n.saturating_add(1))
+                .await?;
+            let more = items.len() > n;
+            items.truncate(n);
+            return Ok((items, more));
+        }
         if let Some(page) = self.index.catalog_page(last, n) {
             return Ok(page);
         }
@@ -577,10 +680,13 @@ impl Registry {
         last: Option<&str>,
         n: Option<usize>,
     ) -> Result<Page> {
-        match self.index.tags_page(repo.as_str(), last, n) {
-            Some(Some(page)) => return Ok(page),
-            Some(None) => {}
-            None => self.start_index(),
+        // A shared store's tags are listed from the store: another instance may have moved them.
+        if !self.driver.is_shared() {
+            match self.index.tags_page(repo.as_str(), last, n) {
+                Some(Some(page)) => return Ok(page),
+                Some(None) => {}
+                None => self.start_index(),
+            }
         }
         let all = self.tags(repo).await?;
         let (items, more) = page(&all, last, n);

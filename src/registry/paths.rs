@@ -9,6 +9,14 @@ pub fn blob_data(d: &Digest) -> String {
     format!("{ROOT}/blobs/sha256/{}/{}/data", &d.hex()[..2], d.hex())
 }
 
+/// berth's catalog of repositories for stores shared by several instances: one empty object per
+/// repository, `<CATALOG>/<name>`, so that one listing request answers a catalog page.
+pub const CATALOG: &str = "docker/registry/v2/_berth/catalog";
+
+pub fn catalog_marker(name: &RepoName) -> String {
+    format!("{CATALOG}/{name}")
+}
+
 pub fn repositories() -> String {
     format!("{ROOT}/repositories")
 }

@@ -1,4 +1,6 @@
-//! The contract tests every storage driver runs.
+//! The contract tests every storage driver runs (the unit tests, and the S3 driver against a real server
+//! in the integration tests).
+#![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -58,7 +60,7 @@ pub async fn run(d: &dyn Driver) {
     d.delete("l/m").await.unwrap();
     assert!(d.stat("l/m").await.unwrap_err().is_not_found());
 
-    // writer: create, append at offset, truncate past offset
+    // writer: create, append at offset, reopen at the commit before the last
     let mut w = d.writer("w/data", 0).await.unwrap();
     w.write(Bytes::from_static(b"abc")).await.unwrap();
     w.write(Bytes::from_static(b"def")).await.unwrap();
@@ -66,17 +68,86 @@ pub async fn run(d: &dyn Driver) {
     let mut w = d.writer("w/data", 6).await.unwrap();
     w.write(Bytes::from_static(b"ghi")).await.unwrap();
     assert_eq!(w.commit().await.unwrap(), 9);
-    assert_eq!(&d.get("w/data", 100).await.unwrap()[..], b"abcdefghi");
-    let mut w = d.writer("w/data", 3).await.unwrap();
+    let mut w = d.writer("w/data", 6).await.unwrap();
     w.write(Bytes::from_static(b"XY")).await.unwrap();
-    assert_eq!(w.commit().await.unwrap(), 5);
-    assert_eq!(&d.get("w/data", 100).await.unwrap()[..], b"abcXY");
+    assert_eq!(w.commit().await.unwrap(), 8);
+    let mut w = d.writer("w/data", 8).await.unwrap();
+    w.write(Bytes::from_static(b"Z")).await.unwrap();
+    drop(w); // never committed: the next writer starts from the last commit
+    let mut w = d.writer("w/data", 8).await.unwrap();
+    w.write(Bytes::from_static(b"!")).await.unwrap();
+    assert_eq!(w.commit().await.unwrap(), 9);
     assert!(d.writer("w/data", 99).await.is_err(), "offset past the end");
 
     // rename replaces atomically
     d.put("x/target", Bytes::from_static(b"old")).await.unwrap();
     d.rename("w/data", "x/target").await.unwrap();
-    assert_eq!(&d.get("x/target", 100).await.unwrap()[..], b"abcXY");
+    assert_eq!(&d.get("x/target", 100).await.unwrap()[..], b"abcdefXY!");
     assert!(d.stat("w/data").await.unwrap_err().is_not_found());
     d.rename("w/data", "x/other").await.unwrap_err();
+
+    // a writer's object that is never renamed goes with a delete of its directory
+    let mut w = d.writer("u/1/data", 0).await.unwrap();
+    w.write(Bytes::from_static(b"partial")).await.unwrap();
+    w.commit().await.unwrap();
+    d.put("u/1/startedat", Bytes::from_static(b"now"))
+        .await
+        .unwrap();
+    d.delete("u/1").await.unwrap();
+    assert_eq!(d.list("u").await.unwrap(), Vec::<String>::new());
+    assert!(d.writer("u/1/data", 7).await.is_err());
+
+    // an empty write renamed is an empty object
+    let w = d.writer("e/data", 0).await.unwrap();
+    assert_eq!(w.commit().await.unwrap(), 0);
+    d.rename("e/data", "e/blob").await.unwrap();
+    assert_eq!(d.stat("e/blob").await.unwrap().size, 0);
+
+    // keys under a prefix, flat and paged
+    for k in ["k/a/b", "k/a-b", "k/c/d/e", "k/z"] {
+        d.put(k, Bytes::new()).await.unwrap();
+    }
+    // An object store also holds `k/a` beside `k/a/b`; a filesystem cannot.
+    let both = d.put("k/a", Bytes::new()).await.is_ok() && d.stat("k/a").await.is_ok();
+    let all = d.list_keys("k", None, 100).await.unwrap();
+    let want: Vec<&str> = if both {
+        vec!["a", "a-b", "a/b", "c/d/e", "z"]
+    } else {
+        vec!["a-b", "a/b", "c/d/e", "z"] // a filesystem cannot have `a` both a file and a directory
+    };
+    assert_eq!(all, want);
+    assert_eq!(
+        d.list_keys("k", Some("a-b"), 2).await.unwrap(),
+        want[want.len() - 3..want.len() - 1]
+    );
+    assert_eq!(
+        d.list_keys("nothing", None, 10).await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+/// Writes and reads back `len` bytes through a writer in chunks of `chunk` bytes, committing after every
+/// `per_commit` chunks, then renames it into place and checks every byte. For drivers whose writers work
+/// in parts (S3): choose `len` to cover several parts and a tail.
+pub async fn large_write(d: &dyn Driver, len: usize, chunk: usize, per_commit: usize) {
+    let data: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
+    let mut offset = 0u64;
+    let mut chunks = data.chunks(chunk).peekable();
+    while chunks.peek().is_some() {
+        let mut w = d.writer("big/data", offset).await.unwrap();
+        for c in chunks.by_ref().take(per_commit) {
+            w.write(Bytes::copy_from_slice(c)).await.unwrap();
+        }
+        offset = w.commit().await.unwrap();
+    }
+    assert_eq!(offset, len as u64);
+    d.rename("big/data", "big/blob").await.unwrap();
+    assert_eq!(d.stat("big/blob").await.unwrap().size, len as u64);
+    assert!(
+        read_all(d, "big/blob", 0, len as u64).await == data,
+        "bytes differ"
+    );
+    let mid = len as u64 / 2;
+    assert!(read_all(d, "big/blob", mid, 10).await == data[mid as usize..mid as usize + 10]);
+    d.delete("big").await.unwrap();
 }

@@ -77,13 +77,13 @@ impl Driver for MemoryDriver {
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let dir = format!("{prefix}/");
         let guard = self.lock();
-        let mut names: Vec<String> = guard
+        // A set: `a`, `a-b` and `a/b` sort in that order, so the two `a`s are not adjacent.
+        let names: std::collections::BTreeSet<String> = guard
             .range(dir.clone()..)
             .take_while(|(k, _)| k.starts_with(&dir))
             .filter_map(|(k, _)| k[dir.len()..].split('/').next().map(str::to_owned))
             .collect();
-        names.dedup();
-        Ok(names)
+        Ok(names.into_iter().collect())
     }
 
     async fn delete(&self, path: &str) -> Result<()> {

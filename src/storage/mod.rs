@@ -12,9 +12,10 @@ use futures_util::Stream;
 
 pub mod fs;
 pub mod memory;
+pub mod s3;
 
-#[cfg(test)]
-pub(crate) mod conformance;
+#[doc(hidden)]
+pub mod conformance;
 
 /// A stream of object bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -133,15 +134,63 @@ pub trait Driver: Send + Sync + 'static {
         Ok(out)
     }
 
+    /// Every object key under `prefix/` (recursively, relative to it), sorted byte-wise, after `after`,
+    /// at most `max`. An object store answers this in one request per page.
+    async fn list_keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut pending = vec![String::new()];
+        while let Some(rel) = pending.pop() {
+            let dir = if rel.is_empty() {
+                prefix.to_owned()
+            } else {
+                format!("{prefix}/{rel}")
+            };
+            for name in self.list(&dir).await? {
+                let child = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                if self.stat(&format!("{prefix}/{child}")).await.is_ok() {
+                    out.push(child.clone());
+                }
+                pending.push(child);
+            }
+        }
+        out.sort_unstable();
+        out.retain(|k| after.is_none_or(|a| k.as_str() > a));
+        out.truncate(max);
+        Ok(out)
+    }
+
     /// Deletes an object, or every object under a prefix.
     async fn delete(&self, path: &str) -> Result<()>;
 
-    /// Opens an object for writing from `offset`: anything after `offset` is discarded. The object is
-    /// created empty if missing (then `offset` must be 0).
+    /// Opens an object for writing from `offset`: anything after `offset` is discarded. `offset` is 0
+    /// (a new object) or the size returned by one of the last two `commit`s of a writer on this path.
+    /// What was written is readable once `rename` has moved it into place (an object store has nothing
+    /// to read before that; the filesystem shows the bytes at once).
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn Writer>>;
 
-    /// Atomically moves an object to `to`, replacing what was there.
+    /// Atomically moves an object to `to`, replacing what was there. An object written through
+    /// [`Driver::writer`] becomes a plain object here.
     async fn rename(&self, from: &str, to: &str) -> Result<()>;
+
+    /// A URL a client may fetch the object from directly (a presigned URL), if the driver redirects.
+    async fn redirect_url(&self, _path: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Whether other processes write to this store as a matter of course (several instances on one
+    /// bucket): listings must then come from the store, not from what this process has seen.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// An open write to one object. Dropping it without `commit` may leave any prefix of the written bytes.
