@@ -1,15 +1,25 @@
 //! The HTTP API against a server in this process: every endpoint, its headers, and its error paths.
+//! This file is compiled twice: as `api`, on the filesystem, and as `api_s3`, on S3 (a Garage server).
 #![allow(clippy::unwrap_used)]
 
 use crate::support::{
-    digest, image_manifest, test_config, Client, TestServer, DOCKER_MANIFEST, OCI_INDEX,
-    OCI_MANIFEST,
+    digest, image_manifest, test_config, Client, StoreKind, TestServer, TestStore, DOCKER_MANIFEST,
+    OCI_INDEX, OCI_MANIFEST,
 };
+
+/// The storage of this compilation of the file.
+fn kind() -> StoreKind {
+    if module_path!().ends_with("api_s3") {
+        StoreKind::S3
+    } else {
+        StoreKind::Fs
+    }
+}
 
 const UNKNOWN: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 async fn server() -> (TestServer, Client) {
-    let s = TestServer::start(test_config()).await;
+    let s = TestServer::start_on(kind(), test_config()).await;
     let c = s.client();
     (s, c)
 }
@@ -351,10 +361,10 @@ async fn cancel_upload() {
 
 #[tokio::test]
 async fn upload_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new(kind());
     let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 256) as u8).collect();
     let d = digest(&data);
-    let s = TestServer::start_at(dir.path(), test_config()).await;
+    let s = TestServer::serve(&store, test_config()).await;
     let c = s.client();
     let path = c.start_upload("a").await;
     c.call(
@@ -367,7 +377,7 @@ async fn upload_survives_a_restart() {
     .assert_status(202);
     s.stop().await;
 
-    let s = TestServer::start_at(dir.path(), test_config()).await;
+    let s = TestServer::serve(&store, test_config()).await;
     let c = s.client();
     c.assert_upload_at(
         &path,
@@ -771,10 +781,13 @@ async fn deletes() {
 
 #[tokio::test]
 async fn deletes_disabled_and_read_only() {
-    let s = TestServer::start(berth::api::ApiConfig {
-        delete_enabled: false,
-        ..test_config()
-    })
+    let s = TestServer::start_on(
+        kind(),
+        berth::api::ApiConfig {
+            delete_enabled: false,
+            ..test_config()
+        },
+    )
     .await;
     let c = s.client();
     let (_, d) = c.push_image("a", "t", "x").await;
@@ -786,8 +799,8 @@ async fn deletes_disabled_and_read_only() {
         .assert_error(405, "UNSUPPORTED");
     c.get("/v2/a/manifests/t").await.assert_status(200);
 
-    let s = TestServer::start_at(
-        &s.root,
+    let s = TestServer::serve(
+        &s.store,
         berth::api::ApiConfig {
             readonly: true,
             ..test_config()
@@ -928,7 +941,7 @@ async fn prefix_and_absolute_urls() {
         host: Some("https://registry.example.com".into()),
         ..test_config()
     };
-    let s = TestServer::start(cfg).await;
+    let s = TestServer::start_on(kind(), cfg).await;
     let c = s.client();
     c.get("/reg/v2/").await.assert_status(200);
     c.get("/v2/").await.assert_error(404, "NAME_UNKNOWN");
@@ -942,10 +955,13 @@ async fn prefix_and_absolute_urls() {
         "{loc}"
     );
 
-    let s = TestServer::start(berth::api::ApiConfig {
-        relative_urls: true,
-        ..test_config()
-    })
+    let s = TestServer::start_on(
+        kind(),
+        berth::api::ApiConfig {
+            relative_urls: true,
+            ..test_config()
+        },
+    )
     .await;
     let r = s
         .client()

@@ -2,6 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+/// The API tests again, on S3.
+#[path = "api.rs"]
+mod api_s3;
 mod cli;
 mod e2e;
 mod gc;
@@ -9,5 +12,6 @@ mod image;
 mod layout;
 mod ops;
 mod process;
+mod s3;
 mod security;
 mod support;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod clients;
+pub mod garage;
 pub mod reference;
 
 use std::fs;
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 use berth::api::{ApiConfig, AppState};
 use berth::registry::Registry;
 use berth::storage::fs::FsDriver;
+use berth::storage::s3::{S3Driver, S3Settings};
+use berth::storage::Driver;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 use tempfile::TempDir;
@@ -167,28 +170,111 @@ pub fn test_config() -> ApiConfig {
     }
 }
 
-/// berth served from this process, on a filesystem root it owns.
+/// What a test server stores its data on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Fs,
+    /// A Garage server of the test's own.
+    S3,
+}
+
+/// The storage of test servers: a filesystem root, or a Garage server with a bucket. Clones share it; it
+/// goes away with the last clone.
+#[derive(Clone)]
+pub struct TestStore {
+    /// The filesystem root (for S3, an empty directory).
+    pub root: PathBuf,
+    pub s3: Option<S3Settings>,
+    keep: Arc<(Option<TempDir>, Option<garage::Garage>)>,
+}
+
+impl TestStore {
+    pub fn new(kind: StoreKind) -> TestStore {
+        let dir = tempfile::tempdir().unwrap();
+        let (garage, s3) = match kind {
+            StoreKind::Fs => (None, None),
+            StoreKind::S3 => {
+                let g = garage::Garage::spawn();
+                let settings = s3_settings(&g, "berth");
+                (Some(g), Some(settings))
+            }
+        };
+        TestStore {
+            root: dir.path().to_owned(),
+            s3,
+            keep: Arc::new((Some(dir), garage)),
+        }
+    }
+
+    /// A filesystem root the caller owns.
+    pub fn at(root: &Path) -> TestStore {
+        TestStore {
+            root: root.to_owned(),
+            s3: None,
+            keep: Arc::new((None, None)),
+        }
+    }
+
+    pub fn driver(&self) -> Arc<dyn Driver> {
+        match &self.s3 {
+            Some(s3) => Arc::new(S3Driver::new(s3).unwrap()),
+            None => Arc::new(FsDriver::new(&self.root)),
+        }
+    }
+
+    pub fn garage(&self) -> Option<&garage::Garage> {
+        self.keep.1.as_ref()
+    }
+}
+
+/// berth's S3 settings for `rootdirectory` in a Garage's bucket: the smallest part size S3 allows, so
+/// that small test blobs already span several parts, and no redirects (tests read blobs through berth).
+pub fn s3_settings(g: &garage::Garage, rootdirectory: &str) -> S3Settings {
+    S3Settings {
+        accesskey: Some(g.access_key.clone()),
+        secretkey: Some(g.secret_key.clone()),
+        region: g.region.to_owned(),
+        regionendpoint: Some(g.endpoint()),
+        bucket: g.bucket.clone(),
+        rootdirectory: rootdirectory.to_owned(),
+        forcepathstyle: true,
+        secure: false,
+        chunksize: berth::storage::s3::MIN_PART,
+        redirect: false,
+        ..S3Settings::default()
+    }
+}
+
+/// berth served from this process, on a store it shares with whoever holds a clone of `store`.
 pub struct TestServer {
     pub base: String,
     pub root: PathBuf,
+    pub store: TestStore,
     /// The server's state, for tests that call the library beside the API (garbage collection).
     pub state: Arc<AppState>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _dir: Option<TempDir>,
 }
 
 impl TestServer {
+    /// On a filesystem root of its own.
     pub async fn start(config: ApiConfig) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = TestServer::start_at(dir.path(), config).await;
-        s._dir = Some(dir);
-        s
+        TestServer::start_on(StoreKind::Fs, config).await
+    }
+
+    /// On a new store of the given kind.
+    pub async fn start_on(kind: StoreKind, config: ApiConfig) -> TestServer {
+        TestServer::serve(&TestStore::new(kind), config).await
     }
 
     /// Serves an existing root (for restart tests).
     pub async fn start_at(root: &Path, config: ApiConfig) -> TestServer {
-        let registry = Registry::new(Arc::new(FsDriver::new(root)));
+        TestServer::serve(&TestStore::at(root), config).await
+    }
+
+    /// Serves a store (another server's, for restart tests and several instances on one store).
+    pub async fn serve(store: &TestStore, config: ApiConfig) -> TestServer {
+        let registry = Registry::new(store.driver());
         let state = Arc::new(AppState::open(registry, config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -200,11 +286,11 @@ impl TestServer {
         ));
         TestServer {
             base,
-            root: root.to_owned(),
+            root: store.root.clone(),
+            store: store.clone(),
             state,
             shutdown,
             task: Some(task),
-            _dir: None,
         }
     }
 

@@ -27,12 +27,20 @@ pub struct Reference {
 
 impl Reference {
     pub fn spawn(root: &Path) -> Reference {
+        // JSON strings are YAML strings: the path needs no further quoting.
+        let rootdirectory = serde_json::to_string(&root.display().to_string()).unwrap();
+        Reference::spawn_with_storage(&format!(
+            "storage:\n  filesystem:\n    rootdirectory: {rootdirectory}\n"
+        ))
+    }
+
+    /// docker-registry with a `storage:` section of its own (another driver); delete is enabled.
+    pub fn spawn_with_storage(storage: &str) -> Reference {
         let program = require("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yml");
         let log = dir.path().join("registry.log");
-        // JSON strings are YAML strings: the path needs no further quoting.
-        let rootdirectory = serde_json::to_string(&root.display().to_string()).unwrap();
+        let storage = storage.trim_end();
         // The free port is found by binding :0 and closing it again, so another process may take it in
         // between: a registry that exits at start-up is tried again on a new port.
         for attempt in 1..=3 {
@@ -40,13 +48,16 @@ impl Reference {
             fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {rootdirectory}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n"
+                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n{storage}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n"
                 ),
             )
             .unwrap();
             let out = fs::File::create(&log).unwrap();
             let mut process = Process(
                 Command::new(&program)
+                    // The AWS SDK of its S3 driver cannot use a CA bundle with its HTTP client, and
+                    // fails at start-up when one is set; its S3 is plain HTTP on loopback anyway.
+                    .env_remove("AWS_CA_BUNDLE")
                     .arg("serve")
                     .arg(&config)
                     .stdin(Stdio::null())

@@ -1,0 +1,362 @@
+//! berth on S3 storage, served by Garage started on loopback (`support::garage`): the driver's contract,
+//! several berth instances on one bucket, upload purging, presigned redirects, a bucket written by
+//! registry:2, docker against berth on S3, and a three-node Garage cluster losing a node.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use berth::storage::s3::S3Driver;
+use berth::storage::{conformance, Driver};
+use serde_json::json;
+
+use crate::support::clients::{
+    get_json, skopeo_copy, stdout, write_multi_arch_layout, write_single_arch_layout, Dockerd,
+};
+use crate::support::garage::{Garage, GarageCluster};
+use crate::support::reference::Reference;
+use crate::support::{digest, s3_settings, test_config, Berth, StoreKind, TestServer, TestStore};
+
+const MIB: usize = 1 << 20;
+
+#[tokio::test]
+async fn the_driver_keeps_the_storage_contract_on_garage() {
+    let garage = Garage::spawn();
+    let settings = s3_settings(&garage, "contract");
+    let d = S3Driver::new(&settings).unwrap();
+    conformance::run(&d).await;
+    // Parts of 5 MiB from chunks of 1 MiB, three chunks per commit: tails carried across commits.
+    conformance::large_write(&d, 12 * MIB + 123, MIB, 3).await;
+    // One chunk larger than two parts.
+    conformance::large_write(&d, 11 * MIB, 11 * MIB, 1).await;
+    // The rename copies with UploadPartCopy once the object is over the copy threshold.
+    let multipart_copy = S3Driver::new(&berth::storage::s3::S3Settings {
+        multipartcopythresholdsize: 5 * MIB as u64,
+        multipartcopychunksize: 5 * MIB as u64,
+        ..s3_settings(&garage, "copy")
+    })
+    .unwrap();
+    conformance::large_write(&multipart_copy, 12 * MIB + 5, 3 * MIB, 2).await;
+}
+
+/// The bucket's keys under the layout, as the driver lists them.
+async fn keys(d: &dyn Driver, under: &str) -> Vec<String> {
+    d.list_keys(&format!("docker/registry/v2/{under}"), None, 10_000)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_instances_serve_one_bucket() {
+    let store = TestStore::new(StoreKind::S3);
+    let a = TestServer::serve(&store, test_config()).await;
+    let b = TestServer::serve(&store, test_config()).await;
+    let (ca, cb) = (a.client(), b.client());
+
+    // Pushed through A, pulled through B.
+    let (manifest, d) = ca.push_image("team/app", "v1", "one").await;
+    let got = cb.get("/v2/team/app/manifests/v1").await;
+    got.assert_status(200);
+    assert_eq!(got.body, manifest);
+    assert_eq!(got.header("docker-content-digest"), Some(d.as_str()));
+    let layer = b"layer of one";
+    cb.get(&format!("/v2/team/app/blobs/{}", digest(layer)))
+        .await
+        .assert_status(200);
+
+    // Listed by B: the catalog and the tags, including a tag A moves afterwards.
+    assert_eq!(
+        cb.get("/v2/_catalog").await.json(),
+        json!({"repositories": ["team/app"]})
+    );
+    ca.push_image("team/app", "v2", "two").await;
+    ca.push_image("other", "latest", "three").await;
+    assert_eq!(
+        cb.get("/v2/team/app/tags/list").await.json(),
+        json!({"name": "team/app", "tags": ["v1", "v2"]})
+    );
+    assert_eq!(
+        cb.get("/v2/_catalog?n=1").await.json(),
+        json!({"repositories": ["other"]})
+    );
+    assert_eq!(
+        cb.get("/v2/_catalog?n=5&last=other").await.json(),
+        json!({"repositories": ["team/app"]})
+    );
+
+    // One chunked upload whose requests alternate between the instances: 13 MiB in chunks of 3 MiB,
+    // so that parts of 5 MiB are cut from chunks that arrived at different instances.
+    let data: Vec<u8> = (0..13 * MIB).map(|i| (i * 13 % 251) as u8).collect();
+    let blob = digest(&data);
+    let path = ca.start_upload("team/app").await;
+    for (i, chunk) in data.chunks(3 * MIB).enumerate() {
+        let via = if i % 2 == 0 { &cb } else { &ca };
+        let start = i * 3 * MIB;
+        let range = format!("{start}-{}", start + chunk.len() - 1);
+        via.call("PATCH", &path, &[("content-range", &range)], chunk.to_vec())
+            .await
+            .assert_status(202);
+        let other = if i % 2 == 0 { &ca } else { &cb };
+        other
+            .assert_upload_at(
+                &path,
+                &format!("0-{}", start + chunk.len() - 1),
+                "status from the other instance",
+            )
+            .await;
+    }
+    cb.call("PUT", &format!("{path}?digest={blob}"), &[], vec![])
+        .await
+        .assert_status(201);
+    let fetched = ca.get(&format!("/v2/team/app/blobs/{blob}")).await;
+    fetched.assert_status(200);
+    assert!(fetched.body == data, "the blob read back differs");
+
+    // Nothing of the upload is left in the bucket.
+    let driver = store.driver();
+    let left: Vec<String> = keys(driver.as_ref(), "repositories/team/app")
+        .await
+        .into_iter()
+        .filter(|k| k.contains("_uploads"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "upload state left behind");
+}
+
+#[tokio::test]
+async fn upload_purging_removes_abandoned_multipart_uploads() {
+    let store = TestStore::new(StoreKind::S3);
+    let s = TestServer::serve(&store, test_config()).await;
+    let c = s.client();
+    let path = c.start_upload("abandoned").await;
+    // Two whole parts and a tail: a multipart upload is under way in the bucket.
+    c.call("PATCH", &path, &[], vec![7u8; 12 * MIB])
+        .await
+        .assert_status(202);
+    let driver = store.driver();
+    let records = keys(driver.as_ref(), "repositories/abandoned/_uploads").await;
+    assert!(
+        records.iter().any(|k| k.contains(".parts/mpu-")),
+        "no multipart upload recorded: {records:?}"
+    );
+    assert_eq!(pending_multipart_uploads(&store).await, 1);
+
+    let report = berth::gc::purge_uploads(&s.state.registry, Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert_eq!(report.uploads.len(), 1, "{report:?}");
+    assert_eq!(
+        keys(driver.as_ref(), "repositories/abandoned/_uploads").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        pending_multipart_uploads(&store).await,
+        0,
+        "the multipart upload was not aborted"
+    );
+    c.get(&path).await.assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+}
+
+/// The multipart uploads in progress in the test bucket, by S3's ListMultipartUploads (presigned by
+/// object_store, which has no call for it).
+async fn pending_multipart_uploads(store: &TestStore) -> usize {
+    use object_store::signer::{SignedUrlOptions, Signer};
+    let s3 = store.s3.as_ref().unwrap();
+    let garage = store.garage().unwrap();
+    let client = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(garage.endpoint())
+        .with_allow_http(true)
+        .with_region(&s3.region)
+        .with_bucket_name(&s3.bucket)
+        .with_access_key_id(&garage.access_key)
+        .with_secret_access_key(&garage.secret_key)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .unwrap();
+    let url = client
+        .signed_url_opts(
+            reqwest::Method::GET,
+            &object_store::path::Path::from(""),
+            Duration::from_secs(60),
+            &SignedUrlOptions::default().with_query([("uploads", "")]),
+        )
+        .await
+        .unwrap();
+    let http = crate::support::http_client(reqwest::Client::builder());
+    let resp = http.get(url.as_str()).send().await.unwrap();
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert!(status.is_success(), "ListMultipartUploads: {status} {body}");
+    body.matches("<UploadId>").count()
+}
+
+#[tokio::test]
+async fn blob_reads_redirect_to_presigned_urls() {
+    let garage = Garage::spawn();
+    // storage.redirect is on unless disabled: the configuration file has no `redirect` key.
+    let store_dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\n{}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:5000\n",
+        garage.config_yaml("redirect")
+    );
+    std::fs::write(store_dir.path().join("config.yml"), config).unwrap();
+    let berth = Berth::start(
+        store_dir.path(),
+        Some(&store_dir.path().join("config.yml")),
+        &[],
+    );
+    let host = berth.host();
+    let http = crate::support::http_client(
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()),
+    );
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 256) as u8).collect();
+    let d = digest(&data);
+    let pushed = http
+        .post(format!("http://{host}/v2/r/blobs/uploads/?digest={d}"))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 201);
+
+    let url = format!("http://{host}/v2/r/blobs/{d}");
+    let got = http.get(&url).send().await.unwrap();
+    assert_eq!(got.status(), 307);
+    let location = got.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&garage.endpoint()) && location.contains("X-Amz-Signature="),
+        "not a presigned URL of the store: {location}"
+    );
+    let direct = http.get(&location).send().await.unwrap();
+    assert_eq!(direct.status(), 200);
+    assert!(
+        direct.bytes().await.unwrap() == data,
+        "the presigned URL serves other bytes"
+    );
+    // HEAD is answered by berth itself, with the blob's size and digest.
+    let head = http.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "100000");
+    assert_eq!(head.headers()["docker-content-digest"], d.as_str());
+    // A blob of another repository is not redirected to.
+    let other = http
+        .get(format!("http://{host}/v2/elsewhere/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+}
+
+#[test]
+fn a_bucket_written_by_registry_2_is_served_as_it_is() {
+    let garage = Garage::spawn();
+    let layout = tempfile::tempdir().unwrap();
+    write_multi_arch_layout(layout.path(), "v1", "from-registry-2");
+    {
+        let reference = Reference::spawn_with_storage(&garage.config_yaml("/shared"));
+        let out = skopeo_copy(
+            &format!("oci:{}:v1", layout.path().display()),
+            &format!("docker://{}/legacy/app:v1", reference.host()),
+        );
+        assert!(out.status.success(), "skopeo into registry:2 on S3 failed");
+    }
+    let env = garage.berth_env("/shared");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cwd = tempfile::tempdir().unwrap();
+    let berth = Berth::start(cwd.path(), None, &env);
+    let host = berth.host();
+    // The catalog finds the repository although registry:2 wrote no catalog marker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let catalog = get_json(&format!("http://{host}/v2/_catalog"));
+        if catalog == json!({"repositories": ["legacy/app"]}) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "catalog: {catalog}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let back = tempfile::tempdir().unwrap();
+    let out = skopeo_copy(
+        &format!("docker://{host}/legacy/app:v1"),
+        &format!("oci:{}:v1", back.path().display()),
+    );
+    assert!(out.status.success(), "skopeo out of berth on S3 failed");
+    crate::support::clients::assert_same_layout(layout.path(), back.path(), "v1");
+}
+
+#[test]
+fn docker_pushes_to_and_pulls_from_berth_on_s3() {
+    let garage = Garage::spawn();
+    let env = garage.berth_env("/docker");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cwd = tempfile::tempdir().unwrap();
+    let berth = Berth::start(cwd.path(), None, &env);
+    let dockerd = Dockerd::start();
+    let context = tempfile::tempdir().unwrap();
+    // A layer over one part (10 MiB by default), so that the push is a multipart upload.
+    let big: Vec<u8> = (0..12 * MIB).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(context.path().join("big"), &big).unwrap();
+    std::fs::write(context.path().join("small"), "small layer\n").unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY big /big\nCOPY small /small\n",
+    )
+    .unwrap();
+    let image = format!("{}/s3/app:one", berth.host());
+    dockerd.docker(&["build", "-t", &image, context.path().to_str().unwrap()]);
+    let id = stdout(&dockerd.docker(&["image", "inspect", "--format", "{{.Id}}", &image]));
+    dockerd.docker(&["push", &image]);
+    dockerd.docker(&["rmi", &image]);
+    dockerd.docker(&["pull", &image]);
+    assert_eq!(
+        stdout(&dockerd.docker(&["image", "inspect", "--format", "{{.Id}}", &image])),
+        id,
+        "the pulled image differs from the pushed one"
+    );
+    assert_eq!(
+        get_json(&format!("http://{}/v2/s3/app/tags/list", berth.host())),
+        json!({"name": "s3/app", "tags": ["one"]})
+    );
+}
+
+#[test]
+fn pushes_and_pulls_go_on_while_a_garage_node_is_down() {
+    let mut cluster = GarageCluster::spawn();
+    let env = cluster.berth_env_at(0, "/cluster");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cwd = tempfile::tempdir().unwrap();
+    let berth = Berth::start(cwd.path(), None, &env);
+    let host = berth.host();
+    let push = |n: usize| {
+        let layout = tempfile::tempdir().unwrap();
+        write_single_arch_layout(layout.path(), "t", &format!("image {n}"));
+        let out = skopeo_copy(
+            &format!("oci:{}:t", layout.path().display()),
+            &format!("docker://{host}/c/app:{n}"),
+        );
+        assert!(out.status.success(), "push {n} failed");
+        layout
+    };
+    let pull = |n: usize, want: &std::path::Path| {
+        let back = tempfile::tempdir().unwrap();
+        let out = skopeo_copy(
+            &format!("docker://{host}/c/app:{n}"),
+            &format!("oci:{}:t", back.path().display()),
+        );
+        assert!(out.status.success(), "pull {n} failed");
+        crate::support::clients::assert_same_layout(want, back.path(), "t");
+    };
+    let first = push(1);
+    cluster.stop(2);
+    let second = push(2);
+    pull(1, first.path());
+    pull(2, second.path());
+    cluster.start(2);
+    let third = push(3);
+    pull(3, third.path());
+    pull(2, second.path());
+    assert_eq!(
+        get_json(&format!("http://{host}/v2/c/app/tags/list"))["tags"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+}
