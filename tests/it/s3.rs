@@ -360,3 +360,63 @@ fn pushes_and_pulls_go_on_while_a_garage_node_is_down() {
         Some(3)
     );
 }
+
+/// registry:2's S3 driver failed on layers over 5 GiB and on uploads of more than 1,000 parts (it did
+/// not page ListParts). One PATCH of 5.5 GiB in parts of 5 MiB: 1,127 parts, then a multipart copy into
+/// place. The bytes are made up as they are sent and hashed as they come back: nothing is held whole.
+#[tokio::test]
+async fn a_blob_over_5_gib_in_over_1000_parts() {
+    use futures_util::StreamExt;
+    use sha2::{Digest as _, Sha256};
+    const LEN: u64 = 5 * (1 << 30) + (512 << 20);
+    const CHUNK: usize = 1 << 20;
+    let chunk = |i: u64| -> bytes::Bytes {
+        let mut b = vec![(i % 251) as u8; CHUNK];
+        b[..8].copy_from_slice(&i.to_le_bytes());
+        bytes::Bytes::from(b)
+    };
+    let chunks = LEN / CHUNK as u64;
+    let mut hasher = Sha256::new();
+    for i in 0..chunks {
+        hasher.update(&chunk(i));
+    }
+    let d = format!("sha256:{}", hex::encode(hasher.finalize()));
+
+    let s = TestServer::start_on(StoreKind::S3, test_config()).await;
+    let c = s.client();
+    let path = c.start_upload("huge").await;
+    let body = futures_util::stream::iter((0..chunks).map(move |i| Ok::<_, std::io::Error>(chunk(i))));
+    let resp = c
+        .http
+        .patch(format!("{}{path}", s.base))
+        .header("content-length", LEN.to_string())
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(
+        resp.headers()["range"].to_str().unwrap(),
+        format!("0-{}", LEN - 1)
+    );
+    c.call("PUT", &format!("{path}?digest={d}"), &[], vec![])
+        .await
+        .assert_status(201);
+
+    let resp = c
+        .http
+        .get(format!("{}/v2/huge/blobs/{d}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let (mut back, mut len) = (Sha256::new(), 0u64);
+    while let Some(piece) = stream.next().await {
+        let piece = piece.unwrap();
+        len += piece.len() as u64;
+        back.update(&piece);
+    }
+    assert_eq!(len, LEN);
+    assert_eq!(format!("sha256:{}", hex::encode(back.finalize())), d);
+}
