@@ -270,10 +270,21 @@ impl Registry {
             }
         }
         let previous = state.offset;
-        let mut writer = self
+        let mut writer = match self
             .driver
             .writer(&paths::upload_data(repo, id), state.offset)
-            .await?;
+            .await
+        {
+            Ok(w) => w,
+            // The data ends before the saved state's offset: damaged, or cut short by hand.
+            Err(e) if e.kind == crate::storage::ErrorKind::BadOffset => {
+                return Err(Error::UploadInvalid(format!(
+                    "the upload's data does not reach its acknowledged offset {}; start a new upload",
+                    state.offset
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
         let hasher = HashPipe::start(state.hasher);
         let mut written: u64 = 0;
         // Small frames are gathered into larger buffers: fewer hand-offs to the hashing and writing

@@ -77,7 +77,8 @@ pub async fn run(d: &dyn Driver) {
     let mut w = d.writer("w/data", 8).await.unwrap();
     w.write(Bytes::from_static(b"!")).await.unwrap();
     assert_eq!(w.commit().await.unwrap(), 9);
-    assert!(d.writer("w/data", 99).await.is_err(), "offset past the end");
+    let past = d.writer("w/data", 99).await.err().map(|e| e.kind);
+    assert_eq!(past, Some(ErrorKind::BadOffset), "offset past the end");
 
     // rename replaces atomically
     d.put("x/target", Bytes::from_static(b"old")).await.unwrap();
@@ -95,7 +96,8 @@ pub async fn run(d: &dyn Driver) {
         .unwrap();
     d.delete("u/1").await.unwrap();
     assert_eq!(d.list("u").await.unwrap(), Vec::<String>::new());
-    assert!(d.writer("u/1/data", 7).await.is_err());
+    let gone = d.writer("u/1/data", 7).await.err().map(|e| e.kind);
+    assert_eq!(gone, Some(ErrorKind::BadOffset));
 
     // an empty write renamed is an empty object
     let w = d.writer("e/data", 0).await.unwrap();

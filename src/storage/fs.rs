@@ -537,15 +537,14 @@ impl Driver for FsDriver {
                 .open(&full)?;
             let len = f.metadata()?.len();
             if len < offset {
-                return Err(io::Error::other(format!(
-                    "cannot write at {offset}: object has {len} bytes"
-                )));
+                return Ok(None);
             }
             f.set_len(offset)?;
             f.seek(SeekFrom::Start(offset))?;
-            Ok(f)
+            Ok(Some(f))
         })
-        .await?;
+        .await?
+        .ok_or_else(|| StorageError::new(ErrorKind::BadOffset, path))?;
         Ok(Box::new(FsWriter::start(path, file, offset)))
     }
 

@@ -101,7 +101,7 @@ impl Driver for MemoryDriver {
             .map(|(d, _)| d.clone())
             .unwrap_or_default();
         if (existing.len() as u64) < offset {
-            return Err(StorageError::new(ErrorKind::Io, path));
+            return Err(StorageError::new(ErrorKind::BadOffset, path));
         }
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&existing[..offset as usize]);

@@ -28,6 +28,8 @@ pub enum ErrorKind {
     TooLarge,
     /// The path is not acceptable to the driver.
     InvalidPath,
+    /// A writer cannot start at this offset (none of the object's commits ended there).
+    BadOffset,
     /// Any other failure of the backing store.
     Io,
 }
@@ -47,6 +49,7 @@ impl fmt::Display for StorageError {
             ErrorKind::NotFound => write!(f, "{}: not found", self.path),
             ErrorKind::TooLarge => write!(f, "{}: object too large", self.path),
             ErrorKind::InvalidPath => write!(f, "{}: invalid path", self.path),
+            ErrorKind::BadOffset => write!(f, "{}: cannot write from this offset", self.path),
             ErrorKind::Io => match &self.source {
                 Some(e) => write!(f, "{}: {e}", self.path),
                 None => write!(f, "{}: storage error", self.path),

@@ -630,19 +630,14 @@ impl Driver for S3Driver {
                 },
                 None,
             ),
-            None => {
-                return Err(other(
-                    path,
-                    format!("no committed write at offset {offset}"),
-                ))
-            }
+            None => return Err(StorageError::new(ErrorKind::BadOffset, path)),
             Some(state) => {
                 let base = [Some(&state.current), state.previous.as_ref()]
                     .into_iter()
                     .flatten()
                     .find(|s| s.offset == offset)
                     .cloned()
-                    .ok_or_else(|| other(path, format!("no committed write at offset {offset}")))?;
+                    .ok_or_else(|| StorageError::new(ErrorKind::BadOffset, path))?;
                 (state, Some(base))
             }
         };

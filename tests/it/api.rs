@@ -400,6 +400,28 @@ async fn upload_survives_a_restart() {
 }
 
 #[tokio::test]
+async fn an_upload_whose_data_was_lost_is_refused_cleanly() {
+    let s = TestServer::start_on(kind(), test_config()).await;
+    let c = s.client();
+    let path = c.start_upload("a").await;
+    c.call("PATCH", &path, &[], vec![1u8; 1000])
+        .await
+        .assert_status(202);
+    // The saved state says 1,000 bytes were acknowledged; the data behind it is gone.
+    let id = path.trim_end_matches('/').rsplit('/').next().unwrap();
+    s.store
+        .driver()
+        .delete(&format!(
+            "docker/registry/v2/repositories/a/_uploads/{id}/data"
+        ))
+        .await
+        .unwrap();
+    c.call("PATCH", &path, &[], vec![2u8; 10])
+        .await
+        .assert_error(400, "BLOB_UPLOAD_INVALID");
+}
+
+#[tokio::test]
 async fn ranged_blob_reads() {
     let (_s, c) = server().await;
     let data: Vec<u8> = (0..=255u8).collect();

@@ -385,7 +385,8 @@ async fn a_blob_over_5_gib_in_over_1000_parts() {
     let s = TestServer::start_on(StoreKind::S3, test_config()).await;
     let c = s.client();
     let path = c.start_upload("huge").await;
-    let body = futures_util::stream::iter((0..chunks).map(move |i| Ok::<_, std::io::Error>(chunk(i))));
+    let body =
+        futures_util::stream::iter((0..chunks).map(move |i| Ok::<_, std::io::Error>(chunk(i))));
     let resp = c
         .http
         .patch(format!("{}{path}", s.base))
