@@ -49,11 +49,11 @@ pub(crate) struct Observation {
 
 /// Starts observing a request; returns the request with its body counted.
 pub(crate) fn begin(state: &AppState, req: Request) -> (Observation, Request) {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let parsed = crate::api::ParsedRoute::of(state, &parts.uri);
+    let route = parsed.0.clone().and_then(Result::ok);
+    parts.extensions.insert(parsed);
     let path = parts.uri.path();
-    let route = path
-        .strip_prefix(state.config.prefix.as_str())
-        .and_then(|p| Route::parse(p).ok());
     let handler = handler_name(route.as_ref());
     let query = parts.uri.query().unwrap_or_default();
     let log_path = if query.is_empty() {

@@ -237,6 +237,21 @@ fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A request's route, parsed once (by `observe::begin`, which needs it for metrics and events) and carried
+/// to `dispatch` in the request's extensions. `None`: the path is outside `http.prefix`.
+#[derive(Clone)]
+pub(crate) struct ParsedRoute(pub(crate) Option<Result<Route, RouteError>>);
+
+impl ParsedRoute {
+    pub(crate) fn of(state: &AppState, uri: &axum::http::Uri) -> ParsedRoute {
+        ParsedRoute(
+            uri.path()
+                .strip_prefix(state.config.prefix.as_str())
+                .map(Route::parse),
+        )
+    }
+}
+
 async fn dispatch(state: &AppState, req: Request) -> ApiResult {
     let (mut parts, body) = req.into_parts();
     // HTTP/2 carries the host in the URI's authority, not in a Host header.
@@ -253,14 +268,14 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult {
             return Ok(token::handle(ts, &parts, body, client).await);
         }
     }
-    let path = parts.uri.path();
-    let Some(path) = path.strip_prefix(state.config.prefix.as_str()) else {
-        return Err(not_found());
+    let parsed = match parts.extensions.remove::<ParsedRoute>() {
+        Some(parsed) => parsed,
+        None => ParsedRoute::of(state, &parts.uri),
     };
-    let route = match Route::parse(path) {
-        Ok(r) => r,
-        Err(RouteError::NotFound) => return Err(not_found()),
-        Err(RouteError::Name(msg)) => return Err(ApiError::new(ErrorCode::NameInvalid, msg)),
+    let route = match parsed.0 {
+        Some(Ok(r)) => r,
+        None | Some(Err(RouteError::NotFound)) => return Err(not_found()),
+        Some(Err(RouteError::Name(msg))) => return Err(ApiError::new(ErrorCode::NameInvalid, msg)),
     };
     let query = parse_query(parts.uri.query());
     let needed = needed_scopes(&route, &parts.method, &query);
