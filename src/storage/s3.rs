@@ -109,6 +109,8 @@ impl Default for S3Settings {
 #[derive(Clone)]
 pub struct S3Driver {
     store: AmazonS3,
+    /// The same client without an overall request timeout, for streams.
+    bulk: AmazonS3,
     bucket: String,
     /// `rootdirectory/`, or empty.
     root: String,
@@ -165,14 +167,7 @@ impl S3Driver {
         }
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&s.bucket)
-            .with_virtual_hosted_style_request(!s.forcepathstyle)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_invalid_certificates(s.skipverify)
-                    .with_allow_http(true)
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(300)),
-            );
+            .with_virtual_hosted_style_request(!s.forcepathstyle);
         if !s.region.is_empty() {
             b = b.with_region(&s.region);
         }
@@ -203,7 +198,21 @@ impl S3Driver {
                 }
             }
         }
-        let store = b.build().map_err(|e| e.to_string())?;
+        let options = ClientOptions::new()
+            .with_allow_invalid_certificates(s.skipverify)
+            .with_allow_http(true)
+            .with_connect_timeout(Duration::from_secs(10));
+        // Small requests give up after a while; streams (a blob read as fast as its client takes it, a
+        // part as fast as the client sends it) take as long as they take.
+        let store = b
+            .clone()
+            .with_client_options(options.clone().with_timeout(Duration::from_secs(300)))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let bulk = b
+            .with_client_options(options.with_timeout_disabled())
+            .build()
+            .map_err(|e| e.to_string())?;
         let mut attributes = Attributes::new();
         if let Some(class) = &s.storageclass {
             attributes.insert(Attribute::StorageClass, class.clone().into());
@@ -216,6 +225,7 @@ impl S3Driver {
         let root = s.rootdirectory.trim_matches('/');
         Ok(S3Driver {
             store,
+            bulk,
             bucket: s.bucket.clone(),
             root: if root.is_empty() {
                 String::new()
@@ -310,7 +320,7 @@ impl S3Driver {
         let (src, dst) = (self.key(from)?, self.key(to)?);
         if size <= self.copy_threshold {
             return self
-                .store
+                .bulk
                 .copy(&src, &dst)
                 .await
                 .map_err(|e| map_err(from, e));
@@ -513,7 +523,7 @@ impl Driver for S3Driver {
             return Ok(stream::empty().boxed());
         }
         let result = self
-            .store
+            .bulk
             .get_opts(
                 &key,
                 GetOptions {
@@ -697,7 +707,7 @@ impl Driver for S3Driver {
                         let data =
                             Driver::get(self, &parts_path(from, tail), state.part_size).await?;
                         let part = self
-                            .store
+                            .bulk
                             .put_part(&key, id, parts, PutPayload::from(data))
                             .await
                             .map_err(|e| map_err(from, e))?;
@@ -783,7 +793,7 @@ impl S3Writer {
         let index = self.etags.len();
         let uploaded = self
             .driver
-            .store
+            .bulk
             .put_part(&self.key, &id, index, PutPayload::from(part))
             .await
             .map_err(|e| map_err(&self.path, e))?;
