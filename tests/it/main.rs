@@ -9,5 +9,6 @@ mod image;
 mod layout;
 mod ops;
 mod process;
+mod s3;
 mod security;
 mod support;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod clients;
+pub mod garage;
 pub mod reference;
 
 use std::fs;
