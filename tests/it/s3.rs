@@ -3,14 +3,16 @@
 //! registry:2, docker against berth on S3, and a three-node Garage cluster losing a node.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth::storage::s3::S3Driver;
 use berth::storage::{conformance, Driver};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::clients::{
-    get_json, skopeo_copy, stdout, write_multi_arch_layout, write_single_arch_layout, Dockerd,
+    get_json, skopeo_copy, stdout, try_http_get, write_multi_arch_layout, write_single_arch_layout,
+    Dockerd,
 };
 use crate::support::garage::{Garage, GarageCluster};
 use crate::support::reference::Reference;
@@ -420,4 +422,70 @@ async fn a_blob_over_5_gib_in_over_1000_parts() {
     }
     assert_eq!(len, LEN);
     assert_eq!(format!("sha256:{}", hex::encode(back.finalize())), d);
+}
+
+// The harness itself.
+
+#[test]
+fn the_garage_harness_starts_a_single_node() {
+    let garage = Garage::spawn();
+    assert_healthy(&garage.admin_endpoint());
+    garage.create_bucket("second");
+    for bucket in [garage.bucket.as_str(), "second"] {
+        assert_refuses_anonymous(&garage.endpoint(), bucket);
+    }
+    let endpoint = check_settings(&garage.berth_env("/b"), &garage.config_yaml("/b"));
+    assert_eq!(endpoint, garage.endpoint());
+}
+
+#[test]
+fn the_garage_harness_stops_and_restarts_a_cluster_node() {
+    let mut cluster = GarageCluster::spawn();
+    cluster.stop(2);
+    for admin in &cluster.admin_endpoints()[..2] {
+        assert_healthy(admin);
+    }
+    cluster.create_bucket("second");
+    cluster.start(2);
+    for (admin, s3) in cluster.admin_endpoints().iter().zip(cluster.endpoints()) {
+        assert_healthy(admin);
+        assert_refuses_anonymous(&s3, "second");
+    }
+    let endpoint = check_settings(&cluster.berth_env("/b"), &cluster.config_yaml("/b"));
+    assert_eq!(endpoint, cluster.endpoints()[0]);
+}
+
+#[track_caller]
+fn assert_healthy(admin: &str) {
+    let (status, body) = try_http_get(&format!("{admin}/health")).unwrap();
+    assert_eq!(status, 200, "GET {admin}/health: {body}");
+}
+
+/// An unsigned request is refused with an S3 error document.
+#[track_caller]
+fn assert_refuses_anonymous(endpoint: &str, bucket: &str) {
+    let url = format!("{endpoint}/{bucket}/");
+    let (status, body) = try_http_get(&url).unwrap();
+    assert_eq!(status, 403, "GET {url}: {body}");
+    assert!(
+        body.contains("<Code>AccessDenied</Code>"),
+        "GET {url}: {body}"
+    );
+}
+
+/// Checks that the storage settings as `REGISTRY_*` variables and as YAML say the same; returns the
+/// endpoint they name.
+#[track_caller]
+fn check_settings(env: &[(String, String)], yaml: &str) -> String {
+    let env: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    assert_eq!(env.get("REGISTRY_STORAGE"), Some(&"s3"));
+    let yaml: Value = serde_norway::from_str(yaml).unwrap();
+    let s3 = yaml["storage"]["s3"].as_object().unwrap();
+    for (key, value) in s3 {
+        let value = value.as_str().map_or(value.to_string(), str::to_owned);
+        let name = format!("REGISTRY_STORAGE_S3_{}", key.to_uppercase());
+        assert_eq!(env.get(name.as_str()), Some(&value.as_str()), "{name}");
+    }
+    assert_eq!(env.len(), s3.len() + 1, "{env:?}");
+    env["REGISTRY_STORAGE_S3_REGIONENDPOINT"].to_owned()
 }

@@ -24,21 +24,26 @@ pub const REGION: &str = "garage";
 /// The bucket created with every Garage.
 pub const BUCKET: &str = "registry";
 
-/// The version `.ci/run` installs.
+/// How `.ci/run` installs Garage.
 const INSTALL: &str =
     "cargo install garage --version 2.5.0 --locked --no-default-features --features bundled-libs,lmdb";
 
 /// How long a node may take to answer on its admin port, and a cluster to become healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a request to the admin API may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long one `garage` command-line call may take.
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `garage` binary: `$GARAGE_BIN`, else `$CARGO_HOME/bin/garage` (`~/.cargo/bin/garage`), else `garage`
 /// on PATH. Panics with the install command when there is none.
-pub fn garage_bin() -> PathBuf {
+fn garage_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("GARAGE_BIN") {
-        return PathBuf::from(bin);
+        let bin = PathBuf::from(bin);
+        assert!(bin.is_file(), "GARAGE_BIN={} is not a file", bin.display());
+        return bin;
     }
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -75,7 +80,12 @@ impl Garage {
             ("GARAGE_DEFAULT_SECRET_KEY", secret_key.as_str()),
             ("GARAGE_DEFAULT_BUCKET", BUCKET),
         ];
-        let node = Node::spawn(&setup, &["--single-node", "--default-bucket"], &env);
+        let node = Node::spawn(
+            &setup,
+            "garage",
+            &["--single-node", "--default-bucket"],
+            &env,
+        );
         let garage = Garage {
             access_key,
             secret_key,
@@ -125,14 +135,6 @@ impl Garage {
     }
 }
 
-impl Drop for Garage {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            self.node.print_log("garage");
-        }
-    }
-}
-
 /// Three Garage nodes, `replication_factor = 3` and `consistency_mode = "consistent"`, one per zone
 /// (`dc1`..`dc3`): reads and writes need two of them. The key `access_key`/`secret_key` may read, write and
 /// own `bucket`.
@@ -149,7 +151,9 @@ pub struct GarageCluster {
 impl GarageCluster {
     pub fn spawn() -> GarageCluster {
         let setup = Setup::new(3);
-        let nodes: Vec<Node> = (0..3).map(|_| Node::spawn(&setup, &[], &[])).collect();
+        let nodes: Vec<Node> = (0..3)
+            .map(|i| Node::spawn(&setup, &format!("garage node {i}"), &[], &[]))
+            .collect();
         let ids: Vec<String> = nodes
             .iter()
             .map(|n| n.cli(&["node", "id", "--quiet"]))
@@ -194,9 +198,22 @@ impl GarageCluster {
             .collect()
     }
 
-    /// Kills node `i` (SIGKILL, as a crash would); its data stays for `start`.
+    /// Kills node `i` (SIGKILL, as a crash would; its data stays for `start`) and waits until the running
+    /// nodes have noticed. Garage notices that a peer is gone only when a write to it fails, which may
+    /// take until its next ping (every 15 s); meanwhile requests routed to the dead node stall. So each
+    /// running node is asked about the dead one twice: the first request goes into the dead connection
+    /// and draws a reset, the second fails to write and closes it.
     pub fn stop(&mut self, i: usize) {
         self.nodes[i].kill();
+        let (dead, _) = self.ids[i].split_once('@').unwrap();
+        let path = format!("/v2/GetNodeInfo?node={dead}");
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            let token = Some(node.setup.admin_token.as_str());
+            for _ in 0..2 {
+                let _ = http_get(node.admin, &path, token, Duration::from_millis(100));
+            }
+        }
+        wait_healthy(&self.nodes);
     }
 
     /// Restarts node `i` on its data and ports, reconnects it with the running nodes in both directions
@@ -253,16 +270,6 @@ impl GarageCluster {
     }
 }
 
-impl Drop for GarageCluster {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            for (i, node) in self.nodes.iter().enumerate() {
-                node.print_log(&format!("garage node {i}"));
-            }
-        }
-    }
-}
-
 /// What the nodes of one Garage share.
 #[derive(Clone)]
 struct Setup {
@@ -284,9 +291,11 @@ impl Setup {
     }
 }
 
-/// One `garage server` process with its configuration, data and log in a temporary directory.
+/// One `garage server` process with its configuration, data and log in a temporary directory; killed on
+/// drop, and its log printed when dropped during a panic.
 struct Node {
     setup: Setup,
+    name: String,
     dir: TempDir,
     rpc: SocketAddr,
     s3: SocketAddr,
@@ -298,11 +307,12 @@ impl Node {
     /// Starts a node on free ports and waits until its admin API answers. The ports are found by binding
     /// :0 and closing again, so another process may take one in between: the node is then tried again in
     /// a new directory on new ports.
-    fn spawn(setup: &Setup, args: &[&str], env: &[(&str, &str)]) -> Node {
+    fn spawn(setup: &Setup, name: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
         for attempt in 1..=3 {
             let [rpc, s3, admin] = free_ports();
             let mut node = Node {
                 setup: setup.clone(),
+                name: name.to_owned(),
                 dir: tempfile::tempdir().unwrap(),
                 rpc,
                 s3,
@@ -314,10 +324,7 @@ impl Node {
             match node.wait_listening() {
                 Ok(()) => return node,
                 Err(_) if attempt < 3 => node.kill(),
-                Err(why) => panic!(
-                    "garage did not start: {why}; its log:\n{}",
-                    tail(&node.log(), 60)
-                ),
+                Err(why) => panic!("{name} did not start: {why}"),
             }
         }
         unreachable!("the last attempt panics or returns")
@@ -369,16 +376,8 @@ admin_token = "{token}"
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    fn print_log(&self, name: &str) {
-        eprintln!(
-            "--- {name} log ({}) ---\n{}",
-            self.s3,
-            tail(&self.log(), 60)
-        );
-    }
-
     /// `garage -c <config>`, without the caller's GARAGE_* variables (they override the configuration
-    /// file) or RUST_LOG.
+    /// file) or RUST_LOG, and with a log free of colour codes.
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.setup.program);
         for (name, _) in std::env::vars_os() {
@@ -386,7 +385,8 @@ admin_token = "{token}"
                 cmd.env_remove(name);
             }
         }
-        cmd.env_remove("RUST_LOG").arg("-c").arg(self.config());
+        cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
+        cmd.arg("-c").arg(self.config());
         cmd
     }
 
@@ -410,18 +410,20 @@ admin_token = "{token}"
         self.process = Some(child);
     }
 
-    /// Waits until the admin API answers, whatever its status (503 until the node has a layout). Errs when
-    /// the process exits or one of its servers cannot listen: Garage keeps running without that server.
+    /// Waits until the node answers `GetClusterHealth` with its token (so it is this node that holds the
+    /// admin port, whatever the state of the cluster). Errs when the process exits or one of its servers
+    /// cannot listen: Garage keeps running without that server and only logs it.
     fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.process.as_mut().unwrap().try_wait().unwrap() {
                 return Err(format!("it exited ({status})"));
             }
+            let up = self.health().is_some();
             if self.log().contains("server exited with error") {
                 return Err("one of its servers could not listen".to_owned());
             }
-            if http_get(self.admin, "/health", None).is_ok() {
+            if up {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -448,9 +450,7 @@ admin_token = "{token}"
     fn cli(&self, args: &[&str]) -> String {
         let mut cmd = self.command();
         cmd.args(args);
-        let t = Instant::now();
         let output = run_unchecked(&mut cmd, CLI_TIMEOUT);
-        eprintln!("cli {args:?} {:?}", t.elapsed());
         let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         assert!(
             output.status.success(),
@@ -471,11 +471,8 @@ admin_token = "{token}"
 
     /// `GET /v2/GetClusterHealth`, when it answers 200 with JSON.
     fn health(&self) -> Option<Value> {
-        match http_get(
-            self.admin,
-            "/v2/GetClusterHealth",
-            Some(&self.setup.admin_token),
-        ) {
+        let token = Some(self.setup.admin_token.as_str());
+        match http_get(self.admin, "/v2/GetClusterHealth", token, HTTP_TIMEOUT) {
             Ok((200, body)) => serde_json::from_str(&body).ok(),
             _ => None,
         }
@@ -485,28 +482,31 @@ admin_token = "{token}"
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
+        if thread::panicking() {
+            let log = tail(&self.log(), 60);
+            eprintln!("--- {} log (S3 {}) ---\n{log}", self.name, self.s3);
+        }
     }
 }
 
-/// Waits until every running node is connected to all the running ones and has a write quorum for every
-/// partition.
+/// Waits until every running node is connected to exactly the running ones (which, once three are up,
+/// also means that the layout has reached it).
 fn wait_healthy(nodes: &[Node]) {
-    let running: Vec<&Node> = nodes.iter().filter(|n| n.is_running()).collect();
+    let running = nodes.iter().filter(|n| n.is_running()).count();
     let deadline = Instant::now() + START_TIMEOUT;
-    for node in &running {
+    for node in nodes.iter().filter(|n| n.is_running()) {
         loop {
             let health = node.health();
-            if let Some(h) = &health {
-                if h["storageNodesUp"] == running.len() && h["partitionsQuorum"] == h["partitions"]
-                {
-                    break;
-                }
+            if health
+                .as_ref()
+                .is_some_and(|h| h["storageNodesUp"] == running)
+            {
+                break;
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "garage at {} not healthy within {START_TIMEOUT:?}: {health:?}; its log:\n{}",
-                    node.admin,
-                    tail(&node.log(), 60)
+                    "garage at {} did not see {running} nodes up within {START_TIMEOUT:?}: {health:?}",
+                    node.admin
                 );
             }
             thread::sleep(Duration::from_millis(20));
@@ -582,11 +582,16 @@ fn key_id() -> String {
 }
 
 /// GET `path` from `addr` over HTTP/1.0 (the server closes the connection after its answer), with an
-/// optional bearer token: the status and the body. Blocking and without a runtime, so that sync and async
-/// tests alike may start Garage.
-fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+/// optional bearer token, waiting at most `timeout` for the answer: the status and the body. Blocking and
+/// without a runtime, so that sync and async tests alike may start Garage.
+fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(timeout))?;
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?;
     let mut response = String::new();
