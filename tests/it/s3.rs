@@ -424,6 +424,62 @@ async fn a_blob_over_5_gib_in_over_1000_parts() {
     assert_eq!(format!("sha256:{}", hex::encode(back.finalize())), d);
 }
 
+#[tokio::test]
+async fn garbage_collection_on_s3() {
+    let s = TestServer::start_on(StoreKind::S3, test_config()).await;
+    let c = s.client();
+    let blobs_of = |seed: &str| {
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+        [
+            digest(config.as_bytes()),
+            digest(format!("layer of {seed}").as_bytes()),
+        ]
+    };
+    let (_, kept) = c.push_image("app", "v1", "kept").await;
+    let (_, gone) = c.push_image("app", "v2", "removed").await;
+    c.delete(&format!("/v2/app/manifests/{gone}"))
+        .await
+        .assert_status(202);
+    let options = berth::gc::Options {
+        dry_run: false,
+        delete_untagged: false,
+        grace_period: Duration::ZERO,
+    };
+    let report = berth::gc::collect(&s.state.registry, &options)
+        .await
+        .unwrap();
+    let removed: std::collections::BTreeSet<String> =
+        report.blobs.iter().map(|(d, _)| d.to_string()).collect();
+    let mut want: std::collections::BTreeSet<String> = blobs_of("removed").into();
+    want.insert(gone);
+    assert_eq!(removed, want, "{report}");
+
+    let driver = s.store.driver();
+    let stored: std::collections::BTreeSet<String> = keys(driver.as_ref(), "blobs")
+        .await
+        .iter()
+        .filter_map(|k| k.strip_suffix("/data"))
+        .filter_map(|k| k.rsplit('/').next())
+        .map(|hex| format!("sha256:{hex}"))
+        .collect();
+    let mut left: std::collections::BTreeSet<String> = blobs_of("kept").into();
+    left.insert(kept.clone());
+    assert_eq!(stored, left, "blobs left in the bucket");
+    c.get("/v2/app/manifests/v1").await.assert_status(200);
+    for blob in blobs_of("kept") {
+        c.get(&format!("/v2/app/blobs/{blob}"))
+            .await
+            .assert_status(200);
+    }
+    let again = berth::gc::collect(&s.state.registry, &options)
+        .await
+        .unwrap();
+    assert!(
+        again.blobs.is_empty(),
+        "a second collection found more: {again}"
+    );
+}
+
 // The harness itself.
 
 #[test]
