@@ -319,47 +319,51 @@ fn docker_pushes_to_and_pulls_from_berth_on_s3() {
     );
 }
 
+/// Two berth processes, on different nodes of a three-node Garage cluster: images pushed through one are
+/// pulled through the other while a node is stopped in the middle of the run and started again.
 #[test]
 fn pushes_and_pulls_go_on_while_a_garage_node_is_down() {
     let mut cluster = GarageCluster::spawn();
-    let env = cluster.berth_env_at(0, "/cluster");
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let cwd = tempfile::tempdir().unwrap();
-    let berth = Berth::start(cwd.path(), None, &env);
-    let host = berth.host();
-    let push = |n: usize| {
-        let layout = tempfile::tempdir().unwrap();
-        write_single_arch_layout(layout.path(), "t", &format!("image {n}"));
-        let out = skopeo_copy(
-            &format!("oci:{}:t", layout.path().display()),
-            &format!("docker://{host}/c/app:{n}"),
-        );
-        assert!(out.status.success(), "push {n} failed");
-        layout
+    let start = |node: usize| {
+        let env = cluster.berth_env_at(node, "/cluster");
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let cwd = tempfile::tempdir().unwrap();
+        (Berth::start(cwd.path(), None, &env), cwd)
     };
-    let pull = |n: usize, want: &std::path::Path| {
-        let back = tempfile::tempdir().unwrap();
-        let out = skopeo_copy(
-            &format!("docker://{host}/c/app:{n}"),
-            &format!("oci:{}:t", back.path().display()),
-        );
-        assert!(out.status.success(), "pull {n} failed");
-        crate::support::clients::assert_same_layout(want, back.path(), "t");
-    };
-    let first = push(1);
+    let (a, _a_dir) = start(0);
+    let (b, _b_dir) = start(1);
+    let (via_a, via_b) = (a.host(), b.host());
+    const ROUNDS: usize = 6;
+    let traffic = std::thread::spawn(move || {
+        for n in 1..=ROUNDS {
+            let layout = tempfile::tempdir().unwrap();
+            write_single_arch_layout(layout.path(), "t", &format!("image {n}"));
+            let out = skopeo_copy(
+                &format!("oci:{}:t", layout.path().display()),
+                &format!("docker://{via_a}/c/app:{n}"),
+            );
+            assert!(out.status.success(), "push {n} through A failed");
+            let back = tempfile::tempdir().unwrap();
+            let out = skopeo_copy(
+                &format!("docker://{via_b}/c/app:{n}"),
+                &format!("oci:{}:t", back.path().display()),
+            );
+            assert!(out.status.success(), "pull {n} through B failed");
+            crate::support::clients::assert_same_layout(layout.path(), back.path(), "t");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(800));
     cluster.stop(2);
-    let second = push(2);
-    pull(1, first.path());
-    pull(2, second.path());
+    std::thread::sleep(Duration::from_secs(2));
     cluster.start(2);
-    let third = push(3);
-    pull(3, third.path());
-    pull(2, second.path());
+    traffic
+        .join()
+        .expect("pushes and pulls failed while a node was down");
     assert_eq!(
-        get_json(&format!("http://{host}/v2/c/app/tags/list"))["tags"]
+        get_json(&format!("http://{}/v2/c/app/tags/list", b.host()))["tags"]
             .as_array()
             .map(Vec::len),
-        Some(3)
+        Some(ROUNDS)
     );
 }
 
