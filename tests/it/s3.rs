@@ -384,7 +384,7 @@ async fn a_blob_over_5_gib_in_over_1000_parts() {
     let chunks = LEN / CHUNK as u64;
     let mut hasher = Sha256::new();
     for i in 0..chunks {
-        hasher.update(&chunk(i));
+        hasher.update(chunk(i));
     }
     let d = format!("sha256:{}", hex::encode(hasher.finalize()));
 
