@@ -294,6 +294,20 @@ impl Driver for TimedDriver {
         self.inner.is_shared()
     }
 
+    async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()> {
+        let t = Instant::now();
+        let r = self.inner.seal(from, size, to).await;
+        self.done("Move", t);
+        r
+    }
+
+    async fn purge_incomplete(&self, before: std::time::SystemTime) -> Result<usize> {
+        let t = Instant::now();
+        let r = self.inner.purge_incomplete(before).await;
+        self.done("Delete", t);
+        r
+    }
+
     async fn put_all(&self, items: Vec<(String, Bytes)>) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.put_all(items).await;

@@ -74,6 +74,13 @@ impl HashPipe {
     }
 }
 
+/// The upload's data no longer reaches the offset its hash state acknowledges (damaged by hand, or lost).
+fn lost_data(offset: u64) -> Error {
+    Error::UploadInvalid(format!(
+        "the upload's data does not reach its acknowledged offset {offset}; start a new upload"
+    ))
+}
+
 impl Registry {
     /// Starts an upload and returns its id.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
@@ -154,9 +161,18 @@ impl Registry {
             if state.offset == 0 {
                 self.driver.put(&blob, Bytes::new()).await?;
             } else {
-                self.driver
-                    .rename(&paths::upload_data(repo, id), &blob)
-                    .await?;
+                // Exactly the acknowledged bytes, whatever a later, unacknowledged chunk left.
+                match self
+                    .driver
+                    .seal(&paths::upload_data(repo, id), state.offset, &blob)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if e.kind == crate::storage::ErrorKind::BadOffset => {
+                        return Err(lost_data(state.offset))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         self.link(&paths::layer_link(repo, expected), expected)
@@ -278,10 +294,7 @@ impl Registry {
             Ok(w) => w,
             // The data ends before the saved state's offset: damaged, or cut short by hand.
             Err(e) if e.kind == crate::storage::ErrorKind::BadOffset => {
-                return Err(Error::UploadInvalid(format!(
-                    "the upload's data does not reach its acknowledged offset {}; start a new upload",
-                    state.offset
-                )))
+                return Err(lost_data(state.offset))
             }
             Err(e) => return Err(e.into()),
         };

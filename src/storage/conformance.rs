@@ -60,7 +60,7 @@ pub async fn run(d: &dyn Driver) {
     d.delete("l/m").await.unwrap();
     assert!(d.stat("l/m").await.unwrap_err().is_not_found());
 
-    // writer: create, append at offset, reopen at the commit before the last
+    // writer: create, append at offset, reopen at an earlier commit
     let mut w = d.writer("w/data", 0).await.unwrap();
     w.write(Bytes::from_static(b"abc")).await.unwrap();
     w.write(Bytes::from_static(b"def")).await.unwrap();
@@ -80,14 +80,29 @@ pub async fn run(d: &dyn Driver) {
     let past = d.writer("w/data", 99).await.err().map(|e| e.kind);
     assert_eq!(past, Some(ErrorKind::BadOffset), "offset past the end");
 
-    // rename replaces atomically
+    // seal: exactly the bytes of the commit named, moved into place (replacing what was there)
     d.put("x/target", Bytes::from_static(b"old")).await.unwrap();
-    d.rename("w/data", "x/target").await.unwrap();
+    let wrong = d.seal("w/data", 99, "x/target").await.err().map(|e| e.kind);
+    assert_eq!(wrong, Some(ErrorKind::BadOffset), "no commit ended at 99");
+    d.seal("w/data", 9, "x/target").await.unwrap();
     assert_eq!(&d.get("x/target", 100).await.unwrap()[..], b"abcdefXY!");
     assert!(d.stat("w/data").await.unwrap_err().is_not_found());
+
+    // rename replaces atomically
+    d.put("x/source", Bytes::from_static(b"new")).await.unwrap();
+    d.rename("x/source", "x/target").await.unwrap();
+    assert_eq!(&d.get("x/target", 100).await.unwrap()[..], b"new");
+    assert!(d.stat("x/source").await.unwrap_err().is_not_found());
     d.rename("w/data", "x/other").await.unwrap_err();
 
-    // a writer's object that is never renamed goes with a delete of its directory
+    // deleting a path leaves paths that merely start with its name
+    d.put("t/v1/link", Bytes::new()).await.unwrap();
+    d.put("t/v1.parts/link", Bytes::new()).await.unwrap();
+    d.put("t/v10", Bytes::new()).await.unwrap();
+    d.delete("t/v1").await.unwrap();
+    assert_eq!(d.list("t").await.unwrap(), ["v1.parts", "v10"]);
+
+    // a writer's object that is never sealed goes with a delete of its directory
     let mut w = d.writer("u/1/data", 0).await.unwrap();
     w.write(Bytes::from_static(b"partial")).await.unwrap();
     w.commit().await.unwrap();
@@ -99,10 +114,10 @@ pub async fn run(d: &dyn Driver) {
     let gone = d.writer("u/1/data", 7).await.err().map(|e| e.kind);
     assert_eq!(gone, Some(ErrorKind::BadOffset));
 
-    // an empty write renamed is an empty object
+    // an empty write sealed is an empty object
     let w = d.writer("e/data", 0).await.unwrap();
     assert_eq!(w.commit().await.unwrap(), 0);
-    d.rename("e/data", "e/blob").await.unwrap();
+    d.seal("e/data", 0, "e/blob").await.unwrap();
     assert_eq!(d.stat("e/blob").await.unwrap().size, 0);
 
     // keys under a prefix, flat and paged
@@ -129,7 +144,7 @@ pub async fn run(d: &dyn Driver) {
 }
 
 /// Writes and reads back `len` bytes through a writer in chunks of `chunk` bytes, committing after every
-/// `per_commit` chunks, then renames it into place and checks every byte. For drivers whose writers work
+/// `per_commit` chunks, then seals it into place and checks every byte. For drivers whose writers work
 /// in parts (S3): choose `len` to cover several parts and a tail.
 pub async fn large_write(d: &dyn Driver, len: usize, chunk: usize, per_commit: usize) {
     let data: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
@@ -143,7 +158,7 @@ pub async fn large_write(d: &dyn Driver, len: usize, chunk: usize, per_commit: u
         offset = w.commit().await.unwrap();
     }
     assert_eq!(offset, len as u64);
-    d.rename("big/data", "big/blob").await.unwrap();
+    d.seal("big/data", len as u64, "big/blob").await.unwrap();
     assert_eq!(d.stat("big/blob").await.unwrap().size, len as u64);
     assert!(
         read_all(d, "big/blob", 0, len as u64).await == data,

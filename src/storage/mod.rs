@@ -184,6 +184,33 @@ pub trait Driver: Send + Sync + 'static {
     /// [`Driver::writer`] becomes a plain object here.
     async fn rename(&self, from: &str, to: &str) -> Result<()>;
 
+    /// Moves what writers on `from` committed up to `size` (a size one of its writers' `commit`s returned)
+    /// to `to`, which then holds exactly those bytes. `BadOffset` if no commit ended at `size`.
+    async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()> {
+        let len = match self.stat(from).await {
+            Ok(meta) => meta.size,
+            Err(e) if e.is_not_found() => {
+                return Err(StorageError::new(ErrorKind::BadOffset, from))
+            }
+            Err(e) => return Err(e),
+        };
+        if len < size {
+            return Err(StorageError::new(ErrorKind::BadOffset, from));
+        }
+        if len > size {
+            // Bytes past `size` are a later commit that was never acknowledged: cut them off.
+            let w = self.writer(from, size).await?;
+            w.commit().await?;
+        }
+        self.rename(from, to).await
+    }
+
+    /// Removes what interrupted writes left that no path names any more (an object store's multipart
+    /// uploads), when started before `before`; returns how many. Upload purging calls it.
+    async fn purge_incomplete(&self, _before: std::time::SystemTime) -> Result<usize> {
+        Ok(0)
+    }
+
     /// A URL a client may fetch the object from directly (a presigned URL), if the driver redirects.
     async fn redirect_url(&self, _path: &str) -> Result<Option<String>> {
         Ok(None)

@@ -4,23 +4,31 @@
 //! Small objects, reads, listings and deletes map one to one onto S3 requests. What S3 has no word for is
 //! a writer that appends across requests, and possibly across berth instances: the PATCH requests of one
 //! upload may land on different instances behind a load balancer. A writer on `P` is therefore a multipart
-//! upload of `P` whose state lives in the bucket, beside it, under `P.parts/`:
+//! upload of `P` whose state lives in the bucket, beside it, under `P!parts/` (`!` is in neither the tag
+//! nor the repository grammar, so no name of the layout ends that way):
 //!
-//! - `state`: the multipart upload's id, its part size, the ETags of the parts uploaded so far, and two
-//!   snapshots (the last commit and the one before it), each an offset, a part count and a tail object.
+//! - `state-<offset>`: one per commit: the multipart upload's id, its part size, the ETags of the whole
+//!   parts before `offset`, and the tail object holding the rest.
 //! - `tail-<offset>`: the bytes after the last whole part (less than one part), kept as an object because
 //!   every part but the last must have the same size (S3 services such as R2 require equal parts).
-//! - `mpu-<uuid>`: one record per multipart upload created, so that deleting `P` (upload purging, an
-//!   upload's cancel) aborts it even when a crash came before any state named it.
 //!
-//! A writer holds at most one part in memory. Reopening at either snapshot's offset continues from it;
-//! parts past it are uploaded again under the same part numbers, which S3 replaces. `rename` completes the
-//! upload (the tail is its last part) and copies the object into place; objects over the copy threshold
-//! are copied as a multipart copy (`UploadPartCopy`), which has no 5 GiB limit.
+//! A writer holds at most one part in memory. Reopening at a committed offset continues from its state;
+//! parts past it are uploaded again under the same part numbers, which S3 replaces, and a stale writer
+//! (a request that outlived its client) can only add states at offsets of its own: the state at the
+//! offset the registry acknowledged is never replaced by other bytes. States before the one a commit
+//! started from are removed. `seal` completes the upload from the state at the acknowledged offset (the
+//! tail is the last part) and copies the object into place; objects over the copy threshold are copied as
+//! a multipart copy (`UploadPartCopy`), which has no 5 GiB limit. Deleting a path aborts the multipart
+//! uploads under it, and upload purging aborts any older than its age (ListMultipartUploads), so none
+//! escapes, whatever was cut off when.
 //!
 //! Nothing here relies on conditional PUT (some services, Garage among them, ignore `If-None-Match`):
-//! blobs are content-addressed, so every write is idempotent, and the small state objects are written by
-//! one request at a time (the client sends an upload's chunks in order).
+//! blobs are content-addressed, so every write is idempotent; state objects are per offset. S3 checks the
+//! part ETags when an upload is completed, so parts replaced by a stale writer fail the completion rather
+//! than publish other bytes.
+//!
+//! Three requests object_store has no call for (CopyObject with a storage class, UploadPartCopy,
+//! ListMultipartUploads) are presigned by object_store and sent with the same HTTP client stack.
 
 use std::io;
 use std::time::{Duration, SystemTime};
@@ -37,6 +45,7 @@ use object_store::{
     Attribute, Attributes, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
     PutMultipartOptions, PutOptions, PutPayload,
 };
+use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::{ByteStream, Driver, ErrorKind, Meta, Result, StorageError, Writer};
@@ -119,6 +128,8 @@ pub struct S3Driver {
     copy_part: u64,
     copy_concurrency: usize,
     attributes: Attributes,
+    /// Headers a copy must carry to store its object as a PUT would (storage class, encryption).
+    copy_headers: Vec<(HeaderName, HeaderValue)>,
     redirect: bool,
     http: reqwest::Client,
 }
@@ -148,22 +159,84 @@ fn map_err(path: &str, e: object_store::Error) -> StorageError {
     }
 }
 
+/// Where a writer on `path` keeps its state.
+fn parts_dir(path: &str) -> String {
+    format!("{path}!parts")
+}
+
+fn state_path(path: &str, offset: u64) -> String {
+    format!("{path}!parts/state-{offset:020}")
+}
+
+fn tail_path(path: &str, offset: u64) -> String {
+    format!("{path}!parts/tail-{offset:020}")
+}
+
+/// The offset in a `state-*` or `tail-*` name.
+fn offset_of(name: &str) -> Option<u64> {
+    name.strip_prefix("state-")
+        .or_else(|| name.strip_prefix("tail-"))?
+        .parse()
+        .ok()
+}
+
+/// What one commit of a writer left: enough to continue from it, or to complete the upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WriterState {
+    upload_id: Option<String>,
+    part_size: u64,
+    /// ETags of the whole parts, in order.
+    etags: Vec<String>,
+    offset: u64,
+    /// Whether `tail-<offset>` holds the bytes after the whole parts.
+    tail: bool,
+}
+
+/// A multipart upload in progress, as ListMultipartUploads describes it.
+#[derive(Debug, Deserialize)]
+struct PendingUpload {
+    #[serde(rename = "Key")]
+    key: String,
+    #[serde(rename = "UploadId")]
+    upload_id: String,
+    #[serde(rename = "Initiated", default)]
+    initiated: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PendingUploads {
+    #[serde(rename = "Upload", default)]
+    uploads: Vec<PendingUpload>,
+    #[serde(rename = "IsTruncated", default)]
+    truncated: bool,
+    #[serde(rename = "NextKeyMarker", default)]
+    next_key: Option<String>,
+    #[serde(rename = "NextUploadIdMarker", default)]
+    next_upload: Option<String>,
+}
+
+/// Bytes of an object key that `x-amz-copy-source` must percent-encode (all but unreserved and `/`).
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 impl S3Driver {
     /// Builds the client; no request is made until the first call.
     pub fn new(s: &S3Settings) -> std::result::Result<S3Driver, String> {
         // reqwest is built without a default TLS provider: use ring, once per process.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        if !(MIN_PART..=MAX_PART).contains(&s.chunksize) {
-            return Err(format!(
-                "chunksize {} is outside S3's part sizes ({MIN_PART} to {MAX_PART} bytes)",
-                s.chunksize
-            ));
-        }
-        if !(MIN_PART..=MAX_PART).contains(&s.multipartcopychunksize) {
-            return Err(format!(
-                "multipartcopychunksize {} is outside S3's part sizes ({MIN_PART} to {MAX_PART} bytes)",
-                s.multipartcopychunksize
-            ));
+        for (key, n) in [
+            ("chunksize", s.chunksize),
+            ("multipartcopychunksize", s.multipartcopychunksize),
+        ] {
+            if !(MIN_PART..=MAX_PART).contains(&n) {
+                return Err(format!(
+                    "{key} {n} is outside S3's part sizes ({MIN_PART} to {MAX_PART} bytes)"
+                ));
+            }
         }
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&s.bucket)
@@ -187,39 +260,56 @@ impl S3Driver {
             };
             b = b.with_endpoint(endpoint.trim_end_matches('/'));
         }
+        let header = |name: &'static str, value: &str| -> std::result::Result<_, String> {
+            let value = HeaderValue::try_from(value).map_err(|e| format!("{name}: {e}"))?;
+            Ok((HeaderName::from_static(name), value))
+        };
+        let mut copy_headers = Vec::new();
         if s.encrypt {
             match &s.keyid {
-                Some(key) => b = b.with_sse_kms_encryption(key),
+                Some(key) => {
+                    b = b.with_sse_kms_encryption(key);
+                    copy_headers.push(header("x-amz-server-side-encryption", "aws:kms")?);
+                    copy_headers.push(header("x-amz-server-side-encryption-aws-kms-key-id", key)?);
+                }
                 None => {
                     let key: AmazonS3ConfigKey = "aws_server_side_encryption"
                         .parse()
                         .map_err(|e: object_store::Error| e.to_string())?;
                     b = b.with_config(key, "AES256");
+                    copy_headers.push(header("x-amz-server-side-encryption", "AES256")?);
                 }
             }
+        }
+        let mut attributes = Attributes::new();
+        if let Some(class) = &s.storageclass {
+            attributes.insert(Attribute::StorageClass, class.clone().into());
+            copy_headers.push(header("x-amz-storage-class", class)?);
         }
         let options = ClientOptions::new()
             .with_allow_invalid_certificates(s.skipverify)
             .with_allow_http(true)
             .with_connect_timeout(Duration::from_secs(10));
-        // Small requests give up after a while; streams (a blob read as fast as its client takes it, a
-        // part as fast as the client sends it) take as long as they take.
+        // Small requests give up after a while. Streams (a blob read as fast as its client takes it, a
+        // part as fast as the client sends it, a server-side copy) take as long as they take, but not a
+        // minute without a byte.
         let store = b
             .clone()
             .with_client_options(options.clone().with_timeout(Duration::from_secs(300)))
             .build()
             .map_err(|e| e.to_string())?;
         let bulk = b
-            .with_client_options(options.with_timeout_disabled())
+            .with_client_options(
+                options
+                    .with_timeout_disabled()
+                    .with_read_timeout(Duration::from_secs(60)),
+            )
             .build()
             .map_err(|e| e.to_string())?;
-        let mut attributes = Attributes::new();
-        if let Some(class) = &s.storageclass {
-            attributes.insert(Attribute::StorageClass, class.clone().into());
-        }
         let http = reqwest::Client::builder()
             .danger_accept_invalid_certs(s.skipverify)
             .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(600))
             .build()
             .map_err(|e| e.to_string())?;
         let root = s.rootdirectory.trim_matches('/');
@@ -237,6 +327,7 @@ impl S3Driver {
             copy_part: s.multipartcopychunksize,
             copy_concurrency: s.multipartcopymaxconcurrency.max(1),
             attributes,
+            copy_headers,
             redirect: s.redirect,
             http,
         })
@@ -251,14 +342,6 @@ impl S3Driver {
         PutOptions {
             attributes: self.attributes.clone(),
             ..PutOptions::default()
-        }
-    }
-
-    async fn get_opt(&self, path: &str, limit: u64) -> Result<Option<Bytes>> {
-        match Driver::get(self, path, limit).await {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
         }
     }
 
@@ -288,42 +371,135 @@ impl S3Driver {
         Ok(())
     }
 
-    /// Aborts the multipart upload a `mpu-*` record names.
-    async fn abort_recorded(&self, record: &Path) -> Result<()> {
-        let at = record.as_ref();
-        let raw = match self.store.get(record).await {
-            Ok(r) => r.bytes().await.map_err(|e| map_err(at, e))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(map_err(at, e)),
-        };
-        let rec: MpuRecord = serde_json::from_slice(&raw).map_err(|e| other(at, e))?;
-        let key = Path::parse(&rec.key).map_err(|e| other(at, e))?;
-        match self.store.abort_multipart(&key, &rec.upload_id).await {
+    /// A request object_store has no call for, presigned by it and sent with our client; retried on
+    /// connection errors and 5xx answers, as object_store retries its own. Returns the status and body.
+    async fn signed(
+        &self,
+        method: reqwest::Method,
+        key: &Path,
+        query: &[(&str, String)],
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<(reqwest::StatusCode, String)> {
+        let at = key.as_ref();
+        let mut options = SignedUrlOptions::default()
+            .with_query(query.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        for (name, value) in headers {
+            options = options.with_signed_header(name.clone(), value.clone());
+        }
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=4 {
+            let url = self
+                .store
+                .signed_url_opts(method.clone(), key, Duration::from_secs(3600), &options)
+                .await
+                .map_err(|e| map_err(at, e))?;
+            let mut request = self.http.request(method.clone(), url.as_str());
+            for (name, value) in headers {
+                request = request.header(name.clone(), value.clone());
+            }
+            let failure = match request.send().await {
+                Ok(response) if !response.status().is_server_error() || attempt == 4 => {
+                    let status = response.status();
+                    let body = response.text().await.map_err(|e| other(at, e))?;
+                    return Ok((status, body));
+                }
+                Ok(response) => response.status().to_string(),
+                Err(e) if attempt == 4 => return Err(other(at, e)),
+                Err(e) => e.to_string(),
+            };
+            tracing::debug!(key = at, attempt, error = %failure, "S3 request retried");
+            tokio::time::sleep(delay).await;
+            delay *= 4;
+        }
+        Err(other(at, "S3 request failed"))
+    }
+
+    /// The multipart uploads in progress whose keys start with `prefix` (ListMultipartUploads, all pages).
+    async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+        let bucket = Path::from("");
+        let mut out = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        // At most 1,000 per page; bounded all the same.
+        for _ in 0..10_000 {
+            let mut query = vec![("uploads", String::new()), ("prefix", prefix.to_owned())];
+            if let Some((key, upload)) = &markers {
+                query.push(("key-marker", key.clone()));
+                query.push(("upload-id-marker", upload.clone()));
+            }
+            let (status, body) = self
+                .signed(reqwest::Method::GET, &bucket, &query, &[])
+                .await?;
+            if !status.is_success() {
+                return Err(other(
+                    prefix,
+                    format!("ListMultipartUploads answered {status}: {}", body.trim()),
+                ));
+            }
+            let page: PendingUploads = quick_xml::de::from_str(&body)
+                .map_err(|e| other(prefix, format!("ListMultipartUploads: {e}")))?;
+            out.extend(page.uploads);
+            match (page.truncated, page.next_key, page.next_upload) {
+                (true, Some(key), Some(upload)) => markers = Some((key, upload)),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn abort(&self, upload: &PendingUpload) -> Result<()> {
+        let key = Path::parse(&upload.key).map_err(|e| other(&upload.key, e))?;
+        match self.store.abort_multipart(&key, &upload.upload_id).await {
             // Completed or aborted already.
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(other(at, e)),
+            Err(e) => Err(other(&upload.key, e)),
         }
     }
 
-    async fn load_state(&self, path: &str) -> Result<Option<WriterState>> {
-        let state_path = parts_path(path, "state");
-        let Some(raw) = self.get_opt(&state_path, 16 << 20).await? else {
-            return Ok(None);
+    async fn load_state(&self, path: &str, offset: u64) -> Result<WriterState> {
+        let at = state_path(path, offset);
+        let raw = match Driver::get(self, &at, 16 << 20).await {
+            Ok(raw) => raw,
+            Err(e) if e.is_not_found() => {
+                return Err(StorageError::new(ErrorKind::BadOffset, path))
+            }
+            Err(e) => return Err(e),
         };
-        serde_json::from_slice(&raw)
-            .map(Some)
-            .map_err(|e| other(&state_path, e))
+        let state: WriterState = serde_json::from_slice(&raw).map_err(|e| other(&at, e))?;
+        let whole = state.etags.len() as u64 * state.part_size;
+        if !(1..=MAX_PART).contains(&state.part_size) || whole > offset || state.offset != offset {
+            return Err(other(&at, "inconsistent writer state"));
+        }
+        Ok(state)
     }
 
-    /// Copies an object; past the threshold as a multipart copy of equal parts, several at a time.
+    /// Copies an object: in one request up to the threshold (CopyObject, with the storage class and
+    /// encryption a PUT would have), else as a multipart copy of equal parts, several at a time.
     async fn copy_object(&self, from: &str, to: &str, size: u64) -> Result<()> {
         let (src, dst) = (self.key(from)?, self.key(to)?);
+        let source = format!(
+            "/{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(src.as_ref(), COPY_SOURCE)
+        );
+        let source = HeaderValue::try_from(source).map_err(|e| other(from, e))?;
+        let copy_source = HeaderName::from_static("x-amz-copy-source");
         if size <= self.copy_threshold {
-            return self
-                .bulk
-                .copy(&src, &dst)
-                .await
-                .map_err(|e| map_err(from, e));
+            let mut headers = vec![(copy_source, source)];
+            headers.extend(self.copy_headers.iter().cloned());
+            let (status, body) = self
+                .signed(reqwest::Method::PUT, &dst, &[], &headers)
+                .await?;
+            return match status {
+                // S3 may answer 200 with an error document for a copy.
+                s if s.is_success() && body.contains("CopyObjectResult") => Ok(()),
+                s if s == reqwest::StatusCode::NOT_FOUND => {
+                    Err(StorageError::new(ErrorKind::NotFound, from))
+                }
+                s => Err(other(
+                    from,
+                    format!("CopyObject answered {s}: {}", body.trim()),
+                )),
+            };
         }
         let part = copy_part_size(size, self.copy_part);
         let id = self
@@ -340,15 +516,38 @@ impl S3Driver {
         let ranges: Vec<(usize, u64, u64)> = (0..size.div_ceil(part))
             .map(|i| (i as usize, i * part, ((i + 1) * part).min(size) - 1))
             .collect();
-        let source = format!("/{}/{}", self.bucket, src.as_ref());
         let parts: Result<Vec<PartId>> = stream::iter(ranges)
-            .map(|(i, first, last)| self.upload_part_copy(&dst, &id, i, &source, first, last))
+            .map(|(i, first, last)| {
+                let (id, dst, source, copy_source) = (&id, &dst, &source, &copy_source);
+                async move {
+                    let range = HeaderValue::try_from(format!("bytes={first}-{last}"))
+                        .map_err(|e| other(to, e))?;
+                    let headers = [
+                        (copy_source.clone(), source.clone()),
+                        (HeaderName::from_static("x-amz-copy-source-range"), range),
+                    ];
+                    let query = [
+                        ("partNumber", (i + 1).to_string()),
+                        ("uploadId", id.clone()),
+                    ];
+                    let (status, body) = self
+                        .signed(reqwest::Method::PUT, dst, &query, &headers)
+                        .await?;
+                    match copy_part_etag(&body) {
+                        Some(etag) if status.is_success() => Ok(PartId { content_id: etag }),
+                        _ => Err(other(
+                            to,
+                            format!("UploadPartCopy answered {status}: {}", body.trim()),
+                        )),
+                    }
+                }
+            })
             .buffered(self.copy_concurrency)
             .try_collect()
             .await;
         let done = match parts {
             Ok(parts) => self
-                .store
+                .bulk
                 .complete_multipart(&dst, &id, parts)
                 .await
                 .map(|_| ())
@@ -356,69 +555,10 @@ impl S3Driver {
             Err(e) => Err(e),
         };
         if done.is_err() {
+            // Upload purging aborts it if this does not get through.
             let _ = self.store.abort_multipart(&dst, &id).await;
         }
         done
-    }
-
-    /// One `UploadPartCopy`, signed by object_store (a presigned request carrying the copy headers).
-    async fn upload_part_copy(
-        &self,
-        dst: &Path,
-        id: &str,
-        index: usize,
-        source: &str,
-        first: u64,
-        last: u64,
-    ) -> Result<PartId> {
-        let at = dst.as_ref();
-        let header =
-            |v: String| reqwest::header::HeaderValue::try_from(v).map_err(|e| other(at, e));
-        let (copy_source, copy_range) = (
-            header(source.to_owned())?,
-            header(format!("bytes={first}-{last}"))?,
-        );
-        let options = SignedUrlOptions::default()
-            .with_query([
-                ("partNumber", (index + 1).to_string()),
-                ("uploadId", id.to_owned()),
-            ])
-            .with_signed_header(
-                reqwest::header::HeaderName::from_static("x-amz-copy-source"),
-                copy_source.clone(),
-            )
-            .with_signed_header(
-                reqwest::header::HeaderName::from_static("x-amz-copy-source-range"),
-                copy_range.clone(),
-            );
-        let url = self
-            .store
-            .signed_url_opts(
-                reqwest::Method::PUT,
-                dst,
-                Duration::from_secs(3600),
-                &options,
-            )
-            .await
-            .map_err(|e| map_err(at, e))?;
-        let response = self
-            .http
-            .put(url.as_str())
-            .header("x-amz-copy-source", copy_source)
-            .header("x-amz-copy-source-range", copy_range)
-            .send()
-            .await
-            .map_err(|e| other(at, e))?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| other(at, e))?;
-        // S3 may answer 200 with an error document for a copy.
-        match copy_part_etag(&body) {
-            Some(etag) if status.is_success() => Ok(PartId { content_id: etag }),
-            _ => Err(other(
-                at,
-                format!("UploadPartCopy answered {status}: {}", body.trim()),
-            )),
-        }
     }
 }
 
@@ -432,45 +572,18 @@ fn copy_part_size(size: u64, configured: u64) -> u64 {
 
 /// The ETag in a `CopyPartResult` document.
 fn copy_part_etag(body: &str) -> Option<String> {
-    if body.contains("<Error>") {
+    #[derive(Deserialize)]
+    struct CopyPartResult {
+        #[serde(rename = "ETag")]
+        etag: String,
+    }
+    // The root element's name is not checked by the deserializer: an `<Error>` has fields of its own.
+    if !body.contains("<CopyPartResult") {
         return None;
     }
-    let start = body.find("<ETag>")? + "<ETag>".len();
-    let end = start + body[start..].find("</ETag>")?;
-    Some(
-        body[start..end]
-            .replace("&quot;", "\"")
-            .replace("&#34;", "\""),
-    )
-}
-
-fn parts_path(path: &str, name: &str) -> String {
-    format!("{path}.parts/{name}")
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-struct Snapshot {
-    offset: u64,
-    /// Whole parts before the tail.
-    parts: usize,
-    /// The object holding the bytes after the whole parts, if any.
-    tail: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct WriterState {
-    upload_id: Option<String>,
-    part_size: u64,
-    /// ETags of the parts, in order; the snapshots use a prefix of them.
-    etags: Vec<String>,
-    current: Snapshot,
-    previous: Option<Snapshot>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct MpuRecord {
-    key: String,
-    upload_id: String,
+    quick_xml::de::from_str::<CopyPartResult>(body)
+        .ok()
+        .map(|r| r.etag)
 }
 
 #[async_trait]
@@ -607,14 +720,20 @@ impl Driver for S3Driver {
 
     async fn delete(&self, path: &str) -> Result<()> {
         let key = self.key(path)?;
-        let parts = format!("{path}.parts");
-        let (under, writer) =
-            futures_util::future::try_join(self.keys_under(path), self.keys_under(&parts)).await?;
-        // Multipart uploads are aborted before their records go.
-        for record in under.iter().chain(&writer) {
-            if record.filename().is_some_and(|n| n.starts_with("mpu-")) {
-                self.abort_recorded(record).await?;
-            }
+        let parts = parts_dir(path);
+        let (under, writer, pending) = futures_util::future::try_join3(
+            self.keys_under(path),
+            self.keys_under(&parts),
+            self.pending_uploads(key.as_ref()),
+        )
+        .await?;
+        // Multipart uploads of the path or under it are aborted, not left to cost storage.
+        let below = format!("{}/", key.as_ref());
+        for upload in pending
+            .iter()
+            .filter(|u| u.key == key.as_ref() || u.key.starts_with(&below))
+        {
+            self.abort(upload).await?;
         }
         let mut keys = under;
         keys.extend(writer);
@@ -624,88 +743,71 @@ impl Driver for S3Driver {
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn Writer>> {
         let key = self.key(path)?;
-        let loaded = if offset == 0 {
-            None
-        } else {
-            self.load_state(path).await?
-        };
-        let (state, base) = match loaded {
-            None if offset == 0 => (
-                WriterState {
-                    upload_id: None,
-                    part_size: self.part_size,
-                    etags: Vec::new(),
-                    current: Snapshot::default(),
-                    previous: None,
-                },
-                None,
-            ),
-            None => return Err(StorageError::new(ErrorKind::BadOffset, path)),
-            Some(state) => {
-                let base = [Some(&state.current), state.previous.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .find(|s| s.offset == offset)
-                    .cloned()
-                    .ok_or_else(|| StorageError::new(ErrorKind::BadOffset, path))?;
-                (state, Some(base))
+        let state = if offset == 0 {
+            WriterState {
+                upload_id: None,
+                part_size: self.part_size,
+                etags: Vec::new(),
+                offset: 0,
+                tail: false,
             }
+        } else {
+            self.load_state(path, offset).await?
         };
-        let start = base.clone().unwrap_or_default();
         let mut buf = BytesMut::with_capacity(state.part_size as usize);
-        if let Some(tail) = &start.tail {
-            let data = Driver::get(self, &parts_path(path, tail), state.part_size).await?;
+        if state.tail {
+            let data = Driver::get(self, &tail_path(path, offset), state.part_size).await?;
             buf.extend_from_slice(&data);
         }
-        let mut etags = state.etags.clone();
-        etags.truncate(start.parts);
+        if state.etags.len() as u64 * state.part_size + buf.len() as u64 != offset {
+            return Err(other(path, "the writer state and its tail disagree"));
+        }
         Ok(Box::new(S3Writer {
             driver: self.clone(),
             path: path.to_owned(),
             key,
-            loaded: base.map(|_| state.clone()),
+            base: offset,
+            opened: offset > 0,
             upload_id: state.upload_id,
             part_size: state.part_size,
-            etags,
-            base: start,
+            etags: state.etags,
             buf,
         }))
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let Some(state) = self.load_state(from).await? else {
-            let size = self.stat(from).await?.size;
-            self.copy_object(from, to, size).await?;
+        let size = self.stat(from).await?.size;
+        self.copy_object(from, to, size).await?;
+        self.delete(from).await
+    }
+
+    async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()> {
+        if size == 0 {
+            self.put(to, Bytes::new()).await?;
             return self.delete(from).await;
-        };
-        let cur = &state.current;
-        match (&state.upload_id, cur.parts) {
-            (_, 0) => match &cur.tail {
-                Some(tail) => {
-                    let tail = parts_path(from, tail);
-                    let size = self.stat(&tail).await?.size;
-                    self.copy_object(&tail, to, size).await?;
-                }
-                None => self.put(to, Bytes::new()).await?,
-            },
+        }
+        let state = self.load_state(from, size).await?;
+        match (&state.upload_id, state.etags.len()) {
+            (_, 0) => {
+                // Less than one part: the tail is the whole object.
+                self.copy_object(&tail_path(from, size), to, size).await?;
+            }
             (None, _) => return Err(other(from, "writer state has parts but no upload")),
             (Some(id), parts) => {
                 let key = self.key(from)?;
-                // A rename cut off after completing the upload finds the object already there.
-                let done = matches!(self.stat(from).await, Ok(m) if m.size == cur.offset);
+                // A seal cut off after completing the upload finds the object already there.
+                let done = matches!(self.stat(from).await, Ok(m) if m.size == size);
                 if !done {
-                    let mut ids: Vec<PartId> = state.etags[..parts.min(state.etags.len())]
+                    let mut ids: Vec<PartId> = state
+                        .etags
                         .iter()
                         .map(|e| PartId {
                             content_id: e.clone(),
                         })
                         .collect();
-                    if ids.len() != parts {
-                        return Err(other(from, "writer state is missing part ETags"));
-                    }
-                    if let Some(tail) = &cur.tail {
+                    if state.tail {
                         let data =
-                            Driver::get(self, &parts_path(from, tail), state.part_size).await?;
+                            Driver::get(self, &tail_path(from, size), state.part_size).await?;
                         let part = self
                             .bulk
                             .put_part(&key, id, parts, PutPayload::from(data))
@@ -713,15 +815,28 @@ impl Driver for S3Driver {
                             .map_err(|e| map_err(from, e))?;
                         ids.push(part);
                     }
-                    self.store
+                    self.bulk
                         .complete_multipart(&key, id, ids)
                         .await
                         .map_err(|e| map_err(from, e))?;
                 }
-                self.copy_object(from, to, cur.offset).await?;
+                self.copy_object(from, to, size).await?;
             }
         }
         self.delete(from).await
+    }
+
+    async fn purge_incomplete(&self, before: SystemTime) -> Result<usize> {
+        let mut aborted = 0;
+        for upload in self.pending_uploads(&self.root).await? {
+            let started = humantime::parse_rfc3339_weak(&upload.initiated);
+            // An upload whose start cannot be read is left alone.
+            if started.is_ok_and(|t| t < before) {
+                self.abort(&upload).await?;
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
     }
 
     async fn redirect_url(&self, path: &str) -> Result<Option<String>> {
@@ -746,12 +861,12 @@ struct S3Writer {
     driver: S3Driver,
     path: String,
     key: Path,
-    /// The state this writer was opened from (none for a new write).
-    loaded: Option<WriterState>,
+    /// The offset this writer started from, and whether it continues an earlier commit.
+    base: u64,
+    opened: bool,
     upload_id: Option<String>,
     part_size: u64,
     etags: Vec<String>,
-    base: Snapshot,
     /// The bytes after the last whole part: less than one part between calls.
     buf: BytesMut,
 }
@@ -773,14 +888,6 @@ impl S3Writer {
             )
             .await
             .map_err(|e| map_err(&self.path, e))?;
-        let record = MpuRecord {
-            key: self.key.as_ref().to_owned(),
-            upload_id: id.clone(),
-        };
-        let raw = serde_json::to_vec(&record).map_err(|e| other(&self.path, e))?;
-        let name = format!("mpu-{}", uuid::Uuid::new_v4());
-        d.put(&parts_path(&self.path, &name), Bytes::from(raw))
-            .await?;
         self.upload_id = Some(id.clone());
         Ok(id)
     }
@@ -825,48 +932,34 @@ impl Writer for S3Writer {
         let this = *self;
         let d = &this.driver;
         let offset = this.etags.len() as u64 * this.part_size + this.buf.len() as u64;
-        if this.loaded.is_some() && offset == this.base.offset {
+        if this.opened && offset == this.base {
             return Ok(offset);
         }
-        let tail = if this.buf.is_empty() {
-            None
-        } else {
-            let name = format!("tail-{offset}");
-            d.put(&parts_path(&this.path, &name), this.buf.freeze())
+        let tail = !this.buf.is_empty();
+        if tail {
+            d.put(&tail_path(&this.path, offset), this.buf.freeze())
                 .await?;
-            Some(name)
-        };
-        let current = Snapshot {
-            offset,
-            parts: this.etags.len(),
-            tail,
-        };
-        let previous = this.loaded.as_ref().map(|_| this.base.clone());
+        }
         let state = WriterState {
-            upload_id: this.upload_id.clone(),
+            upload_id: this.upload_id,
             part_size: this.part_size,
             etags: this.etags,
-            current,
-            previous,
+            offset,
+            tail,
         };
         let raw = serde_json::to_vec(&state).map_err(|e| other(&this.path, e))?;
-        d.put(&parts_path(&this.path, "state"), Bytes::from(raw))
+        d.put(&state_path(&this.path, offset), Bytes::from(raw))
             .await?;
-        // Tails no snapshot names any more.
-        if let Some(old) = &this.loaded {
-            let keep = [Some(&state.current), state.previous.as_ref()];
-            for stale in [Some(&old.current), old.previous.as_ref()]
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.tail.as_ref())
-            {
-                if !keep
-                    .iter()
-                    .flatten()
-                    .any(|s| s.tail.as_ref() == Some(stale))
-                {
-                    let _ = d.delete(&parts_path(&this.path, stale)).await;
-                }
+        // The states before the one this writer started from are no longer needed by anyone: the
+        // registry reopens at the newest acknowledged offset, at worst the base. Best effort.
+        if let Ok(names) = d.list(&parts_dir(&this.path)).await {
+            let stale: Vec<Path> = names
+                .iter()
+                .filter(|n| offset_of(n).is_some_and(|o| o < this.base))
+                .filter_map(|n| d.key(&format!("{}/{n}", parts_dir(&this.path))).ok())
+                .collect();
+            if !stale.is_empty() {
+                let _ = d.delete_keys(&this.path, stale).await;
             }
         }
         Ok(offset)
@@ -917,5 +1010,31 @@ mod tests {
         let err = "<Error><Code>InternalError</Code><ETag>x</ETag></Error>";
         assert_eq!(copy_part_etag(err), None);
         assert_eq!(copy_part_etag(""), None);
+    }
+
+    #[test]
+    fn pending_uploads_page() {
+        let body = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker><NextKeyMarker>r/x/data</NextKeyMarker><NextUploadIdMarker>id2</NextUploadIdMarker><MaxUploads>2</MaxUploads><IsTruncated>true</IsTruncated><Upload><Key>r/a/data</Key><UploadId>id1</UploadId><Initiated>2026-11-23T06:35:18.132Z</Initiated><StorageClass>STANDARD</StorageClass></Upload><Upload><Key>r/x/data</Key><UploadId>id2</UploadId><Initiated>2026-11-23T06:35:19Z</Initiated></Upload></ListMultipartUploadsResult>"#;
+        let page: PendingUploads = quick_xml::de::from_str(body).unwrap();
+        assert!(page.truncated);
+        assert_eq!(page.next_key.as_deref(), Some("r/x/data"));
+        assert_eq!(page.next_upload.as_deref(), Some("id2"));
+        let got: Vec<(&str, &str)> = page
+            .uploads
+            .iter()
+            .map(|u| (u.key.as_str(), u.upload_id.as_str()))
+            .collect();
+        assert_eq!(got, [("r/a/data", "id1"), ("r/x/data", "id2")]);
+        for u in &page.uploads {
+            assert!(
+                humantime::parse_rfc3339_weak(&u.initiated).is_ok(),
+                "{}",
+                u.initiated
+            );
+        }
+        let empty = r#"<ListMultipartUploadsResult><Bucket>b</Bucket><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>"#;
+        let page: PendingUploads = quick_xml::de::from_str(empty).unwrap();
+        assert!(page.uploads.is_empty() && !page.truncated);
     }
 }

@@ -30,6 +30,32 @@ async fn the_driver_keeps_the_storage_contract_on_garage() {
     conformance::large_write(&d, 12 * MIB + 123, MIB, 3).await;
     // One chunk larger than two parts.
     conformance::large_write(&d, 11 * MIB, 11 * MIB, 1).await;
+    // A stale writer (a request that outlived its client) commits after a newer one went further: the
+    // bytes at the offset acknowledged last are still the ones sealed.
+    let mut w = d.writer("stale/data", 0).await.unwrap();
+    w.write(bytes::Bytes::from_static(b"abc")).await.unwrap();
+    assert_eq!(w.commit().await.unwrap(), 3);
+    let mut stale = d.writer("stale/data", 3).await.unwrap();
+    let mut fresh = d.writer("stale/data", 3).await.unwrap();
+    fresh
+        .write(bytes::Bytes::from_static(b"def"))
+        .await
+        .unwrap();
+    assert_eq!(fresh.commit().await.unwrap(), 6);
+    let mut fresh = d.writer("stale/data", 6).await.unwrap();
+    fresh
+        .write(bytes::Bytes::from_static(b"ghi"))
+        .await
+        .unwrap();
+    assert_eq!(fresh.commit().await.unwrap(), 9);
+    stale
+        .write(bytes::Bytes::from_static(b"XYZ"))
+        .await
+        .unwrap();
+    assert_eq!(stale.commit().await.unwrap(), 6);
+    d.seal("stale/data", 9, "stale/blob").await.unwrap();
+    assert_eq!(&d.get("stale/blob", 100).await.unwrap()[..], b"abcdefghi");
+
     // The rename copies with UploadPartCopy once the object is over the copy threshold.
     let multipart_copy = S3Driver::new(&berth::storage::s3::S3Settings {
         multipartcopythresholdsize: 5 * MIB as u64,
@@ -134,12 +160,18 @@ async fn upload_purging_removes_abandoned_multipart_uploads() {
         .await
         .assert_status(202);
     let driver = store.driver();
-    let records = keys(driver.as_ref(), "repositories/abandoned/_uploads").await;
+    let state = keys(driver.as_ref(), "repositories/abandoned/_uploads").await;
     assert!(
-        records.iter().any(|k| k.contains(".parts/mpu-")),
-        "no multipart upload recorded: {records:?}"
+        state.iter().any(|k| k.contains("!parts/state-")),
+        "no writer state in the bucket: {state:?}"
     );
     assert_eq!(pending_multipart_uploads(&store).await, 1);
+    // And one that no upload names: a crash between creating it and recording anything.
+    let orphan =
+        object_store::path::Path::from("berth/docker/registry/v2/blobs/sha256/00/orphan/data");
+    use object_store::multipart::MultipartStore;
+    s3_client(&store).create_multipart(&orphan).await.unwrap();
+    assert_eq!(pending_multipart_uploads(&store).await, 2);
 
     let report = berth::gc::purge_uploads(&s.state.registry, Duration::ZERO, false)
         .await
@@ -152,18 +184,16 @@ async fn upload_purging_removes_abandoned_multipart_uploads() {
     assert_eq!(
         pending_multipart_uploads(&store).await,
         0,
-        "the multipart upload was not aborted"
+        "multipart uploads were left behind"
     );
     c.get(&path).await.assert_error(404, "BLOB_UPLOAD_UNKNOWN");
 }
 
-/// The multipart uploads in progress in the test bucket, by S3's ListMultipartUploads (presigned by
-/// object_store, which has no call for it).
-async fn pending_multipart_uploads(store: &TestStore) -> usize {
-    use object_store::signer::{SignedUrlOptions, Signer};
+/// An S3 client of the test's own on the store's bucket.
+fn s3_client(store: &TestStore) -> object_store::aws::AmazonS3 {
     let s3 = store.s3.as_ref().unwrap();
     let garage = store.garage().unwrap();
-    let client = object_store::aws::AmazonS3Builder::new()
+    object_store::aws::AmazonS3Builder::new()
         .with_endpoint(garage.endpoint())
         .with_allow_http(true)
         .with_region(&s3.region)
@@ -172,7 +202,14 @@ async fn pending_multipart_uploads(store: &TestStore) -> usize {
         .with_secret_access_key(&garage.secret_key)
         .with_virtual_hosted_style_request(false)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// The multipart uploads in progress in the test bucket, by S3's ListMultipartUploads (presigned by
+/// object_store, which has no call for it).
+async fn pending_multipart_uploads(store: &TestStore) -> usize {
+    use object_store::signer::{SignedUrlOptions, Signer};
+    let client = s3_client(store);
     let url = client
         .signed_url_opts(
             reqwest::Method::GET,
