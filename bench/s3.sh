@@ -37,20 +37,23 @@ cargo build --release --manifest-path "$here/loadgen/Cargo.toml"
 work=$(mktemp -d "${BENCH_WORK_PARENT:-/var/tmp}/berth-s3-bench.XXXXXX")
 pids=()
 cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    local i
+    # The newest first: the load generator, then the registries, Garage last.
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do wait "${pids[i]}" 2>/dev/null || true; done
     if [ -z "${KEEP:-}" ]; then rm -rf "$work"; else echo "work directory kept: $work" >&2; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# A port below the ephemeral range (32768 and up on Linux), so that no outgoing connection holds it by the
+# time a server binds it, used by no socket now and not handed out before in this run.
 free_port() {
     local p
     for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 40000))
-        if ! ss -ltn "sport = :$p" | grep -q LISTEN && ! grep -qx "$p" "$work/ports" 2>/dev/null; then
+        p=$((20000 + RANDOM % 12000))
+        if [ -z "$(ss -Htan "( sport = :$p )")" ] && ! grep -qx "$p" "$work/ports" 2>/dev/null; then
             echo "$p" >>"$work/ports"; echo "$p"; return
         fi
     done
@@ -182,7 +185,8 @@ wait_http "http://127.0.0.1:$rrport/v2/" "$rrpid" "$work/registry-s3-redirect.lo
 sleep 1  # let them settle before the idle RSS sample
 
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-status=0
+# In the background, so that an INT or TERM runs the trap at once: bash defers traps while a foreground
+# command runs, and `timeout` puts the load generator in a process group of its own, which ^C misses.
 timeout "${TIMEOUT:-3600}" "$here/loadgen/target/release/berth-loadgen" \
     --target "berth-fs=127.0.0.1:$fsport,pid=$fspid" \
     --target "berth-s3=127.0.0.1:$bport,pid=$bpid,backend=$gpid" \
@@ -191,7 +195,10 @@ timeout "${TIMEOUT:-3600}" "$here/loadgen/target/release/berth-loadgen" \
     --target "registry-s3.redirect=127.0.0.1:$rrport,pid=$rrpid,backend=$gpid,redirect" \
     --work "$work/loadgen" --scale "${SCALE:-1}" --w4-secs "${W4_SECS:-3}" \
     --backend-log "$work/garage.log" \
-    --only "${ONLY:-w1,w2,w3,w4,w5}" --w4-conns 16 --w5 one --table s3 || status=$?
+    --only "${ONLY:-w1,w2,w3,w4,w5}" --w4-conns 16 --w5 one --table s3 &
+pids+=($!)
+status=0
+wait "$!" || status=$?
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo "Garage: $(du -sh "$work/garage/data" | cut -f1) of data, peak RSS $(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$gpid/status")" >&2
 
