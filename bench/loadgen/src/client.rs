@@ -44,6 +44,20 @@ impl Resp {
 
 impl Conn {
     pub async fn open(addr: SocketAddr) -> Result<Conn> {
+        Conn::open_as(addr, addr.to_string()).await
+    }
+
+    /// A connection to `authority` (`host:port`), which is also sent as `Host` (a presigned URL signs it).
+    pub async fn open_authority(authority: &str) -> Result<Conn> {
+        let addr = tokio::net::lookup_host(authority)
+            .await
+            .with_context(|| format!("resolve {authority}"))?
+            .next()
+            .with_context(|| format!("{authority} has no address"))?;
+        Conn::open_as(addr, authority.to_owned()).await
+    }
+
+    async fn open_as(addr: SocketAddr, host: String) -> Result<Conn> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connect {addr}"))?;
@@ -52,10 +66,7 @@ impl Conn {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Conn {
-            tx,
-            host: addr.to_string(),
-        })
+        Ok(Conn { tx, host })
     }
 
     /// Sends one request; `keep` keeps the body (else it is read, counted and dropped).
@@ -101,6 +112,56 @@ impl Conn {
 
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Resp> {
         self.send(Method::GET, path, headers, Bytes::new(), true)
+            .await
+    }
+}
+
+/// A blob download that follows a redirect (a 307 to a presigned S3 URL, say) once, on a second keep-alive
+/// connection to wherever it points, kept for the next download.
+pub struct Fetcher {
+    conn: Conn,
+    elsewhere: Option<(String, Conn)>,
+    /// Downloads answered with a redirect.
+    pub redirected: u64,
+}
+
+impl Fetcher {
+    pub async fn open(addr: SocketAddr) -> Result<Fetcher> {
+        Ok(Fetcher {
+            conn: Conn::open(addr).await?,
+            elsewhere: None,
+            redirected: 0,
+        })
+    }
+
+    /// GET `path` (body counted, not kept), following one redirect with the same headers.
+    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Resp> {
+        let resp = self
+            .conn
+            .send(Method::GET, path, headers, Bytes::new(), false)
+            .await?;
+        if !resp.status.is_redirection() {
+            return Ok(resp);
+        }
+        let loc = resp
+            .header("location")
+            .context("redirect without Location")?;
+        let (authority, target) = match loc.strip_prefix("http://") {
+            Some(rest) => match rest.find('/') {
+                Some(i) => (rest[..i].to_owned(), rest[i..].to_owned()),
+                None => (rest.to_owned(), "/".to_owned()),
+            },
+            None => bail!("cannot follow a redirect to {loc} (only http:// URLs)"),
+        };
+        self.redirected += 1;
+        if self.elsewhere.as_ref().map(|(a, _)| a) != Some(&authority) {
+            let c = Conn::open_authority(&authority).await?;
+            self.elsewhere = Some((authority, c));
+        }
+        let Some((_, c)) = self.elsewhere.as_mut() else {
+            bail!("no connection for the redirect");
+        };
+        c.send(Method::GET, &target, headers, Bytes::new(), false)
             .await
     }
 }

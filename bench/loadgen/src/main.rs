@@ -1,6 +1,7 @@
 //! berth's benchmark: runs the workloads W1–W8 of the performance issue against berth and registry:2 (and
-//! the ceilings against nginx) in one run, and prints one table. `bench/run.sh` starts the servers; see
-//! bench/README.md. Every loop here is bounded in count and in time.
+//! the ceilings against nginx) in one run, and prints one table. `bench/run.sh` starts the servers;
+//! `bench/s3.sh` runs a subset against berth on the filesystem, berth on S3 and registry:2 on S3 (with
+//! `--target` and `--table s3`). See bench/README.md. Every loop here is bounded in count and in time.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ mod client;
 mod ops;
 mod table;
 
-use client::Conn;
+use client::{Conn, Fetcher};
 use ops::{data, digest, Lat, MIB};
 
 /// A server under test.
@@ -26,13 +27,19 @@ pub struct Target {
     pub name: &'static str,
     pub addr: SocketAddr,
     pub pid: Option<u32>,
+    /// A process the server's work is partly done by (the S3 server behind it): its CPU is charged to
+    /// this target while the target's workloads run, under the metric's key with `.backend` appended.
+    pub backend: Option<u32>,
 }
 
-/// Results by target name (`berth`, `registry`, `ceiling`), then by metric key.
+/// Results by target name (`berth`, `registry`, `ceiling`, or a `--target`'s name), then by metric key.
 pub type Results = HashMap<&'static str, HashMap<String, f64>>;
 
 struct Args {
     targets: Vec<Target>,
+    /// Servers that answer blob GETs with a redirect, on the storage of a target: used in W3 only,
+    /// downloading the blob that target uploaded, following the redirect.
+    redirects: Vec<Target>,
     nginx: Option<SocketAddr>,
     nginx_root: Option<PathBuf>,
     work: PathBuf,
@@ -42,6 +49,12 @@ struct Args {
     w4_secs: f64,
     /// Workloads to run (all when empty); for profiling one at a time.
     only: Vec<String>,
+    /// Connection counts of W4.
+    w4_conns: Vec<usize>,
+    /// W5's runs: into one repository (`one`), into 500 (`many`).
+    w5_runs: Vec<String>,
+    /// Which table to print: `main` (berth against registry:2 and the ceilings) or `s3`.
+    table: String,
 }
 
 impl Args {
@@ -59,6 +72,10 @@ fn parse_args() -> Result<Args> {
         scale: 1,
         w4_secs: 3.0,
         only: Vec::new(),
+        w4_conns: vec![1, 16, 64],
+        w5_runs: vec!["one".to_owned(), "many".to_owned()],
+        table: "main".to_owned(),
+        redirects: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     let mut pending: HashMap<&'static str, (Option<SocketAddr>, Option<u32>)> = HashMap::new();
@@ -75,18 +92,72 @@ fn parse_args() -> Result<Args> {
             "--scale" => a.scale = val()?.parse()?,
             "--w4-secs" => a.w4_secs = val()?.parse()?,
             "--only" => a.only = val()?.split(',').map(str::to_owned).collect(),
+            "--w4-conns" => {
+                a.w4_conns = val()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--w5" => a.w5_runs = val()?.split(',').map(str::to_owned).collect(),
+            "--table" => a.table = val()?,
+            "--backend-log" => {
+                let path = PathBuf::from(val()?);
+                if let Ok(mut log) = BACKEND_LOG.lock() {
+                    *log = Some((path, 0, 0));
+                }
+            }
+            "--target" => {
+                let (t, redirect) = parse_target(&val()?)?;
+                if redirect {
+                    a.redirects.push(t);
+                } else {
+                    a.targets.push(t);
+                }
+            }
             other => bail!("unknown argument {other} (see bench/README.md)"),
         }
     }
     for name in ["berth", "registry"] {
         if let Some((Some(addr), pid)) = pending.get(name).copied() {
-            a.targets.push(Target { name, addr, pid });
+            a.targets.push(Target {
+                name,
+                addr,
+                pid,
+                backend: None,
+            });
         }
     }
     if a.targets.is_empty() {
-        bail!("usage: loadgen --berth ADDR [--berth-pid PID] [--registry ADDR --registry-pid PID] [--nginx ADDR --nginx-root DIR] [--work DIR] [--scale N] [--w4-secs S]");
+        bail!("usage: loadgen --berth ADDR [--berth-pid PID] [--registry ADDR --registry-pid PID] [--target NAME=ADDR[,pid=PID][,backend=PID][,redirect]]... [--backend-log FILE] [--nginx ADDR --nginx-root DIR] [--work DIR] [--scale N] [--w4-secs S] [--w4-conns 1,16,64] [--w5 one,many] [--only w1,..] [--table main|s3]");
     }
     Ok(a)
+}
+
+/// `NAME=ADDR[,pid=PID][,backend=PID][,redirect]`; whether it is a redirecting server for W3.
+fn parse_target(spec: &str) -> Result<(Target, bool)> {
+    let (name, rest) = spec
+        .split_once('=')
+        .with_context(|| format!("--target {spec}: expected NAME=ADDR,..."))?;
+    let mut fields = rest.split(',');
+    let addr = fields.next().unwrap_or_default().parse()?;
+    // Results are keyed by static names; a handful of targets live as long as the program.
+    let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    let mut t = Target {
+        name,
+        addr,
+        pid: None,
+        backend: None,
+    };
+    let mut redirect = false;
+    for f in fields {
+        match f.split_once('=') {
+            Some(("pid", v)) => t.pid = Some(v.parse()?),
+            Some(("backend", v)) => t.backend = Some(v.parse()?),
+            None if f == "redirect" => redirect = true,
+            _ => bail!("--target {spec}: unknown field {f}"),
+        }
+    }
+    Ok((t, redirect))
 }
 
 fn main() -> Result<()> {
@@ -102,7 +173,10 @@ fn main() -> Result<()> {
         args.work.join("results.json"),
         serde_json::to_vec_pretty(&json)?,
     )?;
-    print!("{}", table::render(&results));
+    match args.table.as_str() {
+        "s3" => print!("{}", table::render_s3(&results)),
+        _ => print!("{}", table::render(&results)),
+    }
     Ok(())
 }
 
@@ -117,7 +191,6 @@ fn log(msg: &str) {
 async fn run(a: &Args) -> Result<Results> {
     let mut r = Results::new();
     let mib = |n: u64| (n * MIB / a.scale) as usize;
-    let cpu = |t: &Target| ops::proc_sample(t.pid).cpu;
 
     for t in &a.targets {
         let p = ops::proc_sample(t.pid);
@@ -143,8 +216,8 @@ async fn run(a: &Args) -> Result<Results> {
     }
 
     if a.wants("w1") || a.wants("w2") || a.wants("w3") {
-        // ---- W1, W2: uploads. CPU from the start of W1 to the end of W2, per GiB uploaded.
-        let cpu0: Vec<f64> = a.targets.iter().map(cpu).collect();
+        // ---- W1, W2: uploads. CPU over each target's own uploads, per GiB uploaded.
+        let mut up_cpu = CpuTally::default();
         let mut uploaded = 0u64;
         let mut w3_blob: Option<(Bytes, String)> = None;
         {
@@ -155,9 +228,11 @@ async fn run(a: &Args) -> Result<Results> {
                 let d = digest(&blob);
                 for t in &a.targets {
                     let mut c = Conn::open(t.addr).await?;
+                    let c0 = Cpu::sample(t);
                     let t0 = Instant::now();
                     ops::upload_monolithic(&mut c, "bench/w1", &blob, &d).await?;
                     best.entry(t.name).or_default().push(mib_s(blob.len(), t0));
+                    up_cpu.add(t, c0);
                 }
                 uploaded += blob.len() as u64;
                 if rep == 0 {
@@ -180,6 +255,7 @@ async fn run(a: &Args) -> Result<Results> {
                     .collect();
                 let total: usize = blobs.iter().map(|b| b.0.len()).sum();
                 for t in &a.targets {
+                    let c0 = Cpu::sample(t);
                     let t0 = Instant::now();
                     let mut tasks = Vec::new();
                     for (b, d) in blobs.clone() {
@@ -193,6 +269,7 @@ async fn run(a: &Args) -> Result<Results> {
                         task.await??;
                     }
                     agg.entry(t.name).or_default().push(mib_s(total, t0));
+                    up_cpu.add(t, c0);
                 }
                 uploaded += total as u64;
             }
@@ -208,9 +285,11 @@ async fn run(a: &Args) -> Result<Results> {
                 let d = digest(&blob);
                 for t in &a.targets {
                     let mut c = Conn::open(t.addr).await?;
+                    let c0 = Cpu::sample(t);
                     let t0 = Instant::now();
                     ops::upload_chunked(&mut c, "bench/w2", &blob, &d, mib(8)).await?;
                     res.entry(t.name).or_default().push(mib_s(blob.len(), t0));
+                    up_cpu.add(t, c0);
                 }
                 uploaded += blob.len() as u64;
             }
@@ -219,40 +298,54 @@ async fn run(a: &Args) -> Result<Results> {
                 put(&mut r, name_of(a, name), "w2.chunked", median(v));
             }
         }
-        for (i, t) in a.targets.iter().enumerate() {
-            let gib = uploaded as f64 / (1024.0 * MIB as f64);
-            put(&mut r, t.name, "w8.cpu_up", (cpu(t) - cpu0[i]) / gib);
-        }
+        let gib = uploaded as f64 / (1024.0 * MIB as f64);
+        up_cpu.put(&mut r, &a.targets, "w8.cpu_up", gib, gib);
 
         if a.wants("w3") {
             log_peaks(&a.targets, "after W1/W2");
             // ---- W3: downloads of the first W1 blob, and 1 MiB ranges.
             let (blob, blob_d) = w3_blob.context("no W1 blob")?;
             let blob_path = format!("/v2/bench/w1/blobs/{blob_d}");
-            let mut dl: Vec<(&'static str, SocketAddr, String, Option<u32>)> = a
+            // (target, path, whether it must redirect)
+            let mut dl: Vec<(Target, String, bool)> = a
                 .targets
                 .iter()
-                .map(|t| (t.name, t.addr, blob_path.clone(), t.pid))
+                .map(|t| (t.clone(), blob_path.clone(), false))
+                .chain(
+                    a.redirects
+                        .iter()
+                        .map(|t| (t.clone(), blob_path.clone(), true)),
+                )
                 .collect();
             if let (Some(addr), Some(root)) = (a.nginx, &a.nginx_root) {
                 std::fs::write(root.join("blob"), &blob)?;
-                dl.push(("ceiling", addr, "/blob".to_owned(), None));
+                let nginx = Target {
+                    name: "ceiling",
+                    addr,
+                    pid: None,
+                    backend: None,
+                };
+                dl.push((nginx, "/blob".to_owned(), false));
             }
-            for (name, addr, path, pid) in &dl {
-                let c0 = ops::proc_sample(*pid).cpu;
+            for (t, path, redirect) in &dl {
+                let (name, addr) = (t.name, t.addr);
+                let c0 = Cpu::sample(t);
                 let mut downloaded = 0u64;
-                let mut c = Conn::open(*addr).await?;
+                let mut redirected = 0u64;
+                let mut c = Fetcher::open(addr).await?;
                 // Warm the page cache and the connection.
-                downloaded += c
-                    .send(Method::GET, path, &[], Bytes::new(), false)
-                    .await?
-                    .len;
+                downloaded += c.get(path, &[]).await?.len;
                 let mut one = Vec::new();
                 for _ in 0..3 {
                     let t0 = Instant::now();
-                    let resp = c.send(Method::GET, path, &[], Bytes::new(), false).await?;
+                    let resp = c.get(path, &[]).await?;
                     if resp.len != blob.len() as u64 {
-                        bail!("{name}: downloaded {} of {} bytes", resp.len, blob.len());
+                        bail!(
+                            "{name}: downloaded {} of {} bytes (status {})",
+                            resp.len,
+                            blob.len(),
+                            resp.status
+                        );
                     }
                     downloaded += resp.len;
                     one.push(mib_s(blob.len(), t0));
@@ -263,15 +356,21 @@ async fn run(a: &Args) -> Result<Results> {
                     let t0 = Instant::now();
                     let mut tasks = Vec::new();
                     for _ in 0..8 {
-                        let (addr, path) = (*addr, path.clone());
+                        let path = path.clone();
                         tasks.push(tokio::spawn(async move {
-                            let mut c = Conn::open(addr).await?;
-                            c.send(Method::GET, &path, &[], Bytes::new(), false).await
+                            let mut c = Fetcher::open(addr).await?;
+                            let resp = c.get(&path, &[]).await?;
+                            anyhow::Ok((resp.len, c.redirected))
                         }));
                     }
                     let mut bytes = 0u64;
                     for task in tasks {
-                        bytes += task.await??.len;
+                        let (len, r) = task.await??;
+                        if len != blob.len() as u64 {
+                            bail!("{name}: downloaded {len} of {} bytes", blob.len());
+                        }
+                        bytes += len;
+                        redirected += r;
                     }
                     downloaded += bytes;
                     eight.push(mib_s(bytes as usize, t0));
@@ -282,9 +381,7 @@ async fn run(a: &Args) -> Result<Results> {
                     let start = (i * 7919 * MIB / 16) % (blob.len() as u64 - MIB);
                     let range = format!("bytes={start}-{}", start + MIB - 1);
                     let t0 = Instant::now();
-                    let resp = c
-                        .send(Method::GET, path, &[("range", &range)], Bytes::new(), false)
-                        .await?;
+                    let resp = c.get(path, &[("range", &range)]).await?;
                     if resp.status.as_u16() != 206 || resp.len != MIB {
                         bail!(
                             "{name}: range answered {} with {} bytes",
@@ -298,16 +395,26 @@ async fn run(a: &Args) -> Result<Results> {
                 let lat = Lat::new(lat);
                 put(&mut r, name, "w3.range.p50", lat.ms(50.0));
                 put(&mut r, name, "w3.range.p99", lat.ms(99.0));
-                if pid.is_some() {
-                    let gib = downloaded as f64 / (1024.0 * MIB as f64);
-                    put(
-                        &mut r,
-                        name,
-                        "w8.cpu_down",
-                        (ops::proc_sample(*pid).cpu - c0) / gib,
-                    );
+                let mut tally = CpuTally::default();
+                tally.add(t, c0);
+                let gib = downloaded as f64 / (1024.0 * MIB as f64);
+                tally.put(&mut r, std::slice::from_ref(t), "w8.cpu_down", gib, gib);
+                // 1 warm-up, 3 single streams, 16 in the 8-stream rounds, 200 ranges.
+                redirected += c.redirected;
+                if *redirect && redirected != 220 {
+                    bail!("{name}: {redirected} of 220 downloads were redirected, expected all");
                 }
-                log(&format!("W3 {name} done"));
+                if !*redirect && redirected != 0 {
+                    bail!("{name}: {redirected} downloads were redirected (expected none: set storage.redirect.disable)");
+                }
+                log(&format!(
+                    "W3 {name} done{}",
+                    if *redirect {
+                        " (every GET redirected)"
+                    } else {
+                        ""
+                    }
+                ));
             }
             drop(blob);
         }
@@ -335,32 +442,33 @@ async fn run(a: &Args) -> Result<Results> {
         }
         ops::put_manifest(&mut c, "bench/app", "latest", m.clone()).await?;
     }
-    let mut small_targets: Vec<(&'static str, SocketAddr, String, Option<u32>)> = a
+    let mut small_targets: Vec<(Target, String)> = a
         .targets
         .iter()
-        .map(|t| {
-            (
-                t.name,
-                t.addr,
-                "/v2/bench/app/manifests/latest".to_owned(),
-                t.pid,
-            )
-        })
+        .map(|t| (t.clone(), "/v2/bench/app/manifests/latest".to_owned()))
         .collect();
     if let (Some(addr), Some(root)) = (a.nginx, &a.nginx_root) {
         std::fs::write(root.join("manifest"), &m)?;
-        small_targets.push(("ceiling", addr, "/manifest".to_owned(), None));
+        let nginx = Target {
+            name: "ceiling",
+            addr,
+            pid: None,
+            backend: None,
+        };
+        small_targets.push((nginx, "/manifest".to_owned()));
     }
 
     // ---- W4: manifest HEAD and GET by tag.
-    for (name, addr, path, pid) in small_targets.iter().filter(|_| a.wants("w4")) {
-        let c0 = ops::proc_sample(*pid).cpu;
+    for (t, path) in small_targets.iter().filter(|_| a.wants("w4")) {
+        let name = t.name;
+        let c0 = Cpu::sample(t);
         let mut requests = 0u64;
         for method in [Method::HEAD, Method::GET] {
-            for conns in [1usize, 16, 64] {
+            for &conns in &a.w4_conns {
                 let (n, secs, lat) =
-                    closed_loop(*addr, conns, a.w4_secs, method.clone(), path.clone()).await?;
-                requests += n;
+                    closed_loop(t.addr, conns, a.w4_secs, method.clone(), path.clone()).await?;
+                // The server's CPU is measured over the warm-up requests too.
+                requests += n + (conns * WARM_UP) as u64;
                 let key = format!("w4.{}{conns}", method.as_str().to_lowercase());
                 put(&mut r, name, &format!("{key}.rps"), n as f64 / secs);
                 put(&mut r, name, &format!("{key}.p50"), lat.ms(50.0));
@@ -373,10 +481,15 @@ async fn run(a: &Args) -> Result<Results> {
                 ));
             }
         }
-        if pid.is_some() {
-            let per10k = (ops::proc_sample(*pid).cpu - c0) / requests as f64 * 10_000.0;
-            put(&mut r, name, "w8.cpu_small", per10k);
-        }
+        let mut tally = CpuTally::default();
+        tally.add(t, c0);
+        tally.put(
+            &mut r,
+            std::slice::from_ref(t),
+            "w8.cpu_small",
+            requests as f64 / 10_000.0,
+            requests as f64,
+        );
     }
 
     log_peaks(&a.targets, "after W4");
@@ -385,10 +498,13 @@ async fn run(a: &Args) -> Result<Results> {
     const W5_REPOS: u64 = 500;
     let w5_layers: Vec<(String, usize)> = layers.clone();
     let w5 = a.wants("w5") || a.wants("w6");
+    // W6 walks the repositories of `many` and lists the tags of `one`.
+    let w5_run = |label: &str| w5 && (a.wants("w6") || a.w5_runs.iter().any(|r| r == label));
     for t in a.targets.iter().filter(|_| w5) {
         // Make the config and layers available in every repository (cross-repository mounts).
+        let many = if w5_run("many") { W5_REPOS } else { 0 };
         let repos: Vec<String> = std::iter::once("bench/w5/one".to_owned())
-            .chain((0..W5_REPOS).map(|i| format!("bench/w5/r{i:03}")))
+            .chain((0..many).map(|i| format!("bench/w5/r{i:03}")))
             .collect();
         let repos = Arc::new(repos);
         let next = Arc::new(AtomicU64::new(0));
@@ -412,8 +528,14 @@ async fn run(a: &Args) -> Result<Results> {
             task.await??;
         }
     }
-    for (label, spread) in [("one", false), ("many", true)].into_iter().filter(|_| w5) {
+    let mut put_cpu = CpuTally::default();
+    let mut manifests_put = 0u64;
+    for (label, spread) in [("one", false), ("many", true)]
+        .into_iter()
+        .filter(|(label, _)| w5_run(label))
+    {
         for t in &a.targets {
+            let c0 = Cpu::sample(t);
             let next = Arc::new(AtomicU64::new(0));
             let t0 = Instant::now();
             let deadline = t0 + Duration::from_secs(300);
@@ -448,6 +570,7 @@ async fn run(a: &Args) -> Result<Results> {
                 lat.extend(task.await??);
             }
             let secs = t0.elapsed().as_secs_f64();
+            put_cpu.add(t, c0);
             let n = lat.len() as f64;
             let lat = Lat::new(lat);
             put(&mut r, t.name, &format!("w5.{label}.mps"), n / secs);
@@ -459,7 +582,10 @@ async fn run(a: &Args) -> Result<Results> {
                 n / secs
             ));
         }
+        manifests_put += W5_N;
     }
+    let puts = manifests_put as f64;
+    put_cpu.put(&mut r, &a.targets, "w8.cpu_put", puts / 1000.0, puts);
 
     log_peaks(&a.targets, "after W5");
     // ---- W6: catalog walked with n=100; the 2,000 tags of bench/w5/one.
@@ -583,6 +709,9 @@ const ACCEPT: &[(&str, &str)] = &[(
     "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json",
 )];
 
+/// Requests each connection of a closed loop sends before the measurement.
+const WARM_UP: usize = 20;
+
 /// `conns` connections each sending `method path` back to back for `secs` seconds (after a short warm-up);
 /// returns the requests completed, the seconds measured and the latencies.
 async fn closed_loop(
@@ -603,7 +732,7 @@ async fn closed_loop(
             // Every task reaches the barrier, even one whose warm-up failed, so that none waits forever.
             let warm = async {
                 let mut c = Conn::open(addr).await?;
-                for _ in 0..20 {
+                for _ in 0..WARM_UP {
                     c.send(method.clone(), &path, ACCEPT, Bytes::new(), false)
                         .await?
                         .expect(&[200], "warm-up")?;
@@ -689,4 +818,102 @@ async fn skopeo(args: &[&str]) -> Result<()> {
         bail!("skopeo {args:?}: {status}");
     }
     Ok(())
+}
+
+/// CPU seconds of a target's server and of its backend at one moment, and the requests the backend had
+/// logged (when there is a backend log).
+#[derive(Clone, Copy)]
+struct Cpu {
+    server: f64,
+    backend: f64,
+    requests: f64,
+}
+
+impl Cpu {
+    fn sample(t: &Target) -> Cpu {
+        Cpu {
+            server: ops::proc_sample(t.pid).cpu,
+            backend: ops::proc_sample(t.backend).cpu,
+            requests: if t.backend.is_some() {
+                backend_requests().unwrap_or(f64::NAN)
+            } else {
+                f64::NAN
+            },
+        }
+    }
+}
+
+/// The backend's request log (`--backend-log`) and how far it has been read: (path, bytes read, requests).
+static BACKEND_LOG: std::sync::Mutex<Option<(PathBuf, u64, u64)>> = std::sync::Mutex::new(None);
+
+/// Requests the backend has logged so far: lines of Garage's log that name a request (`127.0.0.1:PORT
+/// [(key GK...)] GET /bucket/...`; presigned ones have no key), not the second line it writes for an
+/// error response (`error 404 Not Found, ... in response to ...`). `None` without a log.
+fn backend_requests() -> Option<f64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut guard = BACKEND_LOG.lock().ok()?;
+    let (path, read, count) = guard.as_mut()?;
+    let mut f = std::fs::File::open(&*path).ok()?;
+    f.seek(SeekFrom::Start(*read)).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    // Only whole lines; the rest is read next time.
+    let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    for line in buf[..end].split(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(line);
+        // The level and the target may be wrapped in colour codes.
+        let Some((_, rest)) = line.split_once("generic_server") else {
+            continue;
+        };
+        let request = [" GET /", " HEAD /", " PUT /", " POST /", " DELETE /"]
+            .iter()
+            .any(|m| rest.contains(m));
+        if request && !rest.contains(" in response to ") {
+            *count += 1;
+        }
+    }
+    *read += end as u64;
+    Some(*count as f64)
+}
+
+/// CPU seconds spent by each target (and its backend) over the intervals it was measured in.
+#[derive(Default)]
+struct CpuTally(HashMap<&'static str, Cpu>);
+
+impl CpuTally {
+    /// Adds what `t` spent since `since`.
+    fn add(&mut self, t: &Target, since: Cpu) {
+        let now = Cpu::sample(t);
+        let e = self.0.entry(t.name).or_insert(Cpu {
+            server: 0.0,
+            backend: 0.0,
+            requests: 0.0,
+        });
+        e.server += now.server - since.server;
+        e.backend += now.backend - since.backend;
+        e.requests += now.requests - since.requests;
+    }
+
+    /// Records the CPU seconds per `units` (GiB, 10,000 requests) under `key`, the backend's under
+    /// `key.backend`, and the backend's requests per `ops` (GiB, request) under `key.requests`; nothing
+    /// for a target without a process to sample or with no units.
+    fn put(&self, r: &mut Results, targets: &[Target], key: &str, units: f64, ops: f64) {
+        for t in targets {
+            let Some(c) = self.0.get(t.name) else {
+                continue;
+            };
+            if units <= 0.0 {
+                continue;
+            }
+            if t.pid.is_some() {
+                put(r, t.name, key, c.server / units);
+            }
+            if t.backend.is_some() {
+                put(r, t.name, &format!("{key}.backend"), c.backend / units);
+                if c.requests.is_finite() && ops > 0.0 {
+                    put(r, t.name, &format!("{key}.requests"), c.requests / ops);
+                }
+            }
+        }
+    }
 }

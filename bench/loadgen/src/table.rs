@@ -302,3 +302,129 @@ fn yes(v: Option<bool>) -> &'static str {
         None => "?",
     }
 }
+
+/// A row of the S3 table: a metric of the targets `berth-fs`, `berth-s3` and `registry-s3`, or with
+/// `suffix` (`.redirect`) of the redirecting servers on the same storage.
+struct S3Row {
+    key: &'static str,
+    suffix: &'static str,
+    label: &'static str,
+    unit: &'static str,
+}
+
+const fn s3_row(key: &'static str, label: &'static str, unit: &'static str) -> S3Row {
+    S3Row {
+        key,
+        suffix: "",
+        label,
+        unit,
+    }
+}
+
+const fn s3_redirect_row(key: &'static str, label: &'static str, unit: &'static str) -> S3Row {
+    S3Row {
+        key,
+        suffix: ".redirect",
+        label,
+        unit,
+    }
+}
+
+const S3_ROWS: &[S3Row] = &[
+    s3_row("w1.mono", "push 256 MiB monolithic", "MiB/s"),
+    s3_row("w1.four", "push 4 x 64 MiB concurrent", "MiB/s"),
+    s3_row("w2.chunked", "push 256 MiB, 8 MiB chunks", "MiB/s"),
+    s3_row("w3.one", "pull 256 MiB, 1 stream", "MiB/s"),
+    s3_row("w3.eight", "pull 256 MiB, 8 streams", "MiB/s"),
+    s3_row("w3.range.p50", "pull 1 MiB Range p50", "ms"),
+    s3_redirect_row("w3.one", "pull, 1 stream, via 307", "MiB/s"),
+    s3_redirect_row("w3.eight", "pull, 8 streams, via 307", "MiB/s"),
+    s3_redirect_row("w3.range.p50", "pull 1 MiB Range p50, via 307", "ms"),
+    s3_row("w4.head16.rps", "manifest HEAD by tag, c=16", "req/s"),
+    s3_row("w4.head16.p99", "manifest HEAD c=16 p99", "ms"),
+    s3_row("w4.get16.rps", "manifest GET by tag, c=16", "req/s"),
+    s3_row("w4.get16.p99", "manifest GET c=16 p99", "ms"),
+    s3_row(
+        "w5.one.mps",
+        "2,000 manifest PUTs, 8 clients",
+        "manifests/s",
+    ),
+    s3_row("w5.one.p50", "manifest PUT p50", "ms"),
+    s3_row("w5.one.p99", "manifest PUT p99", "ms"),
+    s3_row("w8.cpu_up", "CPU per GiB pushed: registry", "s"),
+    s3_row("w8.cpu_up.backend", "CPU per GiB pushed: Garage", "s"),
+    s3_row(
+        "w8.cpu_up.requests",
+        "S3 requests per GiB pushed",
+        "requests",
+    ),
+    s3_row("w8.cpu_down", "CPU per GiB pulled: registry", "s"),
+    s3_row("w8.cpu_down.backend", "CPU per GiB pulled: Garage", "s"),
+    s3_row(
+        "w8.cpu_down.requests",
+        "S3 requests per GiB pulled",
+        "requests",
+    ),
+    s3_redirect_row("w8.cpu_down", "... via 307: registry", "s"),
+    s3_redirect_row("w8.cpu_down.backend", "... via 307: Garage", "s"),
+    s3_row("w8.cpu_small", "CPU per 10k HEAD/GET: registry", "s"),
+    s3_row("w8.cpu_small.backend", "CPU per 10k HEAD/GET: Garage", "s"),
+    s3_row(
+        "w8.cpu_small.requests",
+        "S3 requests per HEAD/GET",
+        "requests",
+    ),
+    s3_row("w8.cpu_put", "CPU per 1k manifest PUTs: registry", "s"),
+    s3_row(
+        "w8.cpu_put.backend",
+        "CPU per 1k manifest PUTs: Garage",
+        "s",
+    ),
+    s3_row(
+        "w8.cpu_put.requests",
+        "S3 requests per manifest PUT",
+        "requests",
+    ),
+    s3_row("w8.idle_rss", "RSS idle", "MiB"),
+    s3_row("w8.peak_rss", "RSS peak", "MiB"),
+];
+
+/// berth on the filesystem, berth on S3 and registry:2 on S3, with two plain ratios of values.
+pub fn render_s3(r: &Results) -> String {
+    let get = |who: &str, key: &str| r.get(who).and_then(|m| m.get(key)).copied();
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".to_owned(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<36} {:>11} {:>9} {:>9} {:>13} {:>8} {:>8}",
+        "workload", "unit", "berth fs", "berth S3", "registry:2 S3", "S3/fs", "S3/r2"
+    );
+    for row in S3_ROWS {
+        let fs = get("berth-fs", row.key);
+        let s3 = get(&format!("berth-s3{}", row.suffix), row.key);
+        let r2 = get(&format!("registry-s3{}", row.suffix), row.key);
+        if fs.is_none() && s3.is_none() && r2.is_none() {
+            continue;
+        }
+        // Via a redirect, berth S3 is compared with what berth on the filesystem serves itself.
+        let _ = writeln!(
+            out,
+            "{:<36} {:>11} {:>9} {:>9} {:>13} {:>8} {:>8}",
+            row.label,
+            row.unit,
+            num(if row.suffix.is_empty() { fs } else { None }),
+            num(s3),
+            num(r2),
+            ratio(s3, fs),
+            ratio(s3, r2),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(S3/fs: berth S3 / berth fs; S3/r2: berth S3 / registry:2 S3; plain ratios of the values, so above 1 is\n better for rates and worse for times, CPU and memory. \"via 307\" rows: servers on the same storage with\n redirects on, the client following each 307 to Garage; S3/fs there compares with berth fs serving the blob\n itself. Garage rows: Garage's CPU while that column's server ran the workload.)"
+    );
+    out
+}
