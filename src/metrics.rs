@@ -294,6 +294,13 @@ impl Driver for TimedDriver {
         self.inner.is_shared()
     }
 
+    async fn delete_object(&self, path: &str) -> Result<()> {
+        let t = Instant::now();
+        let r = self.inner.delete_object(path).await;
+        self.done("Delete", t);
+        r
+    }
+
     async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.seal(from, size, to).await;

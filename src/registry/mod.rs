@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::{stream, StreamExt, TryStreamExt};
 
 use crate::oci::manifest::{self, Kind, Manifest, MAX_MANIFEST_SIZE};
 use crate::oci::{Digest, Reference, RepoName};
@@ -47,6 +48,9 @@ pub struct Referrer {
     pub digest: Digest,
     pub summary: Arc<Summary>,
 }
+
+/// Existence checks of a manifest push issued at once.
+const CHECKS_AT_ONCE: usize = 16;
 
 pub struct Registry {
     driver: Arc<dyn Driver>,
@@ -309,34 +313,43 @@ impl Registry {
         }
         let _ticket = self.fence.write().await;
         self.fence.touch(&digest);
-        for blob in m.required_blobs() {
-            self.fence.touch(&blob.digest);
-            let linked = self
-                .read_link(&paths::layer_link(repo, &blob.digest))
-                .await?
-                .as_ref()
-                == Some(&blob.digest);
-            if !linked
-                || self
-                    .driver
-                    .stat(&paths::blob_data(&blob.digest))
-                    .await
-                    .is_err()
-            {
-                return Err(Error::ManifestBlobUnknown(blob.digest.clone()));
-            }
+        // Every referenced blob must be linked into the repository and present; the checks go out
+        // together (on an object store each is a round trip), and the first missing one in manifest
+        // order is the one reported.
+        let blobs: Vec<Digest> = m.required_blobs().map(|b| b.digest.clone()).collect();
+        for blob in &blobs {
+            self.fence.touch(blob);
         }
-        if m.kind == Kind::Index {
-            for child in &m.manifests {
-                self.fence.touch(&child.digest);
-                if self
-                    .resolve(repo, &Reference::Digest(child.digest.clone()))
-                    .await
-                    .is_err()
-                {
-                    return Err(Error::ManifestBlobUnknown(child.digest.clone()));
+        stream::iter(blobs)
+            .map(|blob| async move {
+                let linked = self
+                    .read_link(&paths::layer_link(repo, &blob))
+                    .await?
+                    .as_ref()
+                    == Some(&blob);
+                if !linked || self.driver.stat(&paths::blob_data(&blob)).await.is_err() {
+                    return Err(Error::ManifestBlobUnknown(blob));
                 }
+                Ok(())
+            })
+            .buffered(CHECKS_AT_ONCE)
+            .try_collect::<Vec<()>>()
+            .await?;
+        if m.kind == Kind::Index {
+            let children: Vec<Digest> = m.manifests.iter().map(|c| c.digest.clone()).collect();
+            for child in &children {
+                self.fence.touch(child);
             }
+            stream::iter(children)
+                .map(|child| async move {
+                    match self.resolve(repo, &Reference::Digest(child.clone())).await {
+                        Ok(_) => Ok(()),
+                        Err(_) => Err(Error::ManifestBlobUnknown(child)),
+                    }
+                })
+                .buffered(CHECKS_AT_ONCE)
+                .try_collect::<Vec<()>>()
+                .await?;
         }
         // The manifest, its revision link and the tag's index entry are made durable together, then
         // the tag is moved: a tag never points at a manifest that a crash could lose.

@@ -263,7 +263,7 @@ impl Registry {
             .await?;
         if let Some(prev) = previous.filter(|&p| p != state.offset) {
             self.driver
-                .delete(&paths::upload_hashstate(repo, id, prev))
+                .delete_object(&paths::upload_hashstate(repo, id, prev))
                 .await?;
         }
         Ok(())

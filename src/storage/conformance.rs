@@ -57,8 +57,9 @@ pub async fn run(d: &dyn Driver) {
     // delete a tree
     d.delete("l/a").await.unwrap();
     assert_eq!(d.list("l").await.unwrap(), ["m", "z"]);
-    d.delete("l/m").await.unwrap();
+    d.delete_object("l/m").await.unwrap();
     assert!(d.stat("l/m").await.unwrap_err().is_not_found());
+    d.delete_object("l/m").await.unwrap();
 
     // writer: create, append at offset, reopen at an earlier commit
     let mut w = d.writer("w/data", 0).await.unwrap();

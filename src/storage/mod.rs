@@ -174,6 +174,11 @@ pub trait Driver: Send + Sync + 'static {
     /// Deletes an object, or every object under a prefix.
     async fn delete(&self, path: &str) -> Result<()>;
 
+    /// Deletes one object, known to have nothing under it (cheaper than `delete` on an object store).
+    async fn delete_object(&self, path: &str) -> Result<()> {
+        self.delete(path).await
+    }
+
     /// Opens an object for writing from `offset`: anything after `offset` is discarded. `offset` is 0
     /// (a new object) or the size returned by one of the last two `commit`s of a writer on this path.
     /// What was written is readable once `rename` has moved it into place (an object store has nothing

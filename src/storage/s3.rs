@@ -720,25 +720,40 @@ impl Driver for S3Driver {
 
     async fn delete(&self, path: &str) -> Result<()> {
         let key = self.key(path)?;
-        let parts = parts_dir(path);
-        let (under, writer, pending) = futures_util::future::try_join3(
+        let (under, writer) = futures_util::future::try_join(
             self.keys_under(path),
-            self.keys_under(&parts),
-            self.pending_uploads(key.as_ref()),
+            self.keys_under(&parts_dir(path)),
         )
         .await?;
-        // Multipart uploads of the path or under it are aborted, not left to cost storage.
-        let below = format!("{}/", key.as_ref());
-        for upload in pending
+        // Where a writer left state, its multipart uploads are aborted, not left to cost storage (any
+        // other is aborted by upload purging once older than its age).
+        if under
             .iter()
-            .filter(|u| u.key == key.as_ref() || u.key.starts_with(&below))
+            .chain(&writer)
+            .any(|k| k.as_ref().contains("!parts/"))
         {
-            self.abort(upload).await?;
+            let below = format!("{}/", key.as_ref());
+            for upload in self
+                .pending_uploads(key.as_ref())
+                .await?
+                .iter()
+                .filter(|u| u.key == key.as_ref() || u.key.starts_with(&below))
+            {
+                self.abort(upload).await?;
+            }
         }
         let mut keys = under;
         keys.extend(writer);
         keys.push(key);
         self.delete_keys(path, keys).await
+    }
+
+    async fn delete_object(&self, path: &str) -> Result<()> {
+        let key = self.key(path)?;
+        match self.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err(path, e)),
+        }
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn Writer>> {
