@@ -2002,9 +2002,16 @@ fn build_s3(raw: Option<RawS3>) -> Result<crate::storage::s3::S3Settings, Proble
         "multipartcopychunksize",
         out.multipartcopychunksize,
     )?;
+    // distribution's 32 MiB suits AWS, where a parallel multipart copy beats one CopyObject. An
+    // S3-compatible service (Garage, Ceph, MinIO) copies within a bucket in one CopyObject at least as
+    // well, often without moving data, so there berth copies up to S3's 5 GiB limit in one request.
+    let default_threshold = match out.regionendpoint {
+        Some(_) => MAX_PART,
+        None => out.multipartcopythresholdsize,
+    };
     out.multipartcopythresholdsize = raw
         .multipartcopythresholdsize
-        .map_or(out.multipartcopythresholdsize, |c| c.0 as u64);
+        .map_or(default_threshold, |c| c.0 as u64);
     out.multipartcopymaxconcurrency = raw
         .multipartcopymaxconcurrency
         .map_or(out.multipartcopymaxconcurrency, |c| c.0.max(1));
@@ -2481,6 +2488,22 @@ health:
                     (s3.accesskey.as_deref(), s3.storageclass.as_deref()),
                     (None, Some("STANDARD"))
                 );
+                assert_eq!(
+                    s3.multipartcopythresholdsize,
+                    32 << 20,
+                    "AWS: distribution's"
+                );
+            },
+        );
+        // An S3-compatible service copies in one request up to S3's limit, unless told otherwise.
+        check_ok(
+            Some("version: 0.1\nstorage:\n  s3:\n    region: r\n    bucket: b\n    regionendpoint: minio:9000\n"),
+            &[],
+            |c| {
+                let StorageDriver::S3(s3) = &c.storage.driver else {
+                    panic!("not s3")
+                };
+                assert_eq!(s3.multipartcopythresholdsize, 5 << 30);
             },
         );
     }
