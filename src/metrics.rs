@@ -294,6 +294,13 @@ impl Driver for TimedDriver {
         self.inner.is_shared()
     }
 
+    async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
+        let t = Instant::now();
+        let r = self.inner.open(path).await;
+        self.done("Reader", t);
+        r
+    }
+
     async fn delete_object(&self, path: &str) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.delete_object(path).await;

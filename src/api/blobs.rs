@@ -59,10 +59,12 @@ pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
 
 pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResult {
     let d = parse_digest(digest)?;
-    let size = ctx.registry().blob_size(name, &d).await?;
-    if ctx.method == axum::http::Method::GET {
+    let registry = ctx.registry();
+    registry.check_blob_link(name, &d).await?;
+    let is_get = ctx.method == axum::http::Method::GET;
+    if is_get {
         // `storage.redirect`: the client fetches the bytes from the store (a presigned URL).
-        if let Some(url) = ctx.registry().blob_redirect(&d).await? {
+        if let Some(url) = registry.blob_redirect(&d).await? {
             let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
             let h = resp.headers_mut();
             h.insert(header::LOCATION, header_value(&url));
@@ -70,7 +72,21 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResu
             return Ok(resp);
         }
     }
-    let (status, start, len) = match parse_range(ctx.header(&header::RANGE), size) {
+    let range = ctx.header(&header::RANGE);
+    if is_get && range.is_none() {
+        // The whole blob: size and bytes from one storage request.
+        let (size, stream) = registry.open_blob(&d).await?;
+        return Ok(blob_response(
+            StatusCode::OK,
+            Body::from_stream(stream),
+            &d,
+            0,
+            size,
+            size,
+        ));
+    }
+    let size = registry.stored_blob_size(&d).await?;
+    let (status, start, len) = match parse_range(range, size) {
         RangeRequest::Whole => (StatusCode::OK, 0, size),
         RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
         RangeRequest::Unsatisfiable => {
@@ -82,11 +98,24 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResu
             )
         }
     };
-    let body = if ctx.method == axum::http::Method::HEAD || len == 0 {
+    let body = if !is_get || len == 0 {
         Body::empty()
     } else {
-        Body::from_stream(ctx.registry().read_blob(&d, start, len).await?)
+        Body::from_stream(registry.read_blob(&d, start, len).await?)
     };
+    Ok(blob_response(status, body, &d, start, len, size))
+}
+
+/// A blob's response: `len` bytes from `start` of a blob of `size` bytes (206 with Content-Range for a
+/// part).
+fn blob_response(
+    status: StatusCode,
+    body: Body,
+    d: &Digest,
+    start: u64,
+    len: u64,
+    size: u64,
+) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -107,7 +136,7 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResu
             header_value(&format!("bytes {start}-{}/{size}", start + len - 1)),
         );
     }
-    Ok(resp)
+    resp
 }
 
 pub(crate) async fn delete(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResult {

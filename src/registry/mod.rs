@@ -155,7 +155,9 @@ impl Registry {
 
     /// Writes a link file unless it already holds this digest.
     async fn link(&self, path: &str, d: &Digest) -> Result<()> {
-        if self.read_link(path).await?.as_ref() == Some(d) {
+        // On a filesystem a read is much cheaper than a durable write; on an object store a PUT costs
+        // what a GET does, so it just writes (the same bytes, if the link was there).
+        if !self.driver.is_shared() && self.read_link(path).await?.as_ref() == Some(d) {
             return Ok(());
         }
         self.driver.put(path, Bytes::from(d.to_string())).await?;
@@ -166,6 +168,12 @@ impl Registry {
 
     /// The size of a blob that the repository may serve: a layer linked into it, or one of its manifests.
     pub async fn blob_size(&self, repo: &RepoName, d: &Digest) -> Result<u64> {
+        self.check_blob_link(repo, d).await?;
+        self.stored_blob_size(d).await
+    }
+
+    /// Whether the repository may serve a blob: a layer linked into it, or one of its manifests.
+    pub async fn check_blob_link(&self, repo: &RepoName, d: &Digest) -> Result<()> {
         // A client that finds a blob present may push a manifest on it next: keep it through a collection.
         self.fence.touch(d);
         let linked = self.read_link(&paths::layer_link(repo, d)).await?.as_ref() == Some(d)
@@ -174,9 +182,14 @@ impl Registry {
                 .await?
                 .as_ref()
                 == Some(d);
-        if !linked {
-            return Err(Error::BlobUnknown(d.clone()));
+        match linked {
+            true => Ok(()),
+            false => Err(Error::BlobUnknown(d.clone())),
         }
+    }
+
+    /// The size of a stored blob (the caller has checked the repository may serve it).
+    pub async fn stored_blob_size(&self, d: &Digest) -> Result<u64> {
         match self.driver.stat(&paths::blob_data(d)).await {
             Ok(meta) => Ok(meta.size),
             Err(e) if e.is_not_found() => Err(Error::BlobUnknown(d.clone())),
@@ -184,12 +197,22 @@ impl Registry {
         }
     }
 
-    /// Streams part of a blob whose presence the caller has checked with [`Registry::blob_size`].
+    /// A whole blob: its size and its bytes, in one storage request where the driver can (the caller has
+    /// checked the repository may serve it).
+    pub async fn open_blob(&self, d: &Digest) -> Result<(u64, ByteStream)> {
+        match self.driver.open(&paths::blob_data(d)).await {
+            Ok(opened) => Ok(opened),
+            Err(e) if e.is_not_found() => Err(Error::BlobUnknown(d.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Where a client may fetch a blob directly, when the driver redirects (`storage.redirect`).
     pub async fn blob_redirect(&self, d: &Digest) -> Result<Option<String>> {
         Ok(self.driver.redirect_url(&paths::blob_data(d)).await?)
     }
 
+    /// Streams part of a blob whose size the caller has checked.
     pub async fn read_blob(&self, d: &Digest, offset: u64, len: u64) -> Result<ByteStream> {
         match self.driver.read(&paths::blob_data(d), offset, len).await {
             Ok(s) => Ok(s),
@@ -353,15 +376,20 @@ impl Registry {
         }
         // The manifest, its revision link and the tag's index entry are made durable together, then
         // the tag is moved: a tag never points at a manifest that a crash could lose.
+        let shared = self.driver.is_shared();
         let mut writes = Vec::new();
         let blob = paths::blob_data(&digest);
-        if !matches!(self.driver.stat(&blob).await, Ok(meta) if meta.size == body.len() as u64) {
+        // Writes that would store bytes already there are skipped where reading is the cheaper (see
+        // `link`).
+        if shared
+            || !matches!(self.driver.stat(&blob).await, Ok(meta) if meta.size == body.len() as u64)
+        {
             writes.push((blob, body.clone()));
         }
         let repo_lock = self.repo_lock(repo);
         let _repo = repo_lock.lock().await;
-        let marked = self.driver.is_shared() && lock(&self.markers.known).contains(repo.as_str());
-        if self.driver.is_shared() && !marked {
+        let marked = shared && lock(&self.markers.known).contains(repo.as_str());
+        if shared && !marked {
             writes.push((paths::catalog_marker(repo), Bytes::new()));
         }
         let mut links = vec![paths::revision_link(repo, &digest)];
@@ -369,12 +397,12 @@ impl Registry {
             links.push(paths::tag_index(repo, tag, &digest));
         }
         for path in links {
-            if self.read_link(&path).await?.as_ref() != Some(&digest) {
+            if shared || self.read_link(&path).await?.as_ref() != Some(&digest) {
                 writes.push((path, Bytes::from(digest.to_string())));
             }
         }
         self.driver.put_all(writes).await?;
-        if self.driver.is_shared() && !marked {
+        if shared && !marked {
             lock(&self.markers.known).insert(repo.to_string());
         }
         self.index.record(repo.as_str(), Change::Manifests(true));

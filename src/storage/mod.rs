@@ -125,6 +125,15 @@ pub trait Driver: Send + Sync + 'static {
     /// Streams `len` bytes from `offset`. The range must lie within the object.
     async fn read(&self, path: &str, offset: u64, len: u64) -> Result<ByteStream>;
 
+    /// A whole object: its size and a stream of its bytes (one request on an object store).
+    async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
+        let size = self.stat(path).await?.size;
+        if size == 0 {
+            return Ok((0, Box::pin(futures_util::stream::empty())));
+        }
+        Ok((size, self.read(path, 0, size).await?))
+    }
+
     /// The names of the direct children of a prefix (objects and sub-prefixes), sorted byte-wise.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
 

@@ -649,6 +649,17 @@ impl Driver for S3Driver {
         Ok(result.into_stream().map_err(io::Error::other).boxed())
     }
 
+    async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
+        let key = self.key(path)?;
+        let result = self
+            .bulk
+            .get_opts(&key, GetOptions::default())
+            .await
+            .map_err(|e| map_err(path, e))?;
+        let size = result.meta.size;
+        Ok((size, result.into_stream().map_err(io::Error::other).boxed()))
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let key = self.key(prefix)?;
         let listed = self
