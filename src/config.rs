@@ -895,10 +895,14 @@ impl Source<'_> {
         warnings: &mut Vec<String>,
     ) {
         let text = |p: &[Seg], from: String| {
-            format!(
-                "unknown or not yet supported configuration key `{}` (ignored){from}",
-                dotted(p)
-            )
+            let key = dotted(p);
+            if key == "redis" || key.starts_with("redis.") {
+                return format!(
+                    "configuration key `{key}` is not needed: berth keeps its caches in each process \
+                     and reads what instances share from storage (ignored){from}"
+                );
+            }
+            format!("unknown or not yet supported configuration key `{key}` (ignored){from}")
         };
         if let Some(o) = origins.iter().rev().find(|o| path.starts_with(&o.path)) {
             warnings.push(text(
@@ -2623,6 +2627,7 @@ health:
     #[rustfmt::skip]
     fn warnings() {
         check_warn(Some(&minimal("proxy:\n  remoteurl: https://registry-1.docker.io\n")), &[], &["unknown or not yet supported configuration key `proxy` (ignored)", "config.yml line 4"]);
+        check_warn(Some(&minimal("redis:\n  addr: localhost:6379\n")), &[], &["`redis` is not needed", "config.yml line 4"]);
         check_warn(Some(&minimal("http:\n  debug:\n    addr: :5001\n    pprof:\n      enabled: true\n")), &[], &["`http.debug.pprof`", "line 7"]);
         check_warn(Some(&minimal("notifications:\n  events:\n    includereferences: true\n")), &[], &["`notifications.events`", "line 5"]);
         check_warn(Some("version: 0.1\nstorage:\n  filesystem:\n    maxthreads: 100\n"), &[], &["`storage.filesystem.maxthreads`", "line 4"]);

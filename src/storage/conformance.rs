@@ -48,7 +48,11 @@ pub async fn run(d: &dyn Driver) {
     let (size, stream) = d.open("r").await.unwrap();
     let whole: Vec<Bytes> = stream.try_collect().await.unwrap();
     assert_eq!((size, whole.concat()), (10, b"0123456789".to_vec()));
-    assert!(d.open("nothing/here").await.err().is_some_and(|e| e.is_not_found()));
+    assert!(d
+        .open("nothing/here")
+        .await
+        .err()
+        .is_some_and(|e| e.is_not_found()));
 
     // list: direct children, sorted, objects and prefixes alike
     d.put("l/z", Bytes::new()).await.unwrap();
