@@ -191,13 +191,16 @@ async fn upload_purging_removes_abandoned_multipart_uploads() {
 
 /// An S3 client of the test's own on the store's bucket.
 fn s3_client(store: &TestStore) -> object_store::aws::AmazonS3 {
-    let s3 = store.s3.as_ref().unwrap();
-    let garage = store.garage().unwrap();
+    garage_client(store.garage().unwrap())
+}
+
+/// An S3 client of the test's own on a Garage's bucket.
+fn garage_client(garage: &Garage) -> object_store::aws::AmazonS3 {
     object_store::aws::AmazonS3Builder::new()
         .with_endpoint(garage.endpoint())
         .with_allow_http(true)
-        .with_region(&s3.region)
-        .with_bucket_name(&s3.bucket)
+        .with_region(garage.region)
+        .with_bucket_name(&garage.bucket)
         .with_access_key_id(&garage.access_key)
         .with_secret_access_key(&garage.secret_key)
         .with_virtual_hosted_style_request(false)
@@ -208,8 +211,12 @@ fn s3_client(store: &TestStore) -> object_store::aws::AmazonS3 {
 /// The multipart uploads in progress in the test bucket, by S3's ListMultipartUploads (presigned by
 /// object_store, which has no call for it).
 async fn pending_multipart_uploads(store: &TestStore) -> usize {
+    pending_in(store.garage().unwrap()).await
+}
+
+async fn pending_in(garage: &Garage) -> usize {
     use object_store::signer::{SignedUrlOptions, Signer};
-    let client = s3_client(store);
+    let client = garage_client(garage);
     let url = client
         .signed_url_opts(
             reqwest::Method::GET,
@@ -519,6 +526,106 @@ async fn garbage_collection_on_s3() {
         again.blobs.is_empty(),
         "a second collection found more: {again}"
     );
+}
+
+/// A body that sends `first` bytes and then stalls, so that the server is killed mid-request.
+fn stalling(first: usize) -> reqwest::Body {
+    let head = futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![9u8; first]))
+    });
+    let stall = futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::new())
+    });
+    reqwest::Body::wrap_stream(futures_util::StreamExt::chain(head, stall))
+}
+
+/// berth killed while a chunk is on its way to S3 (a whole part of it already uploaded) and while a
+/// monolithic upload is: another berth on the bucket continues the upload from the acknowledged offset,
+/// nothing partial is served, and upload purging leaves no multipart upload behind.
+#[test]
+fn a_crash_mid_upload_on_s3_loses_nothing_acknowledged() {
+    let garage = Garage::spawn();
+    let mut env = garage.berth_env("/crash");
+    env.push((
+        "REGISTRY_STORAGE_S3_CHUNKSIZE".into(),
+        (5 * MIB).to_string(),
+    ));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cwd = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let data: Vec<u8> = (0..20 * MIB).map(|i| (i * 3 % 251) as u8).collect();
+    let d = digest(&data);
+    let first = 6 * MIB;
+
+    let a = Berth::start(cwd.path(), None, &env);
+    let (path, partial) = rt.block_on(async {
+        let c = a.client();
+        let path = c.start_upload("crash").await;
+        let range = format!("0-{}", first - 1);
+        c.call(
+            "PATCH",
+            &path,
+            &[("content-range", &range)],
+            data[..first].to_vec(),
+        )
+        .await
+        .assert_status(202);
+        // The next chunk gets 7 MiB in (a whole part uploaded), then the server dies.
+        let (http, url) = (c.http.clone(), a.url(&path));
+        tokio::spawn(async move { http.patch(url).body(stalling(7 * MIB)).send().await });
+        let partial = digest(b"never finished");
+        let url = a.url(&format!("/v2/crash/blobs/uploads/?digest={partial}"));
+        let http = c.http.clone();
+        tokio::spawn(async move { http.post(url).body(stalling(6 * MIB)).send().await });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        (path, partial)
+    });
+    a.kill();
+
+    let b = Berth::start(cwd.path(), None, &env);
+    rt.block_on(async {
+        let c = b.client();
+        let acked = format!("0-{}", first - 1);
+        c.assert_upload_at(&path, &acked, "only the acknowledged chunk counts")
+            .await;
+        let range = format!("{first}-{}", data.len() - 1);
+        c.call(
+            "PATCH",
+            &path,
+            &[("content-range", &range)],
+            data[first..].to_vec(),
+        )
+        .await
+        .assert_status(202);
+        c.call("PUT", &format!("{path}?digest={d}"), &[], vec![])
+            .await
+            .assert_status(201);
+        assert!(c.get(&format!("/v2/crash/blobs/{d}")).await.body == data);
+        c.head(&format!("/v2/crash/blobs/{partial}"))
+            .await
+            .assert_status(404);
+        // The cut-off monolithic upload left a multipart upload; purging takes it.
+        let driver = std::sync::Arc::new(
+            S3Driver::new(&berth::storage::s3::S3Settings {
+                rootdirectory: "crash".into(),
+                ..s3_settings(&garage, "crash")
+            })
+            .unwrap(),
+        );
+        let hex = partial.trim_start_matches("sha256:");
+        let blob = format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]);
+        assert!(driver.stat(&blob).await.unwrap_err().is_not_found());
+        let registry = berth::registry::Registry::new(driver);
+        berth::gc::purge_uploads(&registry, Duration::ZERO, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            pending_in(&garage).await,
+            0,
+            "multipart uploads left behind"
+        );
+    });
 }
 
 // The harness itself.
