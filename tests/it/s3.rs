@@ -319,13 +319,18 @@ fn a_bucket_written_by_registry_2_is_served_as_it_is() {
         assert!(std::time::Instant::now() < deadline, "catalog: {catalog}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_pulls_the_same(&format!("{host}/legacy/app:v1"), layout.path(), "v1");
+}
+
+/// skopeo copies `image` into a new OCI layout under `tag`, which must hold what `want` holds.
+fn assert_pulls_the_same(image: &str, want: &std::path::Path, tag: &str) {
     let back = tempfile::tempdir().unwrap();
     let out = skopeo_copy(
-        &format!("docker://{host}/legacy/app:v1"),
-        &format!("oci:{}:v1", back.path().display()),
+        &format!("docker://{image}"),
+        &format!("oci:{}:{tag}", back.path().display()),
     );
-    assert!(out.status.success(), "skopeo out of berth on S3 failed");
-    crate::support::clients::assert_same_layout(layout.path(), back.path(), "v1");
+    assert!(out.status.success(), "skopeo could not pull {image}");
+    crate::support::clients::assert_same_layout(want, back.path(), tag);
 }
 
 #[test]
@@ -387,13 +392,7 @@ fn pushes_and_pulls_go_on_while_a_garage_node_is_down() {
                 &format!("docker://{via_a}/c/app:{n}"),
             );
             assert!(out.status.success(), "push {n} through A failed");
-            let back = tempfile::tempdir().unwrap();
-            let out = skopeo_copy(
-                &format!("docker://{via_b}/c/app:{n}"),
-                &format!("oci:{}:t", back.path().display()),
-            );
-            assert!(out.status.success(), "pull {n} through B failed");
-            crate::support::clients::assert_same_layout(layout.path(), back.path(), "t");
+            assert_pulls_the_same(&format!("{via_b}/c/app:{n}"), layout.path(), "t");
         }
     });
     std::thread::sleep(Duration::from_millis(800));
