@@ -261,6 +261,8 @@ impl Registry {
         self.driver
             .put(&paths::upload_hashstate(repo, id, state.offset), raw)
             .await?;
+        // The newest state is the acknowledged offset, so a superseded state that a crash brings back is
+        // harmless: its removal need not be durable (on a filesystem, one sync round fewer per chunk).
         if let Some(prev) = previous.filter(|&p| p != state.offset) {
             self.driver
                 .delete_object(&paths::upload_hashstate(repo, id, prev))

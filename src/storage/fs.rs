@@ -523,6 +523,16 @@ impl Driver for FsDriver {
         .await
     }
 
+    async fn delete_object(&self, path: &str) -> Result<()> {
+        let full = self.full(path)?;
+        // Not made durable: a crash may bring the object back, which callers accept (see the trait).
+        blocking(path, move || match fs::remove_file(&full) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+    }
+
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn Writer>> {
         let full = self.full(path)?;
         let sync = self.sync.clone();

@@ -184,6 +184,8 @@ pub trait Driver: Send + Sync + 'static {
     async fn delete(&self, path: &str) -> Result<()>;
 
     /// Deletes one object, known to have nothing under it (cheaper than `delete` on an object store).
+    /// Unlike the rest, this need not be durable when it returns: a crash may bring the object back, so
+    /// callers use it only where that is harmless (an upload's superseded hash state).
     async fn delete_object(&self, path: &str) -> Result<()> {
         self.delete(path).await
     }
