@@ -68,7 +68,6 @@ pub struct Registry {
 
 #[derive(Default)]
 struct Markers {
-    known: Mutex<HashSet<String>>,
     complete: std::sync::atomic::AtomicBool,
     claimed: std::sync::atomic::AtomicBool,
 }
@@ -388,8 +387,9 @@ impl Registry {
         }
         let repo_lock = self.repo_lock(repo);
         let _repo = repo_lock.lock().await;
-        let marked = shared && lock(&self.markers.known).contains(repo.as_str());
-        if shared && !marked {
+        // Every push re-asserts its repository's catalog marker (in the same batch, so at no extra wait):
+        // an instance that removed it when the repository emptied cannot hide a push of another's.
+        if shared {
             writes.push((paths::catalog_marker(repo), Bytes::new()));
         }
         let mut links = vec![paths::revision_link(repo, &digest)];
@@ -402,9 +402,6 @@ impl Registry {
             }
         }
         self.driver.put_all(writes).await?;
-        if shared && !marked {
-            lock(&self.markers.known).insert(repo.to_string());
-        }
         self.index.record(repo.as_str(), Change::Manifests(true));
         if let Reference::Tag(tag) = reference {
             self.link(&paths::tag_current(repo, tag), &digest).await?;
@@ -477,6 +474,13 @@ impl Registry {
             .iter()
             .any(|c| c == "_manifests");
         self.index.record(repo.as_str(), Change::Manifests(present));
+        if self.driver.is_shared() && !present {
+            // An object store has no empty directories: the repository left the layout's catalog, so it
+            // leaves the markers' too.
+            self.driver
+                .delete_object(&paths::catalog_marker(repo))
+                .await?;
+        }
         Ok(())
     }
 
@@ -537,7 +541,7 @@ async fn catalog_walk(driver: &dyn Driver) -> Result<Vec<String>> {
 
 /// Writes the catalog markers missing for the repositories in the layout; returns how many repositories
 /// there are and how many markers were added.
-async fn sync_markers(driver: &dyn Driver, markers: &Markers) -> Result<(usize, usize)> {
+async fn sync_markers(driver: &dyn Driver) -> Result<(usize, usize)> {
     let walked = catalog_walk(driver).await?;
     let mut present = HashSet::new();
     let mut after: Option<String> = None;
@@ -561,7 +565,6 @@ async fn sync_markers(driver: &dyn Driver, markers: &Markers) -> Result<(usize, 
     let added = missing.len();
     driver.put_all(missing).await?;
     let count = walked.len();
-    lock(&markers.known).extend(walked.into_iter().chain(present));
     Ok((count, added))
 }
 
@@ -664,7 +667,7 @@ impl Registry {
         let markers = self.markers.clone();
         runtime.spawn(async move {
             let started = std::time::Instant::now();
-            match sync_markers(driver.as_ref(), &markers).await {
+            match sync_markers(driver.as_ref()).await {
                 Ok((repos, added)) => {
                     markers.complete.store(true, Ordering::Release);
                     tracing::info!(

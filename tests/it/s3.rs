@@ -111,6 +111,27 @@ async fn two_instances_serve_one_bucket() {
         json!({"repositories": ["team/app"]})
     );
 
+    // A repository whose last manifest B deletes leaves the catalog of both; a push brings it back.
+    let (_, only) = ca.push_image("brief", "v1", "four").await;
+    let listed = |c: &crate::support::Client| {
+        let c = c.clone();
+        async move {
+            let catalog = c.get("/v2/_catalog").await.json();
+            catalog["repositories"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "brief")
+        }
+    };
+    assert!(listed(&cb).await);
+    cb.delete(&format!("/v2/brief/manifests/{only}"))
+        .await
+        .assert_status(202);
+    assert!(!listed(&ca).await, "an emptied repository is still listed");
+    ca.push_image("brief", "v2", "five").await;
+    assert!(listed(&cb).await);
+
     // One chunked upload whose requests alternate between the instances: 13 MiB in chunks of 3 MiB,
     // so that parts of 5 MiB are cut from chunks that arrived at different instances.
     let data: Vec<u8> = (0..13 * MIB).map(|i| (i * 13 % 251) as u8).collect();
