@@ -2006,12 +2006,17 @@ fn build_s3(raw: Option<RawS3>) -> Result<crate::storage::s3::S3Settings, Proble
         "multipartcopychunksize",
         out.multipartcopychunksize,
     )?;
-    // distribution's 32 MiB suits AWS, where a parallel multipart copy beats one CopyObject. An
-    // S3-compatible service (Garage, Ceph, MinIO) copies within a bucket in one CopyObject at least as
-    // well, often without moving data, so there berth copies up to S3's 5 GiB limit in one request.
-    let default_threshold = match out.regionendpoint {
-        Some(_) => MAX_PART,
-        None => out.multipartcopythresholdsize,
+    // distribution's 32 MiB suits AWS (no endpoint, or one of its own), where a parallel multipart copy
+    // beats one CopyObject. Another S3-compatible service (Garage, Ceph, MinIO) copies within a bucket in
+    // one CopyObject at least as well, often without moving data, so there berth copies up to S3's 5 GiB
+    // limit in one request.
+    let aws = out
+        .regionendpoint
+        .as_deref()
+        .is_none_or(|e| e.contains(".amazonaws.com"));
+    let default_threshold = match aws {
+        true => out.multipartcopythresholdsize,
+        false => MAX_PART,
     };
     out.multipartcopythresholdsize = raw
         .multipartcopythresholdsize

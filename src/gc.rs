@@ -625,8 +625,8 @@ pub async fn purge_uploads(
             report.uploads.push((repo.to_string(), id));
         }
     }
-    if let (false, Some(cutoff)) = (dry_run, cutoff) {
-        // Multipart uploads that no upload names any more (a crash at the wrong moment, a copy cut off).
+    // Multipart uploads that no upload names any more (a crash at the wrong moment, a copy cut off).
+    if let Some(cutoff) = cutoff.filter(|_| !dry_run) {
         let aborted = driver.purge_incomplete(cutoff).await?;
         if aborted > 0 {
             tracing::info!(count = aborted, "incomplete multipart uploads aborted");

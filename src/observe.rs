@@ -196,12 +196,15 @@ impl Observation {
         status: StatusCode,
         h: &HeaderMap,
     ) -> Vec<Event> {
-        if !status.is_success() {
-            return Vec::new();
-        }
         let Some(route) = &self.route else {
             return Vec::new();
         };
+        // A blob GET answered by a redirect to the store is a pull too, as in distribution.
+        let redirected =
+            status == StatusCode::TEMPORARY_REDIRECT && matches!(route, Route::Blob(..));
+        if !status.is_success() && !redirected {
+            return Vec::new();
+        }
         let resp_digest =
             header_str(h, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
         let m = &self.method;
@@ -260,7 +263,9 @@ impl Observation {
                 let Some(d) = resp_digest.or_else(|| percent_decode(d).parse().ok()) else {
                     return Vec::new();
                 };
-                let size = if status == StatusCode::PARTIAL_CONTENT {
+                let size = if redirected {
+                    state.registry.stored_blob_size(&d).await.ok()
+                } else if status == StatusCode::PARTIAL_CONTENT {
                     header_str(h, "content-range")
                         .and_then(|r| r.rsplit('/').next())
                         .and_then(|s| s.parse().ok())

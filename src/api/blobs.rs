@@ -63,8 +63,10 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResu
     registry.check_blob_link(name, &d).await?;
     let is_get = ctx.method == axum::http::Method::GET;
     if is_get {
-        // `storage.redirect`: the client fetches the bytes from the store (a presigned URL).
+        // `storage.redirect`: the client fetches the bytes from the store (a presigned URL), once the
+        // data is known to be there (a link whose data is gone is BLOB_UNKNOWN, not a redirect to an error).
         if let Some(url) = registry.blob_redirect(&d).await? {
+            registry.stored_blob_size(&d).await?;
             let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
             let h = resp.headers_mut();
             h.insert(header::LOCATION, header_value(&url));

@@ -152,7 +152,7 @@ impl Registry {
         }
     }
 
-    /// Writes a link file unless it already holds this digest.
+    /// Writes a link file (on a filesystem, only if it does not already hold this digest).
     async fn link(&self, path: &str, d: &Digest) -> Result<()> {
         // On a filesystem a read is much cheaper than a durable write; on an object store a PUT costs
         // what a GET does, so it just writes (the same bytes, if the link was there).
@@ -181,10 +181,10 @@ impl Registry {
                 .await?
                 .as_ref()
                 == Some(d);
-        match linked {
-            true => Ok(()),
-            false => Err(Error::BlobUnknown(d.clone())),
+        if !linked {
+            return Err(Error::BlobUnknown(d.clone()));
         }
+        Ok(())
     }
 
     /// The size of a stored blob (the caller has checked the repository may serve it).
@@ -477,9 +477,7 @@ impl Registry {
         if self.driver.is_shared() && !present {
             // An object store has no empty directories: the repository left the layout's catalog, so it
             // leaves the markers' too.
-            self.driver
-                .delete_object(&paths::catalog_marker(repo))
-                .await?;
+            remove_marker(self.driver.as_ref(), repo).await?;
         }
         Ok(())
     }
@@ -539,10 +537,12 @@ async fn catalog_walk(driver: &dyn Driver) -> Result<Vec<String>> {
     Ok(found)
 }
 
-/// Writes the catalog markers missing for the repositories in the layout; returns how many repositories
-/// there are and how many markers were added.
-async fn sync_markers(driver: &dyn Driver) -> Result<(usize, usize)> {
-    let walked = catalog_walk(driver).await?;
+/// Brings the catalog markers in line with the layout: adds those missing for its repositories, removes
+/// those of repositories it no longer has. Returns how many repositories there are and how many markers
+/// were added and removed.
+async fn sync_markers(driver: &dyn Driver) -> Result<(usize, usize, usize)> {
+    // The markers are listed before the walk: a repository created in between has a marker the listing
+    // did not see, so it cannot be taken for a stale one.
     let mut present = HashSet::new();
     let mut after: Option<String> = None;
     loop {
@@ -556,6 +556,7 @@ async fn sync_markers(driver: &dyn Driver) -> Result<(usize, usize)> {
             break;
         }
     }
+    let walked = catalog_walk(driver).await?;
     let missing: Vec<(String, Bytes)> = walked
         .iter()
         .filter(|name| !present.contains(*name))
@@ -564,8 +565,38 @@ async fn sync_markers(driver: &dyn Driver) -> Result<(usize, usize)> {
         .collect();
     let added = missing.len();
     driver.put_all(missing).await?;
-    let count = walked.len();
-    Ok((count, added))
+    let walked: HashSet<String> = walked.into_iter().collect();
+    let mut removed = 0;
+    for name in present.difference(&walked) {
+        if let Ok(repo) = RepoName::parse(name) {
+            removed += usize::from(remove_marker(driver, &repo).await?);
+        }
+    }
+    Ok((walked.len(), added, removed))
+}
+
+/// Removes a repository's catalog marker if it has no `_manifests`; puts it back if a push (on any
+/// instance) made some meanwhile. Returns whether the marker stayed removed.
+async fn remove_marker(driver: &dyn Driver, repo: &RepoName) -> Result<bool> {
+    let has_manifests = || async {
+        Ok::<_, Error>(
+            driver
+                .list(&paths::repo(repo))
+                .await?
+                .iter()
+                .any(|c| c == "_manifests"),
+        )
+    };
+    if has_manifests().await? {
+        return Ok(false);
+    }
+    let marker = paths::catalog_marker(repo);
+    driver.delete(&marker).await?;
+    if has_manifests().await? {
+        driver.put(&marker, Bytes::new()).await?;
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// The tags of every repository in `names`; `None` for one that has no `_manifests` (any more).
@@ -668,11 +699,12 @@ impl Registry {
         runtime.spawn(async move {
             let started = std::time::Instant::now();
             match sync_markers(driver.as_ref()).await {
-                Ok((repos, added)) => {
+                Ok((repos, added, removed)) => {
                     markers.complete.store(true, Ordering::Release);
                     tracing::info!(
                         repositories = repos,
                         markers_added = added,
+                        markers_removed = removed,
                         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
                         "catalog markers checked"
                     );

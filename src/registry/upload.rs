@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::error::{Error, Result};
 use super::{paths, Registry};
 use crate::oci::{Digest, RepoName};
-use crate::storage::ByteStream;
+use crate::storage::{ByteStream, ErrorKind};
 
 /// What a client learns about an upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +168,7 @@ impl Registry {
                     .await
                 {
                     Ok(()) => {}
-                    Err(e) if e.kind == crate::storage::ErrorKind::BadOffset => {
+                    Err(e) if e.kind == ErrorKind::BadOffset => {
                         return Err(lost_data(state.offset))
                     }
                     Err(e) => return Err(e.into()),
@@ -295,9 +295,7 @@ impl Registry {
         {
             Ok(w) => w,
             // The data ends before the saved state's offset: damaged, or cut short by hand.
-            Err(e) if e.kind == crate::storage::ErrorKind::BadOffset => {
-                return Err(lost_data(state.offset))
-            }
+            Err(e) if e.kind == ErrorKind::BadOffset => return Err(lost_data(state.offset)),
             Err(e) => return Err(e.into()),
         };
         let hasher = HashPipe::start(state.hasher);

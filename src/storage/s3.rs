@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use super::{ByteStream, Driver, ErrorKind, Meta, Result, StorageError, Writer};
 
 /// distribution's `storage.s3` settings that berth honours.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct S3Settings {
     /// Static credentials; when absent, the standard AWS environment variables and instance metadata.
     pub accesskey: Option<String>,
@@ -89,6 +89,24 @@ pub const MAX_PARTS: usize = 10_000;
 const REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
 /// Listings and deletes issued at once.
 const CONCURRENCY: usize = 16;
+
+impl std::fmt::Debug for S3Settings {
+    /// Everything but the credentials, which are only said to be set or not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| if v.is_some() { "(set)" } else { "(none)" };
+        f.debug_struct("S3Settings")
+            .field("accesskey", &set(&self.accesskey))
+            .field("secretkey", &set(&self.secretkey))
+            .field("sessiontoken", &set(&self.sessiontoken))
+            .field("region", &self.region)
+            .field("regionendpoint", &self.regionendpoint)
+            .field("bucket", &self.bucket)
+            .field("rootdirectory", &self.rootdirectory)
+            .field("chunksize", &self.chunksize)
+            .field("redirect", &self.redirect)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Default for S3Settings {
     fn default() -> S3Settings {
@@ -1017,6 +1035,20 @@ mod tests {
             joined.extend_from_slice(&buf);
             assert_eq!(joined, input, "chunks of {chunk}");
         }
+    }
+
+    #[test]
+    fn credentials_stay_out_of_debug_output() {
+        let s = S3Settings {
+            accesskey: Some("AKIDEXAMPLE".into()),
+            secretkey: Some("wJalrXUtnFEMI".into()),
+            ..S3Settings::default()
+        };
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("AKIDEXAMPLE") && !shown.contains("wJalrXUtnFEMI"),
+            "{shown}"
+        );
     }
 
     #[test]

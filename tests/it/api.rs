@@ -419,6 +419,13 @@ async fn an_upload_whose_data_was_lost_is_refused_cleanly() {
     c.call("PATCH", &path, &[], vec![2u8; 10])
         .await
         .assert_error(400, "BLOB_UPLOAD_INVALID");
+    let d = digest(&[1u8; 1000]);
+    c.call("PUT", &format!("{path}?digest={d}"), &[], vec![])
+        .await
+        .assert_error(400, "BLOB_UPLOAD_INVALID");
+    c.get(&format!("/v2/a/blobs/{d}"))
+        .await
+        .assert_error(404, "BLOB_UNKNOWN");
 }
 
 #[tokio::test]

@@ -79,6 +79,15 @@ async fn two_instances_serve_one_bucket() {
     let a = TestServer::serve(&store, test_config()).await;
     let b = TestServer::serve(&store, test_config()).await;
     let (ca, cb) = (a.client(), b.client());
+    // Listings come from the catalog markers once each instance has checked them, as `serve` starts.
+    for s in [&a, &b] {
+        s.state.registry.start_index();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !s.state.registry.index_ready() {
+            assert!(std::time::Instant::now() < deadline, "markers never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     // Pushed through A, pulled through B.
     let (manifest, d) = ca.push_image("team/app", "v1", "one").await;
@@ -418,6 +427,10 @@ fn pushes_and_pulls_go_on_while_a_garage_node_is_down() {
     });
     std::thread::sleep(Duration::from_millis(800));
     cluster.stop(2);
+    assert!(
+        !traffic.is_finished(),
+        "the traffic ended before the node stopped"
+    );
     std::thread::sleep(Duration::from_secs(2));
     cluster.start(2);
     traffic
@@ -598,7 +611,12 @@ fn a_crash_mid_upload_on_s3_loses_nothing_acknowledged() {
         let url = a.url(&format!("/v2/crash/blobs/uploads/?digest={partial}"));
         let http = c.http.clone();
         tokio::spawn(async move { http.post(url).body(stalling(6 * MIB)).send().await });
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Both have a part in the bucket (a multipart upload each) before the crash.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while pending_in(&garage).await < 2 {
+            assert!(std::time::Instant::now() < deadline, "no parts reached S3");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         (path, partial)
     });
     a.kill();
