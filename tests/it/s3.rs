@@ -179,6 +179,41 @@ async fn two_instances_serve_one_bucket() {
     assert_eq!(left, Vec::<String>::new(), "upload state left behind");
 }
 
+/// At start-up an instance brings the catalog markers in line with the layout: a marker without a
+/// repository (its deletion cut off by a crash, or the repository emptied by registry:2) goes.
+#[tokio::test]
+async fn stale_catalog_markers_go_at_start_up() {
+    let store = TestStore::new(StoreKind::S3);
+    let driver = store.driver();
+    driver
+        .put(
+            "docker/registry/v2/_berth/catalog/phantom/app",
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap();
+    let a = TestServer::serve(&store, test_config()).await;
+    a.client().push_image("real", "v1", "x").await;
+    let b = TestServer::serve(&store, test_config()).await;
+    b.state.registry.start_index();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !b.state.registry.index_ready() {
+        assert!(std::time::Instant::now() < deadline, "markers never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        b.client().get("/v2/_catalog").await.json(),
+        json!({"repositories": ["real"]})
+    );
+    assert_eq!(
+        driver
+            .list_keys("docker/registry/v2/_berth/catalog", None, 10)
+            .await
+            .unwrap(),
+        ["real"]
+    );
+}
+
 #[tokio::test]
 async fn upload_purging_removes_abandoned_multipart_uploads() {
     let store = TestStore::new(StoreKind::S3);
