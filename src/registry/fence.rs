@@ -8,8 +8,13 @@
 //! [`Fence::exclusive`] after checking [`Fence::is_touched`]: a writer's touch and existence check and the
 //! collector's check and removal are serialised, so either the collector sees the touch and keeps the
 //! object, or the writer finds the object gone and fails its request instead of acknowledging it.
+//!
+//! A write whose slow part creates the object it relies on (an upload's copy into place on an object
+//! store) [`Fence::pin`]s the digest instead of holding a ticket through it, so that a collection never
+//! waits for a copy: [`Fence::settle`] then waits for a removal in progress, after which every removal
+//! decision sees the pin.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -28,6 +33,26 @@ pub struct Fence {
 struct State {
     collecting: bool,
     touched: HashSet<Digest>,
+    /// Digests pinned by writes in progress, with how many pins each.
+    pinned: HashMap<Digest, usize>,
+}
+
+/// Keeps a digest from removal while it lives (see [`Fence::pin`]).
+pub struct Pin<'a> {
+    fence: &'a Fence,
+    digest: Digest,
+}
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        let mut state = self.fence.state();
+        if let Some(n) = state.pinned.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                state.pinned.remove(&self.digest);
+            }
+        }
+    }
 }
 
 /// Held by a writer while it checks and links what it references.
@@ -88,9 +113,25 @@ impl Fence {
         }
     }
 
-    /// Whether a write has relied on `d` since the collection began.
+    /// Whether a write has relied on `d` since the collection began, or a write in progress pinned it.
     pub fn is_touched(&self, d: &Digest) -> bool {
-        self.state().touched.contains(d)
+        let state = self.state();
+        state.touched.contains(d) || state.pinned.contains_key(d)
+    }
+
+    /// Keeps `d` from removal by any collection until the pin is dropped (counted as touched). Follow it
+    /// with [`Fence::settle`] before relying on the object.
+    pub fn pin(&self, d: &Digest) -> Pin<'_> {
+        *self.state().pinned.entry(d.clone()).or_default() += 1;
+        Pin {
+            fence: self,
+            digest: d.clone(),
+        }
+    }
+
+    /// Waits for a removal in progress (one decided before a pin was taken) to end.
+    pub async fn settle(&self) {
+        drop(self.gate.read().await);
     }
 }
 
@@ -121,6 +162,20 @@ mod tests {
         drop(session);
         let _again = fence.begin().await;
         assert!(!fence.is_touched(&d), "touches outlived their collection");
+    }
+
+    #[tokio::test]
+    async fn a_pin_protects_until_dropped() {
+        let fence = Fence::default();
+        let d = Digest::of(b"pinned");
+        let _session = fence.begin().await;
+        let pin = fence.pin(&d);
+        let again = fence.pin(&d);
+        assert!(fence.is_touched(&d));
+        drop(pin);
+        assert!(fence.is_touched(&d), "a second pin still holds");
+        drop(again);
+        assert!(!fence.is_touched(&d), "a dropped pin still protects");
     }
 
     #[tokio::test]

@@ -153,8 +153,10 @@ impl Registry {
                 got,
             });
         }
-        let _ticket = self.fence.write().await;
-        self.fence.touch(expected);
+        // Putting the blob in place can take long (on an object store, a server-side copy): the digest is
+        // pinned through it instead of a ticket being held, so that a collection never waits for it.
+        let _pin = self.fence.pin(expected);
+        self.fence.settle().await;
         let blob = paths::blob_data(expected);
         let present = matches!(self.driver.stat(&blob).await, Ok(m) if m.size == state.offset);
         if !present {
@@ -175,6 +177,8 @@ impl Registry {
                 }
             }
         }
+        let _ticket = self.fence.write().await;
+        self.fence.touch(expected);
         self.link(&paths::layer_link(repo, expected), expected)
             .await?;
         self.driver.delete(&paths::upload_dir(repo, id)).await?;
