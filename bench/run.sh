@@ -9,34 +9,9 @@
 #   CARGO_LOCK=/tmp/cargo.lock   # run cargo under flock on a shared machine
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(dirname "$here")
-cargo() { if [ -n "${CARGO_LOCK:-}" ]; then flock "$CARGO_LOCK" cargo "$@"; else command cargo "$@"; fi; }
-
-for tool in docker-registry nginx skopeo curl; do
-    command -v "$tool" >/dev/null || { echo "missing $tool: run bench/setup.sh" >&2; exit 1; }
-done
-
-cargo build --release --manifest-path "$repo/Cargo.toml"
-cargo build --release --manifest-path "$here/loadgen/Cargo.toml"
-
-work=$(mktemp -d "${BENCH_WORK_PARENT:-/var/tmp}/berth-bench.XXXXXX")
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ -z "${KEEP:-}" ]; then rm -rf "$work"; else echo "work directory kept: $work" >&2; fi
-}
-trap cleanup EXIT
-
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 40000))
-        if ! ss -ltn "sport = :$p" | grep -q LISTEN; then echo "$p"; return; fi
-    done
-    echo "no free port" >&2; exit 1
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+bench_start berth-bench docker-registry nginx skopeo curl ss
 
 # One configuration for both registries: filesystem storage, delete enabled, access log off. The storage
 # root and the address differ and come from distribution's own environment overrides. registry:2's image

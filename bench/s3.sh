@@ -14,9 +14,8 @@
 #   ONLY=w4,w5                        # some workloads only (w3 uploads one blob first)
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(dirname "$here")
-cargo() { if [ -n "${CARGO_LOCK:-}" ]; then flock "$CARGO_LOCK" cargo "$@"; else command cargo "$@"; fi; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 garage=${GARAGE_BIN:-}
 if [ -z "$garage" ]; then
@@ -27,38 +26,8 @@ fi
     echo "missing garage: cargo install garage --version 2.5.0 --locked --no-default-features --features bundled-libs,lmdb" >&2
     exit 1
 }
-for tool in docker-registry curl flock timeout ss od; do
-    command -v "$tool" >/dev/null || { echo "missing $tool: run bench/setup.sh" >&2; exit 1; }
-done
+bench_start berth-s3-bench docker-registry curl flock timeout ss od
 
-cargo build --release --manifest-path "$repo/Cargo.toml"
-cargo build --release --manifest-path "$here/loadgen/Cargo.toml"
-
-work=$(mktemp -d "${BENCH_WORK_PARENT:-/var/tmp}/berth-s3-bench.XXXXXX")
-pids=()
-cleanup() {
-    local i
-    # The newest first: the load generator, then the registries, Garage last.
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do wait "${pids[i]}" 2>/dev/null || true; done
-    if [ -z "${KEEP:-}" ]; then rm -rf "$work"; else echo "work directory kept: $work" >&2; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A port below the ephemeral range (32768 and up on Linux), so that no outgoing connection holds it by the
-# time a server binds it, used by no socket now and not handed out before in this run.
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 12000))
-        if [ -z "$(ss -Htan "( sport = :$p )")" ] && ! grep -qx "$p" "$work/ports" 2>/dev/null; then
-            echo "$p" >>"$work/ports"; echo "$p"; return
-        fi
-    done
-    echo "no free port" >&2; exit 1
-}
 hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 
 # Waits (at most 20 s) until `curl URL` answers with one of the statuses given; fails if PID has exited.

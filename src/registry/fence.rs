@@ -15,6 +15,7 @@
 //! decision sees the pin.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -27,11 +28,12 @@ pub struct Fence {
     state: Mutex<State>,
     /// One collection at a time.
     running: tokio::sync::Mutex<()>,
+    /// Whether a collection runs: lets `touch`, on every blob read, skip the lock when none does.
+    collecting: AtomicBool,
 }
 
 #[derive(Default)]
 struct State {
-    collecting: bool,
     touched: HashSet<Digest>,
     /// Digests pinned by writes in progress, with how many pins each.
     pinned: HashMap<Digest, usize>,
@@ -86,9 +88,13 @@ impl Fence {
 
     /// Records that a write (or a read that a write may follow) relies on `d`, if a collection runs.
     pub fn touch(&self, d: &Digest) {
-        let mut state = self.state();
-        if state.collecting {
-            state.touched.insert(d.clone());
+        // Set and cleared under the lock below; a write's touch comes after `begin` through the gate, so
+        // it sees the flag set.
+        if self.collecting.load(Ordering::Acquire) {
+            let mut state = self.state();
+            if self.collecting.load(Ordering::Relaxed) {
+                state.touched.insert(d.clone());
+            }
         }
     }
 
@@ -98,8 +104,8 @@ impl Fence {
         let running = self.running.lock().await;
         let _quiet = self.gate.write().await;
         let mut state = self.state();
-        state.collecting = true;
         state.touched.clear();
+        self.collecting.store(true, Ordering::Release);
         Session {
             fence: self,
             _running: running,
@@ -138,7 +144,7 @@ impl Fence {
 impl Drop for Session<'_> {
     fn drop(&mut self) {
         let mut state = self.fence.state();
-        state.collecting = false;
+        self.fence.collecting.store(false, Ordering::Release);
         state.touched = HashSet::new();
     }
 }

@@ -228,8 +228,9 @@ impl Registry {
         d: &Digest,
         from: Option<&RepoName>,
     ) -> Result<bool> {
+        // The blob itself is checked below, under the ticket.
         let source_ok = match from {
-            Some(from) => self.blob_size(from, d).await.is_ok(),
+            Some(from) => self.check_blob_link(from, d).await.is_ok(),
             None => true,
         };
         if !source_ok {
@@ -349,10 +350,15 @@ impl Registry {
                     .await?
                     .as_ref()
                     == Some(&blob);
-                if !linked || self.driver.stat(&paths::blob_data(&blob)).await.is_err() {
+                if !linked {
                     return Err(Error::ManifestBlobUnknown(blob));
                 }
-                Ok(())
+                // A storage failure is the registry's, not a missing blob of the client's.
+                match self.driver.stat(&paths::blob_data(&blob)).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_not_found() => Err(Error::ManifestBlobUnknown(blob)),
+                    Err(e) => Err(e.into()),
+                }
             })
             .buffered(CHECKS_AT_ONCE)
             .try_collect::<Vec<()>>()
@@ -366,7 +372,8 @@ impl Registry {
                 .map(|child| async move {
                     match self.resolve(repo, &Reference::Digest(child.clone())).await {
                         Ok(_) => Ok(()),
-                        Err(_) => Err(Error::ManifestBlobUnknown(child)),
+                        Err(Error::ManifestUnknown(_)) => Err(Error::ManifestBlobUnknown(child)),
+                        Err(e) => Err(e),
                     }
                 })
                 .buffered(CHECKS_AT_ONCE)

@@ -146,8 +146,7 @@ impl Registry {
         }
         let got = Digest::from_sha256(state.hasher.finalize().as_slice());
         if &got != expected {
-            self.driver.delete(&paths::upload_dir(repo, id)).await?;
-            self.forget_upload_lock(id);
+            self.discard_upload(repo, id).await?;
             return Err(Error::DigestMismatch {
                 expected: expected.clone(),
                 got,
@@ -181,9 +180,7 @@ impl Registry {
         self.fence.touch(expected);
         self.link(&paths::layer_link(repo, expected), expected)
             .await?;
-        self.driver.delete(&paths::upload_dir(repo, id)).await?;
-        self.forget_upload_lock(id);
-        Ok(())
+        self.discard_upload(repo, id).await
     }
 
     /// Cancels an upload and discards its data.
@@ -191,15 +188,18 @@ impl Registry {
         let lock = self.upload_lock(id);
         let _held = lock.lock().await;
         self.load_state(repo, id).await?;
-        self.driver.delete(&paths::upload_dir(repo, id)).await?;
-        self.forget_upload_lock(id);
-        Ok(())
+        self.discard_upload(repo, id).await
     }
 
     /// Removes an upload for upload purging, waiting for any request working on it.
     pub(crate) async fn purge_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         let lock = self.upload_lock(id);
         let _held = lock.lock().await;
+        self.discard_upload(repo, id).await
+    }
+
+    /// Removes an upload's directory and forgets its lock; the caller holds the lock.
+    async fn discard_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         self.driver.delete(&paths::upload_dir(repo, id)).await?;
         self.forget_upload_lock(id);
         Ok(())
@@ -218,11 +218,8 @@ impl Registry {
             .finish_upload(repo, &status.id, digest, Some((check, body)))
             .await;
         if result.is_err() {
-            // Nobody else knows this upload's id: do not leave it behind.
-            let _ = self
-                .driver
-                .delete(&paths::upload_dir(repo, &status.id))
-                .await;
+            // Nobody else knows this upload's id: do not leave it (or its lock) behind.
+            let _ = self.purge_upload(repo, &status.id).await;
         }
         result
     }
@@ -244,7 +241,10 @@ impl Registry {
             .await
         {
             Ok(raw) => raw,
-            Err(e) if e.is_not_found() => return Err(Error::UploadUnknown),
+            // Gone, or too large to be one of ours (see below).
+            Err(e) if e.is_not_found() || e.kind == ErrorKind::TooLarge => {
+                return Err(Error::UploadUnknown)
+            }
             Err(e) => return Err(e.into()),
         };
         // A state we cannot read (for instance one written by distribution, whose format differs) is an

@@ -36,8 +36,8 @@ pub fn digest(b: &[u8]) -> String {
     s
 }
 
-/// POST then PUT with the whole blob (what docker and skopeo do for a monolithic upload).
-pub async fn upload_monolithic(c: &mut Conn, repo: &str, blob: &Bytes, d: &str) -> Result<()> {
+/// POST: starts an upload and returns its path.
+async fn start_upload(c: &mut Conn, repo: &str) -> Result<String> {
     let r = c
         .send(
             Method::POST,
@@ -48,7 +48,12 @@ pub async fn upload_monolithic(c: &mut Conn, repo: &str, blob: &Bytes, d: &str) 
         )
         .await?
         .expect(&[202], "start upload")?;
-    let loc = location_path(r.header("location").context("no Location")?);
+    Ok(location_path(r.header("location").context("no Location")?))
+}
+
+/// POST then PUT with the whole blob (what docker and skopeo do for a monolithic upload).
+pub async fn upload_monolithic(c: &mut Conn, repo: &str, blob: &Bytes, d: &str) -> Result<()> {
+    let loc = start_upload(c, repo).await?;
     let put = with_query(&loc, &format!("digest={d}"));
     c.send(
         Method::PUT,
@@ -70,17 +75,7 @@ pub async fn upload_chunked(
     d: &str,
     chunk: usize,
 ) -> Result<()> {
-    let r = c
-        .send(
-            Method::POST,
-            &format!("/v2/{repo}/blobs/uploads/"),
-            &[],
-            Bytes::new(),
-            true,
-        )
-        .await?
-        .expect(&[202], "start upload")?;
-    let mut loc = location_path(r.header("location").context("no Location")?);
+    let mut loc = start_upload(c, repo).await?;
     let mut off = 0usize;
     while off < blob.len() {
         let end = (off + chunk).min(blob.len());
