@@ -246,8 +246,10 @@ fn parse_content_range(v: &str) -> Option<(u64, u64)> {
         .unwrap_or(v);
     let v = v.split('/').next()?;
     let (a, b) = v.split_once('-')?;
-    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (a <= b).then_some((a, b))
+    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    // The range's length must be a number too: `0-18446744073709551615` is not a range.
+    b.checked_sub(a)?.checked_add(1)?;
+    Some((a, b))
 }
 
 fn chunk_check(ctx: &Ctx<'_>) -> ApiResult<ChunkCheck> {

@@ -99,8 +99,9 @@ async fn entry(State(state): State<Arc<AppState>>, req: Request) -> Response {
         .unwrap_or_default();
     let headers = resp.headers_mut();
     headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    // Every configured value, as distribution adds them (a header may have several).
     for (k, v) in &state.config.headers {
-        headers.insert(k.clone(), v.clone());
+        headers.append(k.clone(), v.clone());
     }
     observation.set_user(user);
     observation.finish(&state, resp).await

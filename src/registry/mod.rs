@@ -141,6 +141,14 @@ impl Registry {
         lock(&self.upload_locks).remove(id);
     }
 
+    /// Forgets an upload's lock unless a request holds or waits for it (the map's is the only handle).
+    fn forget_idle_upload_lock(&self, id: &str) {
+        let mut locks = lock(&self.upload_locks);
+        if locks.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(id);
+        }
+    }
+
     /// Reads a link file; `None` when it does not exist or does not hold a digest.
     async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
         match self.driver.get(path, LINK_LIMIT).await {

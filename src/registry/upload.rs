@@ -119,9 +119,7 @@ impl Registry {
         check: ChunkCheck,
         body: ByteStream,
     ) -> Result<UploadStatus> {
-        let lock = self.upload_lock(id);
-        let _held = lock.lock().await;
-        let state = self.load_state(repo, id).await?;
+        let (_held, state) = self.open_upload(repo, id).await?;
         let state = self.append(repo, id, state, check, body).await?;
         Ok(UploadStatus {
             id: id.to_owned(),
@@ -138,9 +136,7 @@ impl Registry {
         expected: &Digest,
         last_chunk: Option<(ChunkCheck, ByteStream)>,
     ) -> Result<()> {
-        let lock = self.upload_lock(id);
-        let _held = lock.lock().await;
-        let mut state = self.load_state(repo, id).await?;
+        let (_held, mut state) = self.open_upload(repo, id).await?;
         if let Some((check, body)) = last_chunk {
             state = self.append(repo, id, state, check, body).await?;
         }
@@ -185,9 +181,7 @@ impl Registry {
 
     /// Cancels an upload and discards its data.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
-        let lock = self.upload_lock(id);
-        let _held = lock.lock().await;
-        self.load_state(repo, id).await?;
+        let (_held, _) = self.open_upload(repo, id).await?;
         self.discard_upload(repo, id).await
     }
 
@@ -196,6 +190,29 @@ impl Registry {
         let lock = self.upload_lock(id);
         let _held = lock.lock().await;
         self.discard_upload(repo, id).await
+    }
+
+    /// Takes an upload's lock and loads its state. An unknown upload leaves no lock entry behind, so that
+    /// requests for made-up ids cannot grow the map.
+    async fn open_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, State)> {
+        if !paths::is_valid_upload_id(id) {
+            return Err(Error::UploadUnknown);
+        }
+        let held = self.upload_lock(id).lock_owned().await;
+        match self.load_state(repo, id).await {
+            Ok(state) => Ok((held, state)),
+            Err(e) => {
+                if matches!(e, Error::UploadUnknown) {
+                    drop(held);
+                    self.forget_idle_upload_lock(id);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Removes an upload's directory and forgets its lock; the caller holds the lock.
@@ -361,5 +378,38 @@ impl Registry {
         }
         self.save_state(repo, id, &state, Some(previous)).await?;
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::storage::memory::MemoryDriver;
+
+    #[tokio::test]
+    async fn unknown_uploads_leave_no_lock_behind() {
+        let registry = Registry::new(Arc::new(MemoryDriver::new()));
+        let repo = RepoName::parse("a").unwrap();
+        for _ in 0..3 {
+            let id = uuid::Uuid::new_v4().to_string();
+            let err = registry.cancel_upload(&repo, &id).await.unwrap_err();
+            assert!(matches!(err, Error::UploadUnknown), "{err}");
+            let empty = || futures_util::stream::empty().boxed();
+            let err = registry
+                .upload_chunk(&repo, &id, ChunkCheck::default(), empty())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::UploadUnknown), "{err}");
+        }
+        assert_eq!(lock_count(&registry), 0, "locks of unknown uploads kept");
+        let started = registry.start_upload(&repo).await.unwrap();
+        registry.cancel_upload(&repo, &started.id).await.unwrap();
+        assert_eq!(lock_count(&registry), 0);
+    }
+
+    fn lock_count(registry: &Registry) -> usize {
+        super::super::lock(&registry.upload_locks).len()
     }
 }

@@ -456,6 +456,19 @@ async fn ranged_blob_reads() {
 }
 
 #[tokio::test]
+async fn malformed_content_ranges_are_refused() {
+    let (_s, c) = server().await;
+    let path = c.start_upload("a").await;
+    for bad in ["0-18446744073709551615", "abc", "5-1", "-3"] {
+        c.call("PATCH", &path, &[("content-range", bad)], b"abc".to_vec())
+            .await
+            .assert_error(416, "RANGE_INVALID");
+    }
+    c.assert_upload_at(&path, "0-0", "nothing was taken from refused chunks")
+        .await;
+}
+
+#[tokio::test]
 async fn cross_repository_mount() {
     let (_s, c) = server().await;
     let d = c.push_blob("src/repo", b"shared layer").await;

@@ -162,7 +162,7 @@ fn serve_reads_a_file_warns_about_unknown_keys_and_applies_overrides() {
     fs::write(
         &file,
         format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  headers:\n    X-Test: [yes-it-is]\nproxy:\n  remoteurl: https://registry-1.docker.io\n",
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  headers:\n    X-Test: [yes-it-is, and-this-too]\nproxy:\n  remoteurl: https://registry-1.docker.io\n",
             root.display()
         ),
     )
@@ -183,7 +183,12 @@ fn serve_reads_a_file_warns_about_unknown_keys_and_applies_overrides() {
         let (_, d) = c.push_image("x", "t", "file").await;
         let r = c.delete(&format!("/v2/x/manifests/{d}")).await;
         r.assert_status(202);
-        assert_eq!(r.header("x-test"), Some("yes-it-is"));
+        let values: Vec<_> = r.headers.get_all("x-test").iter().collect();
+        assert_eq!(
+            values,
+            ["yes-it-is", "and-this-too"],
+            "every configured value"
+        );
     });
     assert!(root
         .join("docker/registry/v2/repositories/x/_manifests")
