@@ -455,27 +455,19 @@ impl Driver for FsDriver {
             Ok(f)
         })
         .await?;
-        // A blocking thread reads ahead into the buffers handed to hyper (one copy out of the page
-        // cache), so the disk read of the next chunk overlaps the socket write of this one. It stops
-        // when the range is done or the response is dropped.
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
-        tokio::task::spawn_blocking(move || {
-            let mut file = file;
-            let mut left = len;
-            while left > 0 {
-                let want = left.min(READ_BUFFER as u64) as usize;
-                let chunk = read_chunk(&mut file, want);
-                let failed = chunk.is_err();
-                if tx.blocking_send(chunk.map(Bytes::from)).is_err() || failed {
-                    return;
-                }
-                left -= want as u64;
-            }
-        });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(stream.boxed())
+        Ok(stream_file(file, len))
+    }
+
+    async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
+        // The size comes from the open file: one blocking call where a stat and a read would take two.
+        let full = self.full(path)?;
+        let (file, size) = blocking(path, move || {
+            let f = File::open(&full)?;
+            let size = f.metadata()?.len();
+            Ok((f, size))
+        })
+        .await?;
+        Ok((size, stream_file(file, size)))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -573,6 +565,29 @@ impl Driver for FsDriver {
         })
         .await
     }
+}
+
+/// `len` bytes of `file` from where it stands. A blocking thread reads ahead into the buffers handed to
+/// hyper (one copy out of the page cache), so the disk read of the next chunk overlaps the socket write of
+/// this one. It stops when the range is done or the response is dropped.
+fn stream_file(mut file: File, len: u64) -> ByteStream {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(READ_BUFFER as u64) as usize;
+            let chunk = read_chunk(&mut file, want);
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk.map(Bytes::from)).is_err() || failed {
+                return;
+            }
+            left -= want as u64;
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
 }
 
 /// Writes on a blocking thread fed through a bounded channel, so the async side only hands over buffers.

@@ -190,14 +190,6 @@ fn tail_path(path: &str, offset: u64) -> String {
     format!("{path}!parts/tail-{offset:020}")
 }
 
-/// The offset in a `state-*` or `tail-*` name.
-fn offset_of(name: &str) -> Option<u64> {
-    name.strip_prefix("state-")
-        .or_else(|| name.strip_prefix("tail-"))?
-        .parse()
-        .ok()
-}
-
 /// What one commit of a writer left: enough to continue from it, or to complete the upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct WriterState {
@@ -208,6 +200,9 @@ struct WriterState {
     offset: u64,
     /// Whether `tail-<offset>` holds the bytes after the whole parts.
     tail: bool,
+    /// The offset of the commit this one continued (its state is the one kept besides this).
+    #[serde(default)]
+    base: u64,
 }
 
 /// A multipart upload in progress, as ListMultipartUploads describes it.
@@ -387,6 +382,14 @@ impl S3Driver {
             }
         }
         Ok(())
+    }
+
+    /// Removes a sealed writer's object and state. Its multipart upload was completed (or never made), so
+    /// unlike `delete` this looks for none to abort.
+    async fn remove_written(&self, path: &str) -> Result<()> {
+        let mut keys = self.keys_under(&parts_dir(path)).await?;
+        keys.push(self.key(path)?);
+        self.delete_keys(path, keys).await
     }
 
     /// A request object_store has no call for, presigned by it and sent with our client; retried on
@@ -794,6 +797,7 @@ impl Driver for S3Driver {
                 etags: Vec::new(),
                 offset: 0,
                 tail: false,
+                base: 0,
             }
         } else {
             self.load_state(path, offset).await?
@@ -811,7 +815,7 @@ impl Driver for S3Driver {
             path: path.to_owned(),
             key,
             base: offset,
-            opened: offset > 0,
+            stale: (offset > 0 && state.base < offset).then_some(state.base),
             upload_id: state.upload_id,
             part_size: state.part_size,
             etags: state.etags,
@@ -828,7 +832,7 @@ impl Driver for S3Driver {
     async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()> {
         if size == 0 {
             self.put(to, Bytes::new()).await?;
-            return self.delete(from).await;
+            return self.remove_written(from).await;
         }
         let state = self.load_state(from, size).await?;
         match (&state.upload_id, state.etags.len()) {
@@ -867,7 +871,7 @@ impl Driver for S3Driver {
                 self.copy_object(from, to, size).await?;
             }
         }
-        self.delete(from).await
+        self.remove_written(from).await
     }
 
     async fn purge_incomplete(&self, before: SystemTime) -> Result<usize> {
@@ -905,9 +909,10 @@ struct S3Writer {
     driver: S3Driver,
     path: String,
     key: Path,
-    /// The offset this writer started from, and whether it continues an earlier commit.
+    /// The offset this writer started from.
     base: u64,
-    opened: bool,
+    /// The commit before that one: no longer needed once this writer commits.
+    stale: Option<u64>,
     upload_id: Option<String>,
     part_size: u64,
     etags: Vec<String>,
@@ -976,7 +981,7 @@ impl Writer for S3Writer {
         let this = *self;
         let d = &this.driver;
         let offset = this.etags.len() as u64 * this.part_size + this.buf.len() as u64;
-        if this.opened && offset == this.base {
+        if offset == this.base {
             return Ok(offset);
         }
         let tail = !this.buf.is_empty();
@@ -990,21 +995,17 @@ impl Writer for S3Writer {
             etags: this.etags,
             offset,
             tail,
+            base: this.base,
         };
         let raw = serde_json::to_vec(&state).map_err(|e| other(&this.path, e))?;
         d.put(&state_path(&this.path, offset), Bytes::from(raw))
             .await?;
-        // The states before the one this writer started from are no longer needed by anyone: the
-        // registry reopens at the newest acknowledged offset, at worst the base. Best effort.
-        if let Ok(names) = d.list(&parts_dir(&this.path)).await {
-            let stale: Vec<Path> = names
-                .iter()
-                .filter(|n| offset_of(n).is_some_and(|o| o < this.base))
-                .filter_map(|n| d.key(&format!("{}/{n}", parts_dir(&this.path))).ok())
-                .collect();
-            if !stale.is_empty() {
-                let _ = d.delete_keys(&this.path, stale).await;
-            }
+        // The registry reopens at the newest acknowledged offset, at worst at this writer's base: the
+        // commit before the base is needed by no one. Best effort (the upload's removal takes the rest).
+        if let Some(stale) = this.stale {
+            let keys = [state_path(&this.path, stale), tail_path(&this.path, stale)];
+            let keys = keys.iter().filter_map(|k| d.key(k).ok()).collect();
+            let _ = d.delete_keys(&this.path, keys).await;
         }
         Ok(offset)
     }
