@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::oci::manifest::{self, References, MAX_MANIFEST_SIZE};
 use crate::oci::{Digest, RepoName};
+use crate::registry::read_link;
 use crate::registry::{paths, Registry};
 use crate::storage::{Driver, ErrorKind, StorageError};
 
@@ -165,53 +166,19 @@ impl RepoGraph {
     }
 }
 
-async fn read_link(driver: &dyn Driver, path: &str) -> Result<Option<Digest>, StorageError> {
-    match driver.get(path, 256).await {
-        Ok(raw) => Ok(std::str::from_utf8(&raw)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())),
-        Err(e) if e.is_not_found() || e.kind == ErrorKind::TooLarge => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 fn digest_of_hex(hex: &str) -> Option<Digest> {
     format!("sha256:{hex}").parse().ok()
 }
 
-/// Every repository directory (one holding `_manifests`, `_layers` or `_uploads`), with those markers.
+/// Every repository directory (one holding `_manifests`, `_layers` or `_uploads`), with those entries.
 pub(crate) async fn repositories(
     driver: &dyn Driver,
 ) -> Result<Vec<(RepoName, Vec<String>)>, StorageError> {
-    let root = paths::repositories();
-    let mut found = Vec::new();
-    let mut pending = vec![String::new()];
-    while let Some(name) = pending.pop() {
-        let dir = if name.is_empty() {
-            root.clone()
-        } else {
-            format!("{root}/{name}")
-        };
-        let mut markers = Vec::new();
-        for child in driver.list(&dir).await? {
-            if child.starts_with('_') {
-                markers.push(child);
-            } else {
-                pending.push(if name.is_empty() {
-                    child
-                } else {
-                    format!("{name}/{child}")
-                });
-            }
-        }
-        if !markers.is_empty() && !name.is_empty() {
-            if let Ok(repo) = RepoName::parse(&name) {
-                found.push((repo, markers));
-            }
-        }
-    }
-    found.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-    Ok(found)
+    Ok(crate::registry::repository_dirs(driver)
+        .await?
+        .into_iter()
+        .filter_map(|(name, markers)| Some((RepoName::parse(&name).ok()?, markers)))
+        .collect())
 }
 
 async fn read_repo(
@@ -353,6 +320,9 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
     let young_after = (!opts.grace_period.is_zero())
         .then(|| started.checked_sub(opts.grace_period))
         .flatten();
+    // Only untagged revisions are collected by age: without `delete_untagged` their age is not needed
+    // (and would cost a stat of every revision link).
+    let young_revisions = young_after.filter(|_| opts.delete_untagged);
     let mut report = Report {
         dry_run: opts.dry_run,
         ..Report::default()
@@ -369,7 +339,7 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
                 layers = driver.list(&paths::layers(&name)).await?;
             }
             let graph = if markers.iter().any(|m| m == "_manifests") {
-                Some(read_repo(driver, name.clone(), young_after).await?)
+                Some(read_repo(driver, name.clone(), young_revisions).await?)
             } else {
                 None
             };

@@ -151,13 +151,7 @@ impl Registry {
 
     /// Reads a link file; `None` when it does not exist or does not hold a digest.
     async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
-        match self.driver.get(path, LINK_LIMIT).await {
-            Ok(raw) => Ok(std::str::from_utf8(&raw)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())),
-            Err(e) if e.is_not_found() || e.kind == crate::storage::ErrorKind::TooLarge => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(read_link(self.driver.as_ref(), path).await?)
     }
 
     /// Writes a link file (on a filesystem, only if it does not already hold this digest).
@@ -292,31 +286,36 @@ impl Registry {
         reference: &Reference,
     ) -> Result<StoredManifest> {
         let digest = self.resolve(repo, reference).await?;
-        if let Some((media_type, body)) = lock(&self.manifests).by_digest.get(&digest) {
-            return Ok(StoredManifest {
-                media_type: media_type.to_string(),
-                body: body.clone(),
+        match self.manifest_body(&digest).await? {
+            Some((media_type, body)) => Ok(StoredManifest {
                 digest,
-            });
+                media_type,
+                body,
+            }),
+            None => Err(Error::ManifestUnknown(format!("{repo}@{digest}"))),
+        }
+    }
+
+    /// A stored manifest's media type and bytes, from the cache or the store; `None` if it is not there
+    /// (or too large to be a manifest).
+    async fn manifest_body(&self, d: &Digest) -> Result<Option<(String, Bytes)>> {
+        if let Some((media_type, body)) = lock(&self.manifests).by_digest.get(d) {
+            return Ok(Some((media_type.to_string(), body.clone())));
         }
         let body = match self
             .driver
-            .get(&paths::blob_data(&digest), MAX_MANIFEST_SIZE as u64)
+            .get(&paths::blob_data(d), MAX_MANIFEST_SIZE as u64)
             .await
         {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => {
-                return Err(Error::ManifestUnknown(format!("{repo}@{digest}")))
+            Err(e) if e.is_not_found() || e.kind == crate::storage::ErrorKind::TooLarge => {
+                return Ok(None)
             }
             Err(e) => return Err(e.into()),
         };
         let media_type = manifest::stored_media_type(&body);
-        self.cache_manifest(&digest, &media_type, &body);
-        Ok(StoredManifest {
-            digest,
-            media_type,
-            body,
-        })
+        self.cache_manifest(d, &media_type, &body);
+        Ok(Some((media_type, body)))
     }
 
     /// Validates and stores a manifest exactly as pushed, then points the tag at it.
@@ -514,9 +513,36 @@ impl Registry {
     }
 }
 
-/// Every repository with a `_manifests` directory, sorted, by a walk of `repositories/`. The tree is walked
-/// one level at a time, each level in one driver call (one blocking hand-off on the filesystem).
+/// Reads a link file; `None` when it does not exist or does not hold a digest.
+pub(crate) async fn read_link(
+    driver: &dyn Driver,
+    path: &str,
+) -> Result<Option<Digest>, crate::storage::StorageError> {
+    match driver.get(path, LINK_LIMIT).await {
+        Ok(raw) => Ok(std::str::from_utf8(&raw)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())),
+        Err(e) if e.is_not_found() || e.kind == crate::storage::ErrorKind::TooLarge => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every repository with a `_manifests` directory, sorted, by a walk of `repositories/`.
 async fn catalog_walk(driver: &dyn Driver) -> Result<Vec<String>> {
+    Ok(repository_dirs(driver)
+        .await?
+        .into_iter()
+        .filter(|(_, markers)| markers.iter().any(|m| m == "_manifests"))
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// Every repository directory under `repositories/` (one holding `_manifests`, `_layers` or `_uploads`),
+/// sorted by name, with those entries. The tree is walked one level at a time, each level in one driver
+/// call (one blocking hand-off on the filesystem, concurrent requests on an object store).
+pub(crate) async fn repository_dirs(
+    driver: &dyn Driver,
+) -> Result<Vec<(String, Vec<String>)>, crate::storage::StorageError> {
     let mut found = Vec::new();
     let mut level = vec![String::new()];
     let root = paths::repositories();
@@ -534,16 +560,17 @@ async fn catalog_walk(driver: &dyn Driver) -> Result<Vec<String>> {
             .collect();
         let listings = driver.list_many(dirs).await?;
         let mut next = Vec::new();
-        for (name, children) in level.iter().zip(listings) {
-            for child in children {
-                if child == "_manifests" && !name.is_empty() {
-                    found.push(name.clone());
-                } else if !child.starts_with('_') {
-                    next.push(match name.is_empty() {
-                        true => child,
-                        false => format!("{name}/{child}"),
-                    });
-                }
+        for (name, children) in level.into_iter().zip(listings) {
+            let (markers, dirs): (Vec<String>, Vec<String>) =
+                children.into_iter().partition(|c| c.starts_with('_'));
+            for child in dirs {
+                next.push(match name.is_empty() {
+                    true => child,
+                    false => format!("{name}/{child}"),
+                });
+            }
+            if !markers.is_empty() && !name.is_empty() {
+                found.push((name, markers));
             }
         }
         level = next;
@@ -805,16 +832,8 @@ impl Registry {
         if let Some(s) = lock(&self.summaries).get(d) {
             return Ok(Some(s.clone()));
         }
-        let body = match self
-            .driver
-            .get(&paths::blob_data(d), MAX_MANIFEST_SIZE as u64)
-            .await
-        {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() || e.kind == crate::storage::ErrorKind::TooLarge => {
-                return Ok(None)
-            }
-            Err(e) => return Err(e.into()),
+        let Some((_, body)) = self.manifest_body(d).await? else {
+            return Ok(None);
         };
         let Ok(m) = Manifest::parse(&body, None) else {
             return Ok(None);
