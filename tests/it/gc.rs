@@ -514,12 +514,14 @@ async fn online_collection_loses_no_push() {
     let s = TestServer::start(test_config()).await;
     let done = Arc::new(AtomicBool::new(false));
     let retries = Arc::new(AtomicUsize::new(0));
+    let mounts = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
 
     let mut workers = Vec::new();
     for w in 0..WORKERS {
         let c = s.client();
         let retries = retries.clone();
+        let mounts = mounts.clone();
         workers.push(tokio::spawn(async move {
             // Acknowledged tags: (repo, tag) -> manifest bytes.
             let mut acked: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
@@ -538,7 +540,9 @@ async fn online_collection_loses_no_push() {
                     .await;
                 let scratch = [format!("scratch {seed}").into_bytes()];
                 push_retrying(&c, &repo, "scratch", &config, &scratch, &retries).await;
-                c.delete(&format!("/v2/{repo}/manifests/scratch")).await;
+                c.delete(&format!("/v2/{repo}/manifests/scratch"))
+                    .await
+                    .assert_status(202);
                 // A mount from the neighbour's repository, when it has something to lend.
                 let lent = digest(
                     format!(
@@ -559,6 +563,7 @@ async fn online_collection_loses_no_push() {
                     .await;
                 let mut layers = vec![layer.clone(), shared.clone()];
                 if mount.status == 201 {
+                    mounts.fetch_add(1, Ordering::Relaxed);
                     layers.push(
                         format!(
                             "fresh layer {}-{}",
@@ -606,6 +611,10 @@ async fn online_collection_loses_no_push() {
     done.store(true, Ordering::Relaxed);
     let runs = collector.await.unwrap();
     assert!(runs >= 3, "only {runs} collections ran during the pushes");
+    assert!(
+        mounts.load(Ordering::Relaxed) > 0,
+        "no mount ever succeeded: the hammer did not test mounts"
+    );
     let last = collect(&s, true, false).await;
     eprintln!(
         "hammer: {} tags acknowledged, {runs} collections, {} manifest retries, final collection: {} blobs",
@@ -755,6 +764,11 @@ fn serve_collects_and_purges_on_schedule() {
     let uploads = root
         .path()
         .join("docker/registry/v2/repositories/s/_uploads");
+    assert!(
+        blob.exists(),
+        "the orphan was never stored at {}",
+        blob.display()
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while blob.exists() || fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0) > 0 {
         assert!(

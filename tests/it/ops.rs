@@ -534,10 +534,12 @@ fn metrics_health_and_the_access_log() {
             .any(|l| l.contains("_state=REDACTED") && l.contains("access_token=REDACTED")),
         "{log}"
     );
-    for line in log
+    let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.contains(" ERROR "))
-    {
+        .collect();
+    assert!(!lines.is_empty(), "no log line to check: {log}");
+    for line in lines {
         assert!(
             line.contains("environment=ops-test"),
             "log.fields missing: {line}"

@@ -134,7 +134,30 @@ fn a_crash_mid_upload_loses_nothing_acknowledged_and_serves_nothing_partial() {
         let url = b.url(&format!("/v2/crash/blobs/uploads/?digest={partial}"));
         let http = c.http.clone();
         tokio::spawn(async move { http.post(url).body(stalling(500_000)).send().await });
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Both have bytes on disk before the crash: the chunk past the acknowledged million, and a second
+        // upload's data.
+        let uploads = root
+            .path()
+            .join("docker/registry/v2/repositories/crash/_uploads");
+        let id = path
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let dirs = std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
+            let first = std::fs::metadata(uploads.join(&id).join("data")).map(|m| m.len());
+            if dirs == 2 && first.is_ok_and(|len| len > 1_000_000) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cut-off requests never wrote"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         (path, partial)
     });
     b.kill();

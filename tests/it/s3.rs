@@ -448,6 +448,8 @@ fn pushes_and_pulls_go_on_while_a_garage_node_is_down() {
     let (b, _b_dir) = start(1);
     let (via_a, via_b) = (a.host(), b.host());
     const ROUNDS: usize = 6;
+    let rounds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = rounds.clone();
     let traffic = std::thread::spawn(move || {
         for n in 1..=ROUNDS {
             let layout = tempfile::tempdir().unwrap();
@@ -458,6 +460,7 @@ fn pushes_and_pulls_go_on_while_a_garage_node_is_down() {
             );
             assert!(out.status.success(), "push {n} through A failed");
             assert_pulls_the_same(&format!("{via_b}/c/app:{n}"), layout.path(), "t");
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     });
     std::thread::sleep(Duration::from_millis(800));
@@ -466,7 +469,17 @@ fn pushes_and_pulls_go_on_while_a_garage_node_is_down() {
         !traffic.is_finished(),
         "the traffic ended before the node stopped"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // At least one whole round (a push through A and a pull through B) finishes while the node is down.
+    let count = || rounds.load(std::sync::atomic::Ordering::SeqCst);
+    let before = count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count() == before {
+        assert!(
+            std::time::Instant::now() < deadline && !traffic.is_finished(),
+            "no round finished with a node down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     cluster.start(2);
     traffic
         .join()

@@ -304,7 +304,12 @@ impl TestServer {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+            // A restart test must not run on two live servers.
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("the server did not stop within 10 s")
+                .expect("the server task failed")
+                .expect("the server ended with an error");
         }
     }
 }
