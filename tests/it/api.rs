@@ -456,6 +456,42 @@ async fn ranged_blob_reads() {
 }
 
 #[tokio::test]
+async fn a_blob_whose_data_is_gone_is_unknown() {
+    // distribution's collector leaves `_layers` links behind the data it removes.
+    let (s, c) = server().await;
+    let d = c.push_blob("a", b"soon gone").await;
+    let hex = d.trim_start_matches("sha256:");
+    s.store
+        .driver()
+        .delete(&format!("docker/registry/v2/blobs/sha256/{}/{hex}", &hex[..2]))
+        .await
+        .unwrap();
+    let path = format!("/v2/a/blobs/{d}");
+    c.get(&path).await.assert_error(404, "BLOB_UNKNOWN");
+    c.call("GET", &path, &[("range", "bytes=0-1")], vec![])
+        .await
+        .assert_error(404, "BLOB_UNKNOWN");
+    assert_eq!(c.head(&path).await.status, 404);
+}
+
+/// A storage failure is the registry's: 500 UNKNOWN, with nothing of the store's paths in the answer.
+#[tokio::test]
+async fn storage_failures_are_500_without_internals() {
+    let s = TestServer::start(test_config()).await;
+    let c = s.client();
+    let repo = s.root.join("docker/registry/v2/repositories/a");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("_uploads"), b"not a directory").unwrap();
+    let r = c.call("POST", "/v2/a/blobs/uploads/", &[], vec![]).await;
+    r.assert_error(500, "UNKNOWN");
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        !body.contains(&*s.root.to_string_lossy()) && !body.contains("_uploads"),
+        "the answer shows storage internals: {body}"
+    );
+}
+
+#[tokio::test]
 async fn malformed_content_ranges_are_refused() {
     let (_s, c) = server().await;
     let path = c.start_upload("a").await;
