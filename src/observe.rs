@@ -40,7 +40,7 @@ pub(crate) struct Observation {
     route: Option<Route>,
     mount_from: Option<Option<String>>,
     request: RequestRecord,
-    forwarded_proto: Option<String>,
+    base_url: String,
     /// The authenticated user; empty until authentication fills it in.
     user: String,
     bytes_in: Arc<AtomicU64>,
@@ -50,6 +50,16 @@ pub(crate) struct Observation {
 /// Starts observing a request; returns the request with its body counted.
 pub(crate) fn begin(state: &AppState, req: Request) -> (Observation, Request) {
     let (mut parts, body) = req.into_parts();
+    // HTTP/2 carries the host in the URI's authority, not in a Host header: from here on, it is in one.
+    if !parts.headers.contains_key(axum::http::header::HOST) {
+        if let Some(Ok(host)) = parts
+            .uri
+            .authority()
+            .map(|a| axum::http::HeaderValue::from_str(a.as_str()))
+        {
+            parts.headers.insert(axum::http::header::HOST, host);
+        }
+    }
     let parsed = crate::api::ParsedRoute::of(state, &parts.uri);
     let route = parsed.0.clone().and_then(Result::ok);
     parts.extensions.insert(parsed);
@@ -102,7 +112,11 @@ pub(crate) fn begin(state: &AppState, req: Request) -> (Observation, Request) {
         route,
         mount_from,
         request,
-        forwarded_proto: header("x-forwarded-proto"),
+        // Where event URLs point, as the API's own URLs (scheme from TLS or X-Forwarded-Proto).
+        base_url: match &state.ops.notifier {
+            Some(_) => crate::api::base_url(&state.config, &parts.headers),
+            None => String::new(),
+        },
         user: String::new(),
         bytes_in,
         in_flight: InFlight::start(handler, is_upload),
@@ -373,20 +387,7 @@ impl Observation {
     /// An absolute URL as distribution's URL builder makes it: `http.host`, or the request's scheme
     /// and host (relative with `http.relativeurls`), then the prefix.
     fn url(&self, cfg: &ApiConfig, path: &str) -> String {
-        let base = if let Some(host) = &cfg.host {
-            host.trim_end_matches('/').to_owned()
-        } else if cfg.relative_urls || self.request.host.is_empty() {
-            String::new()
-        } else {
-            let scheme = self
-                .forwarded_proto
-                .as_deref()
-                .and_then(|s| s.split(',').next())
-                .map(str::trim)
-                .unwrap_or("http");
-            format!("{scheme}://{}", self.request.host)
-        };
-        format!("{base}{}{path}", cfg.prefix)
+        format!("{}{}{path}", self.base_url, cfg.prefix)
     }
 }
 

@@ -254,15 +254,8 @@ impl ParsedRoute {
 }
 
 async fn dispatch(state: &AppState, req: Request) -> ApiResult {
+    // (`observe::begin` has put an HTTP/2 request's authority into its Host header.)
     let (mut parts, body) = req.into_parts();
-    // HTTP/2 carries the host in the URI's authority, not in a Host header.
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            parts
-                .headers
-                .insert(header::HOST, header_value(authority.as_str()));
-        }
-    }
     let client = crate::server::client_addr(&parts.extensions).map(|a| a.ip());
     if let Some(ts) = &state.tokenserver {
         if parts.uri.path() == ts.path() {
