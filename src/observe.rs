@@ -225,6 +225,9 @@ impl Observation {
         let read = m == Method::GET || m == Method::HEAD;
         let (action, target) = match route {
             Route::Manifest(name, r) if read && status == StatusCode::OK => {
+                if !notifier.wants_action(Action::Pull) {
+                    return Vec::new();
+                }
                 let Some(d) = resp_digest else {
                     return Vec::new();
                 };
@@ -274,6 +277,9 @@ impl Observation {
                 (Action::Delete, target)
             }
             Route::Blob(name, d) if read => {
+                if !notifier.wants_action(Action::Pull) {
+                    return Vec::new();
+                }
                 let Some(d) = resp_digest.or_else(|| percent_decode(d).parse().ok()) else {
                     return Vec::new();
                 };

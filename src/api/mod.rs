@@ -272,17 +272,19 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult {
         Some(Err(RouteError::Name(msg))) => return Err(ApiError::new(ErrorCode::NameInvalid, msg)),
     };
     let query = parse_query(parts.uri.query());
-    let needed = needed_scopes(&route, &parts.method, &query);
     let creds = Credentials::from_header(
         parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
     );
-    let origin = request_origin(&state.config, &parts.headers);
     let identity = state
         .auth
-        .authorize(&creds, &needed, client, &origin)
+        .authorize(
+            &creds,
+            || needed_scopes(&route, &parts.method, &query),
+            || request_origin(&state.config, &parts.headers),
+        )
         .await
         .map_err(|refusal| {
             ApiError::new(ErrorCode::Unauthorized, refusal.message)

@@ -4,7 +4,6 @@
 //! the `WWW-Authenticate` challenge the client must see. Passwords and tokens are never logged.
 
 use std::fmt;
-use std::net::IpAddr;
 
 use base64::Engine as _;
 
@@ -135,19 +134,19 @@ pub(crate) fn quoted(v: &str) -> String {
 impl Authenticator {
     /// Decides whether `creds` give the access `needed`. `base_url` is the scheme and host the request
     /// came to (for `autoredirect`).
+    /// `needed` and `base_url` are only worked out for token auth, the one method that uses them.
     pub async fn authorize(
         &self,
         creds: &Credentials,
-        needed: &[Scope],
-        _client: Option<IpAddr>,
-        base_url: &str,
+        needed: impl FnOnce() -> Vec<Scope>,
+        base_url: impl FnOnce() -> String,
     ) -> Result<Identity, Refusal> {
         match self {
             Authenticator::Open => Ok(Identity {
                 user: String::new(),
             }),
             Authenticator::Htpasswd(h) => h.authorize(creds).await,
-            Authenticator::Token(t) => t.authorize(creds, needed, base_url),
+            Authenticator::Token(t) => t.authorize(creds, &needed(), &base_url()),
         }
     }
 }

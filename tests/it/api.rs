@@ -463,7 +463,10 @@ async fn a_blob_whose_data_is_gone_is_unknown() {
     let hex = d.trim_start_matches("sha256:");
     s.store
         .driver()
-        .delete(&format!("docker/registry/v2/blobs/sha256/{}/{hex}", &hex[..2]))
+        .delete(&format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}",
+            &hex[..2]
+        ))
         .await
         .unwrap();
     let path = format!("/v2/a/blobs/{d}");
