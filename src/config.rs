@@ -2688,6 +2688,11 @@ health:
         check_err(Some(&minimal("http:\n  debug:\n    addr: nowhere\n")), &[], &["http.debug.addr", "nowhere", "line 6"]);
         check_err(Some(&minimal("notifications:\n  endpoints:\n    - name: a\n")), &[], &["notifications.endpoints.0.url", "missing", "line 6"]);
         check_err(Some(&minimal("notifications:\n  endpoints:\n    - name: a\n      url: ftp://x/\n")), &[], &["notifications.endpoints.0.url", "ftp://x/", "line 7"]);
+        check_err(Some(&minimal("notifications:\n  endpoints:\n    - name: a\n      url: http:///events\n")), &[], &["notifications.endpoints.0.url", "no valid host name"]);
+        check_err(Some(&minimal("http:\n  host: https:// x\n")), &[], &["http.host", "no valid host name"]);
+        check_err(Some(&minimal("http:\n  net: tcp6\n")), &[], &["http.net", "unsupported network `tcp6`"]);
+        check_err(Some(&minimal("http:\n  headers:\n    X-A: [\"bad\\u0001value\"]\n")), &[], &["http.headers", "printable ASCII"]);
+        check_err(Some("version: 0.1\nstorage:\n  inmemory: {}\n  maintenance:\n    uploadpurging:\n      enabled: true\n      interval: 0s\n"), &[], &["storage.maintenance.uploadpurging.interval", "more than zero"]);
         check_err(Some(&minimal("notifications:\n  endpoints:\n    - name: a\n      url: http://x/\n    - name: a\n      url: http://y/\n")), &[], &["notifications.endpoints.1.name", "twice", "line 8"]);
         check_err(Some(&minimal("notifications:\n  endpoints:\n    - url: http://x/\n      timeout: soon\n")), &[], &["notifications.endpoints.0.timeout", "line 7"]);
         check_err(Some(&minimal("notifications:\n  endpoints:\n    - url: http://x/\n      headers:\n        'A B': [x]\n")), &[], &["notifications.endpoints.0.headers", "line 7"]);

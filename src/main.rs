@@ -369,7 +369,16 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         http2_disabled: config.http.http2_disabled,
     };
     let driver_name = berth::ops::driver_name(&config.storage.driver);
-    let driver: Arc<dyn Driver> = Arc::new(TimedDriver::new(driver, driver_name));
+    // Storage timings are a metric: the wrapper is only worth its cost when metrics are served.
+    let metrics_on = config
+        .http
+        .debug
+        .as_ref()
+        .is_some_and(|d| d.prometheus.enabled);
+    let driver: Arc<dyn Driver> = match metrics_on {
+        true => Arc::new(TimedDriver::new(driver, driver_name)),
+        false => driver,
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();

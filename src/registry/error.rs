@@ -29,12 +29,8 @@ pub enum Error {
     ManifestBlobUnknown(Digest),
     #[error("repository name not known to registry: {0}")]
     NameUnknown(String),
-    #[error("{0}")]
-    NameInvalid(String),
     #[error("tag `{0}` is not valid: tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")]
     TagInvalid(String),
-    #[error("{0}")]
-    Unsupported(String),
     #[error("range is not satisfiable for a blob of {size} bytes")]
     RangeInvalid { size: u64 },
     #[error("{0}")]
@@ -62,9 +58,7 @@ impl Error {
             }
             Error::ManifestBlobUnknown(_) => ErrorCode::ManifestBlobUnknown,
             Error::NameUnknown(_) => ErrorCode::NameUnknown,
-            Error::NameInvalid(_) => ErrorCode::NameInvalid,
             Error::TagInvalid(_) => ErrorCode::TagInvalid,
-            Error::Unsupported(_) => ErrorCode::Unsupported,
             Error::RangeInvalid { .. } => ErrorCode::RangeInvalid,
             Error::PaginationInvalid(_) => ErrorCode::PaginationNumberInvalid,
             Error::Storage(_) => ErrorCode::Unknown,
