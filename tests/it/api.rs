@@ -234,12 +234,7 @@ async fn post_then_put() {
     // The upload is gone once finished.
     c.get(&loc).await.assert_error(404, "BLOB_UPLOAD_UNKNOWN");
     // PUT without a digest.
-    let loc = c
-        .call("POST", "/v2/a/blobs/uploads/", &[], vec![])
-        .await
-        .header("location")
-        .unwrap()
-        .to_owned();
+    let loc = c.start_upload("a").await;
     c.call("PUT", &loc, &[], vec![])
         .await
         .assert_error(400, "DIGEST_INVALID");
@@ -250,12 +245,7 @@ async fn chunked_upload() {
     let (_s, c) = server().await;
     let data: Vec<u8> = (0..30_000u32).map(|i| (i % 251) as u8).collect();
     let d = digest(&data);
-    let loc = c
-        .call("POST", "/v2/a/b/blobs/uploads/", &[], vec![])
-        .await
-        .header("location")
-        .unwrap()
-        .to_owned();
+    let loc = c.start_upload("a/b").await;
 
     let patch = |range: &str, body: &[u8]| {
         let (c, loc, range, body) = (c.clone(), loc.clone(), range.to_owned(), body.to_vec());
@@ -323,12 +313,7 @@ async fn chunked_upload() {
 #[tokio::test]
 async fn chunked_upload_with_wrong_digest_is_discarded() {
     let (_s, c) = server().await;
-    let loc = c
-        .call("POST", "/v2/a/blobs/uploads/", &[], vec![])
-        .await
-        .header("location")
-        .unwrap()
-        .to_owned();
+    let loc = c.start_upload("a").await;
     c.call("PATCH", &loc, &[], b"abc".to_vec())
         .await
         .assert_status(202);
@@ -343,12 +328,7 @@ async fn chunked_upload_with_wrong_digest_is_discarded() {
 #[tokio::test]
 async fn cancel_upload() {
     let (_s, c) = server().await;
-    let loc = c
-        .call("POST", "/v2/a/blobs/uploads/", &[], vec![])
-        .await
-        .header("location")
-        .unwrap()
-        .to_owned();
+    let loc = c.start_upload("a").await;
     c.call("PATCH", &loc, &[], b"abc".to_vec())
         .await
         .assert_status(202);

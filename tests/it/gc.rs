@@ -681,11 +681,7 @@ async fn listing_index_matches_the_layout() {
             .await
             .assert_status(202);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !registry.index_ready() {
-        assert!(Instant::now() < deadline, "the listing index was not built");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.wait_index_ready().await;
     let check = |when: &'static str| async move {
         let walked = registry.catalog().await.unwrap();
         let (indexed, more) = registry.catalog_page(None, 100_000).await.unwrap();

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 
-use crate::support::Berth;
+use crate::support::{stalling, Berth};
 
 /// Peak resident set size of a process, in bytes (VmHWM).
 fn peak_rss(pid: u32) -> u64 {
@@ -93,18 +93,6 @@ fn a_2_gib_layer_streams_through_in_bounded_memory() {
         "peak RSS {} MiB while pushing and pulling 2 GiB",
         peak >> 20
     );
-}
-
-/// A body that sends `first` bytes and then stalls, so that the server is killed mid-request.
-fn stalling(first: usize) -> reqwest::Body {
-    let head = futures_util::stream::once(async move {
-        Ok::<_, std::io::Error>(Bytes::from(vec![9u8; first]))
-    });
-    let stall = futures_util::stream::once(async {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        Ok::<_, std::io::Error>(Bytes::new())
-    });
-    reqwest::Body::wrap_stream(head.chain(stall))
 }
 
 #[test]

@@ -16,7 +16,9 @@ use crate::support::clients::{
 };
 use crate::support::garage::{Garage, GarageCluster};
 use crate::support::reference::Reference;
-use crate::support::{digest, s3_settings, test_config, Berth, StoreKind, TestServer, TestStore};
+use crate::support::{
+    digest, s3_settings, stalling, test_config, Berth, StoreKind, TestServer, TestStore,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -80,14 +82,8 @@ async fn two_instances_serve_one_bucket() {
     let b = TestServer::serve(&store, test_config()).await;
     let (ca, cb) = (a.client(), b.client());
     // Listings come from the catalog markers once each instance has checked them, as `serve` starts.
-    for s in [&a, &b] {
-        s.state.registry.start_index();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !s.state.registry.index_ready() {
-            assert!(std::time::Instant::now() < deadline, "markers never ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    a.wait_index_ready().await;
+    b.wait_index_ready().await;
 
     // Pushed through A, pulled through B.
     let (manifest, d) = ca.push_image("team/app", "v1", "one").await;
@@ -195,12 +191,7 @@ async fn stale_catalog_markers_go_at_start_up() {
     let a = TestServer::serve(&store, test_config()).await;
     a.client().push_image("real", "v1", "x").await;
     let b = TestServer::serve(&store, test_config()).await;
-    b.state.registry.start_index();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !b.state.registry.index_ready() {
-        assert!(std::time::Instant::now() < deadline, "markers never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    b.wait_index_ready().await;
     assert_eq!(
         b.client().get("/v2/_catalog").await.json(),
         json!({"repositories": ["real"]})
@@ -607,18 +598,6 @@ async fn garbage_collection_on_s3() {
         again.blobs.is_empty(),
         "a second collection found more: {again}"
     );
-}
-
-/// A body that sends `first` bytes and then stalls, so that the server is killed mid-request.
-fn stalling(first: usize) -> reqwest::Body {
-    let head = futures_util::stream::once(async move {
-        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![9u8; first]))
-    });
-    let stall = futures_util::stream::once(async {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        Ok::<_, std::io::Error>(bytes::Bytes::new())
-    });
-    reqwest::Body::wrap_stream(futures_util::StreamExt::chain(head, stall))
 }
 
 /// berth killed while a chunk is on its way to S3 (a whole part of it already uploaded) and while a

@@ -301,6 +301,20 @@ impl TestServer {
         }
     }
 
+    /// Starts the listing index (the catalog markers on S3), as `serve` does, and waits until it answers.
+    pub async fn wait_index_ready(&self) {
+        let registry = &self.state.registry;
+        registry.start_index();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !registry.index_ready() {
+            assert!(
+                Instant::now() < deadline,
+                "the listing index never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
@@ -524,4 +538,17 @@ pub fn image_manifest(
         layers.join(",")
     )
     .into_bytes()
+}
+
+/// A body that sends `first` bytes and then stalls, so that the server is killed mid-request.
+pub fn stalling(first: usize) -> reqwest::Body {
+    use futures_util::StreamExt;
+    let head = futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![9u8; first]))
+    });
+    let stall = futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::new())
+    });
+    reqwest::Body::wrap_stream(head.chain(stall))
 }
