@@ -4,7 +4,9 @@
 //! `kid` and, with a certificate, the `x5c` that `auth.token` verifies. A scope partly denied yields a token
 //! with the allowed part, as docker_auth does.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -362,26 +364,46 @@ impl TokenServer {
 
 /// Matches a value against an exact string, a glob (`*`, `?`) or a `/regex/`.
 fn pattern_matches(pattern: &str, value: &str) -> bool {
-    if let Some(re) = pattern
-        .strip_prefix('/')
-        .and_then(|p| p.strip_suffix('/'))
-        .filter(|_| pattern.len() >= 2)
-    {
-        return Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(value));
+    let is_regex = pattern.len() >= 2 && pattern.starts_with('/') && pattern.ends_with('/');
+    if !is_regex && !pattern.contains(['*', '?']) {
+        return pattern == value;
     }
-    if pattern.contains(['*', '?']) {
-        let mut re = String::from("^");
-        for c in pattern.chars() {
-            match c {
-                '*' => re.push_str(".*"),
-                '?' => re.push('.'),
-                c => re.push_str(&regex::escape(&c.to_string())),
+    compiled(pattern).is_some_and(|r| r.is_match(value))
+}
+
+/// A pattern's regex, compiled once: a token request may check many scopes against every ACL rule.
+/// Patterns come from the configuration (with `${account}` filled in by authenticated accounts), so the
+/// cache stays small; it is emptied if it ever grows past a bound. `None` for an invalid regex.
+fn compiled(pattern: &str) -> Option<Arc<Regex>> {
+    static CACHE: std::sync::OnceLock<Mutex<HashMap<String, Option<Arc<Regex>>>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(hit) = lock().get(pattern) {
+        return hit.clone();
+    }
+    let source = match pattern.strip_prefix('/').and_then(|p| p.strip_suffix('/')) {
+        Some(re) if pattern.len() >= 2 => format!("^(?:{re})$"),
+        _ => {
+            let mut re = String::from("^");
+            for c in pattern.chars() {
+                match c {
+                    '*' => re.push_str(".*"),
+                    '?' => re.push('.'),
+                    c => re.push_str(&regex::escape(&c.to_string())),
+                }
             }
+            re.push('$');
+            re
         }
-        re.push('$');
-        return Regex::new(&re).is_ok_and(|r| r.is_match(value));
+    };
+    let regex = Regex::new(&source).ok().map(Arc::new);
+    let mut cache = lock();
+    if cache.len() >= 4096 {
+        cache.clear();
     }
-    pattern == value
+    cache.insert(pattern.to_owned(), regex.clone());
+    regex
 }
 
 fn ip_in(cidr: &str, ip: IpAddr) -> bool {
