@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::{
     header_value, parse_digest, repo_path, ApiError, ApiResult, Ctx, CONTENT_DIGEST, UPLOAD_UUID,
 };
+use crate::auth::Pullable;
 use crate::oci::{Digest, ErrorCode, RepoName};
 use crate::registry::{self, ChunkCheck, UploadStatus};
 
@@ -205,15 +206,29 @@ pub(crate) async fn start_upload(ctx: &mut Ctx<'_>, name: &RepoName) -> ApiResul
     ctx.check_writable()?;
     if let Some(mount) = ctx.query("mount") {
         let d = parse_digest(mount)?;
-        // An unusable `from` means the blob cannot be mounted from there: fall back to a new upload.
-        let from = match ctx.query("from") {
-            Some(f) => match RepoName::parse(f) {
-                Ok(n) => Some(Some(n)),
-                Err(_) => None,
+        // The repositories the blob may be linked from: `from`, which the request was allowed to pull
+        // (an unusable `from` means a new upload); without it, any repository the request may pull (the
+        // target itself among them: pushing needs pull). Anything else falls back to a new upload, so a
+        // mount never reveals a blob of a repository the client may not read.
+        let sources = match ctx.query("from") {
+            Some(f) => RepoName::parse(f)
+                .ok()
+                .map(|n| vec![Some(n)])
+                .unwrap_or_default(),
+            None => match &ctx.identity.pullable {
+                Pullable::Any => vec![None],
+                Pullable::Only(names) => std::iter::once(name.clone())
+                    .chain(
+                        names
+                            .iter()
+                            .filter_map(|n| RepoName::parse(n).ok())
+                            .filter(|n| n != name),
+                    )
+                    .map(Some)
+                    .collect(),
             },
-            None => Some(None),
         };
-        if let Some(from) = from {
+        for from in sources {
             if ctx.registry().mount_blob(name, &d, from.as_ref()).await? {
                 return Ok(blob_created(ctx, name, &d));
             }

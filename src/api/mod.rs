@@ -113,6 +113,8 @@ pub(crate) struct Ctx<'a> {
     pub method: Method,
     pub headers: HeaderMap,
     pub query: Vec<(String, String)>,
+    /// Who asked, and where they may pull from.
+    pub identity: Identity,
     /// In a mutex only so that `&Ctx` is `Sync` across awaits; it is taken once, through `&mut`.
     body: std::sync::Mutex<Body>,
 }
@@ -295,10 +297,11 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult {
         method: parts.method.clone(),
         headers: parts.headers,
         query,
+        identity,
         body: std::sync::Mutex::new(body),
     };
     let mut resp = handle(&mut ctx, route).await?;
-    resp.extensions_mut().insert(identity);
+    resp.extensions_mut().insert(ctx.identity);
     Ok(resp)
 }
 

@@ -174,7 +174,7 @@ impl HtpasswdAuth {
             .cloned();
         match hash {
             Some(hash) if self.cache.verify(user, password, &hash).await => {
-                Ok(Identity { user: user.clone() })
+                Ok(Identity::everywhere(user.clone()))
             }
             _ => Err(refuse("invalid username or password")),
         }

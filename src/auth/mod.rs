@@ -69,6 +69,37 @@ impl fmt::Display for Scope {
 pub struct Identity {
     /// The account name; empty for anonymous access.
     pub user: String,
+    /// The repositories this request may pull from.
+    pub pullable: Pullable,
+}
+
+impl Identity {
+    /// An identity that may pull every repository (no authentication, or htpasswd, which grants every
+    /// authenticated user everything).
+    pub fn everywhere(user: impl Into<String>) -> Identity {
+        Identity {
+            user: user.into(),
+            pullable: Pullable::Any,
+        }
+    }
+}
+
+/// Where a request may pull from, beyond what its route needed (a cross-repository mount without `from`
+/// may only link a blob from one of these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pullable {
+    Any,
+    /// The repositories a token grants `pull` (or `*`) on.
+    Only(Vec<String>),
+}
+
+impl Pullable {
+    pub fn allows(&self, repository: &str) -> bool {
+        match self {
+            Pullable::Any => true,
+            Pullable::Only(names) => names.iter().any(|n| n == repository),
+        }
+    }
 }
 
 /// Why a request was refused, with the challenge to send.
@@ -142,9 +173,7 @@ impl Authenticator {
         base_url: impl FnOnce() -> String,
     ) -> Result<Identity, Refusal> {
         match self {
-            Authenticator::Open => Ok(Identity {
-                user: String::new(),
-            }),
+            Authenticator::Open => Ok(Identity::everywhere("")),
             Authenticator::Htpasswd(h) => h.authorize(creds).await,
             Authenticator::Token(t) => t.authorize(creds, &needed(), &base_url()),
         }

@@ -15,7 +15,7 @@ use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{cert_key, parse_cert, read_certs, KeyFamily, VerifyKey};
-use super::{quoted, Credentials, Identity, Refusal, Scope};
+use super::{quoted, Credentials, Identity, Pullable, Refusal, Scope};
 use crate::config::TokenAuth;
 
 /// Clock skew tolerated on `exp` and `nbf`, as distribution.
@@ -337,7 +337,15 @@ impl TokenVerifier {
                 });
             }
         }
-        Ok(Identity { user: sub })
+        let pullable = access
+            .iter()
+            .filter(|a| a.kind == "repository" && a.actions.iter().any(|x| x == "pull" || x == "*"))
+            .map(|a| a.name.clone())
+            .collect();
+        Ok(Identity {
+            user: sub,
+            pullable: Pullable::Only(pullable),
+        })
     }
 }
 

@@ -252,6 +252,18 @@ impl TokenServer {
         let mut scopes = Vec::new();
         for s in scopes_raw {
             match Scope::parse(s) {
+                // A token never carries a repository name the grammar rejects (`a/../b`, `a/x:b`), even
+                // where a pattern would match it.
+                Some(scope)
+                    if scope.kind.starts_with("repository")
+                        && crate::oci::RepoName::parse(&scope.name).is_err() =>
+                {
+                    return error(
+                        400,
+                        "INVALID_SCOPE",
+                        &format!("scope `{s}`: `{}` is not a repository name", scope.name),
+                    )
+                }
                 Some(scope) => scopes.push(scope),
                 None => {
                     return error(
@@ -294,6 +306,15 @@ impl TokenServer {
             }
         } else {
             let account = match &req.creds {
+                // As in docker_auth, anonymous requests get a token only when the users list has the
+                // empty user (`"": {}`); the ACL then says what anonymous tokens may do.
+                Credentials::None if !self.cfg.users.contains_key("") => {
+                    return error(
+                        401,
+                        "UNAUTHORIZED",
+                        "authentication required (anonymous access is not enabled)",
+                    )
+                }
                 Credentials::None => String::new(),
                 Credentials::Basic { user, password } => {
                     if !self.check_password(user, password).await {
@@ -656,6 +677,35 @@ mod tests {
                 200,
                 "",
             ),
+            // Names the grammar rejects are never signed, whatever rule would match them.
+            (
+                false,
+                alice.clone(),
+                p(&[
+                    ("service", "s"),
+                    ("scope", "repository:alice/../bob/secret:pull,push"),
+                ]),
+                400,
+                "INVALID_SCOPE",
+            ),
+            (
+                false,
+                alice.clone(),
+                p(&[
+                    ("service", "s"),
+                    ("scope", "repository:alice/x:bob/secret:pull,push"),
+                ]),
+                400,
+                "INVALID_SCOPE",
+            ),
+            // Without the `""` user, anonymous requests get no token (docker_auth's rule).
+            (
+                false,
+                Credentials::None,
+                p(&[("service", "s"), ("scope", "repository:a:pull")]),
+                401,
+                "UNAUTHORIZED",
+            ),
         ];
         for (post, creds, params, status, code) in cases {
             let reply = ts
@@ -674,6 +724,20 @@ mod tests {
                 assert_eq!(reply.challenge.is_some(), status == 401, "{params:?}");
             }
         }
+        // With it, they do, and the ACL decides what the token carries (here: nothing).
+        ts.cfg
+            .users
+            .insert(String::new(), crate::config::UserEntry { password: None });
+        let params = p(&[("service", "s"), ("scope", "repository:a:pull")]);
+        let reply = ts
+            .handle(TokenRequest {
+                post: false,
+                creds: Credentials::None,
+                params: &params,
+                client: None,
+            })
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
     }
 
     #[test]

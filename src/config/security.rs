@@ -341,8 +341,8 @@ pub(super) fn build_tokenserver(value: &Value) -> Result<Option<TokenServer>, Pr
                     "password must be a bcrypt hash ($2y$, $2a$ or $2b$), as printed by `berth htpasswd -Bbn USER PASS`",
                 ))
             }
-            // docker_auth's `"": {}` entry: anonymous requests are allowed to ask for tokens. berth allows
-            // that always and grants anonymous access only through explicit ACL rules.
+            // docker_auth's `"": {}` entry: anonymous requests may ask for tokens (without it they are
+            // refused); ACL rules with `account: ""` say what those tokens allow.
             None if name.is_empty() => {}
             None => {
                 return Err(problem_at(keys(&["berth", "tokenserver", "users", &name]), "a user needs a password (bcrypt hash)"))

@@ -286,6 +286,7 @@ berth:
         password: '{admin}'
       reader:
         password: '{reader}'
+      "": {{}}
     acl:
       - match: {{account: admin}}
         actions: ["*"]
@@ -965,6 +966,30 @@ fn docker_auth_tokens_and_the_bad_token_matrix() {
         let mount = format!("/v2/matrix/blobs/uploads/?mount={d}&from=other");
         let r = c.call("POST", &mount, &[("authorization", &auth)], vec![]).await;
         assert!(r.header("www-authenticate").unwrap().contains("repository:other:pull"), "{:?}", r.header("www-authenticate"));
+        // Without `from`, a mount links only from repositories the token may pull: a blob that is only in
+        // `other` starts an ordinary upload for a token limited to `matrix`, and stays unreadable there.
+        let secret = b"only in other".to_vec();
+        let sd = digest(&secret);
+        let other_auth = format!("Bearer {}", sign(&good, rs256(&good.kid), &claims(elsewhere.clone())));
+        c.call("POST", &format!("/v2/other/blobs/uploads/?digest={sd}"), &[("authorization", &other_auth)], secret.clone()).await.assert_status(201);
+        let r = c.call("POST", &format!("/v2/matrix/blobs/uploads/?mount={sd}"), &[("authorization", &auth)], vec![]).await;
+        assert_eq!(r.status, 202, "a mount without from linked another repository's blob");
+        assert!(r.header("location").is_some_and(|l| l.contains("/v2/matrix/blobs/uploads/")));
+        let r = c.call("GET", &format!("/v2/matrix/blobs/{sd}"), &[("authorization", &auth)], vec![]).await;
+        assert_eq!(r.status, 404);
+        assert_eq!(r.json()["errors"][0]["code"], "BLOB_UNKNOWN");
+        // A blob the target already has, and one from a repository the token may pull, are mounted.
+        let r = c.call("POST", &format!("/v2/matrix/blobs/uploads/?mount={d}"), &[("authorization", &auth)], vec![]).await;
+        assert_eq!(r.status, 201);
+        let both = json!([
+            {"type": "repository", "name": "matrix", "actions": ["pull", "push"]},
+            {"type": "repository", "name": "other", "actions": ["pull"]},
+        ]);
+        let both_auth = format!("Bearer {}", sign(&good, rs256(&good.kid), &claims(both)));
+        let r = c.call("POST", &format!("/v2/matrix/blobs/uploads/?mount={sd}"), &[("authorization", &both_auth)], vec![]).await;
+        assert_eq!(r.status, 201);
+        let r = c.call("GET", &format!("/v2/matrix/blobs/{sd}"), &[("authorization", &auth)], vec![]).await;
+        assert_eq!(r.body, secret);
         let log = b.log();
         for (_, secret, _, _) in &cases {
             if let Some(token) = secret.strip_prefix("Bearer ") {
