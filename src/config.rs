@@ -140,6 +140,53 @@ pub struct Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Berth {
     pub gc: Gc,
+    pub http: Limits,
+    pub cache: CacheBudget,
+}
+
+/// `berth.http`: how long a client may be slow or silent, and how many may be connected. The defaults never
+/// cut off a slow push that keeps moving: the body timeout is the longest pause between two pieces of a
+/// body, not a limit on the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Time to receive a request's headers, from its first byte (HTTP/1).
+    pub headertimeout: Duration,
+    /// The longest pause in a request body; a stalled request fails and frees what it held.
+    pub bodytimeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    pub idletimeout: Duration,
+    /// Connections served at once; more wait in the listen queue until one closes.
+    pub maxconnections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            headertimeout: Duration::from_secs(30),
+            bodytimeout: Duration::from_secs(60),
+            idletimeout: Duration::from_secs(120),
+            maxconnections: 1024,
+        }
+    }
+}
+
+/// `berth.cache`: the bytes the in-memory caches of manifests may hold (what clients push can fill them,
+/// so they are bounded by size, not by entries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheBudget {
+    /// Manifest bodies by digest.
+    pub manifestbytes: usize,
+    /// Parsed manifest summaries for the referrers API (subject, artifact type, annotations).
+    pub summarybytes: usize,
+}
+
+impl Default for CacheBudget {
+    fn default() -> CacheBudget {
+        CacheBudget {
+            manifestbytes: 16 << 20,
+            summarybytes: 16 << 20,
+        }
+    }
 }
 
 /// `berth.gc`: online garbage collection inside `berth serve`.
@@ -627,17 +674,39 @@ impl Config {
 
 impl Berth {
     fn to_value(&self) -> Value {
-        let gc = &self.gc;
-        map(vec![(
-            "gc",
-            map(vec![
-                ("enabled", Value::Bool(gc.enabled)),
-                ("interval", s(&format_go_duration(gc.interval))),
-                ("deleteuntagged", Value::Bool(gc.deleteuntagged)),
-                ("graceperiod", s(&format_go_duration(gc.graceperiod))),
-                ("dryrun", Value::Bool(gc.dryrun)),
-            ]),
-        )])
+        let (gc, limits, cache) = (&self.gc, &self.http, &self.cache);
+        let count = |n: usize| Value::Number((n as u64).into());
+        map(vec![
+            (
+                "gc",
+                map(vec![
+                    ("enabled", Value::Bool(gc.enabled)),
+                    ("interval", s(&format_go_duration(gc.interval))),
+                    ("deleteuntagged", Value::Bool(gc.deleteuntagged)),
+                    ("graceperiod", s(&format_go_duration(gc.graceperiod))),
+                    ("dryrun", Value::Bool(gc.dryrun)),
+                ]),
+            ),
+            (
+                "http",
+                map(vec![
+                    (
+                        "headertimeout",
+                        s(&format_go_duration(limits.headertimeout)),
+                    ),
+                    ("bodytimeout", s(&format_go_duration(limits.bodytimeout))),
+                    ("idletimeout", s(&format_go_duration(limits.idletimeout))),
+                    ("maxconnections", count(limits.maxconnections)),
+                ]),
+            ),
+            (
+                "cache",
+                map(vec![
+                    ("manifestbytes", count(cache.manifestbytes)),
+                    ("summarybytes", count(cache.summarybytes)),
+                ]),
+            ),
+        ])
     }
 }
 
@@ -1302,6 +1371,22 @@ struct RawBerth {
     tokenserver: Option<Value>,
     notifications: Option<RawBerthNotifications>,
     gc: Option<RawGc>,
+    http: Option<RawLimits>,
+    cache: Option<RawCacheBudget>,
+}
+
+#[derive(Deserialize)]
+struct RawLimits {
+    headertimeout: Option<GoDuration>,
+    bodytimeout: Option<GoDuration>,
+    idletimeout: Option<GoDuration>,
+    maxconnections: Option<Count>,
+}
+
+#[derive(Deserialize)]
+struct RawCacheBudget {
+    manifestbytes: Option<Count>,
+    summarybytes: Option<Count>,
 }
 
 #[derive(Deserialize)]
@@ -1756,7 +1841,7 @@ fn build(mut raw: RawConfig) -> Result<Config, Problem> {
     let http = build_http(raw.http)?;
     let maxentries = raw.catalog.and_then(|c| c.maxentries).map_or(0, |n| n.0);
     let health = build_health(raw.health);
-    let berth = build_berth(raw.berth.as_mut().and_then(|b| b.gc.take()))?;
+    let berth = build_berth(raw.berth.as_mut())?;
     let notifications = build_notifications(raw.notifications, raw.berth)?;
     Ok(Config {
         version: text(raw.version).unwrap_or_else(|| "0.1".to_owned()),
@@ -1888,9 +1973,41 @@ fn check_endpoint_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn build_berth(raw: Option<RawGc>) -> Result<Berth, Problem> {
+fn build_berth(raw: Option<&mut RawBerth>) -> Result<Berth, Problem> {
     let mut berth = Berth::default();
-    if let Some(g) = raw {
+    let Some(raw) = raw else {
+        return Ok(berth);
+    };
+    if let Some(l) = raw.http.take() {
+        let limits = &mut berth.http;
+        for (key, value, field) in [
+            ("headertimeout", l.headertimeout, &mut limits.headertimeout),
+            ("bodytimeout", l.bodytimeout, &mut limits.bodytimeout),
+            ("idletimeout", l.idletimeout, &mut limits.idletimeout),
+        ] {
+            if let Some(GoDuration(d)) = value {
+                if d.is_zero() {
+                    return Err(problem(&["berth", "http", key], "must be more than zero"));
+                }
+                *field = d;
+            }
+        }
+        if let Some(Count(n)) = l.maxconnections {
+            if n == 0 {
+                return Err(problem(
+                    &["berth", "http", "maxconnections"],
+                    "must be at least 1",
+                ));
+            }
+            limits.maxconnections = n;
+        }
+    }
+    if let Some(c) = raw.cache.take() {
+        let cache = &mut berth.cache;
+        cache.manifestbytes = c.manifestbytes.map_or(cache.manifestbytes, |n| n.0);
+        cache.summarybytes = c.summarybytes.map_or(cache.summarybytes, |n| n.0);
+    }
+    if let Some(g) = raw.gc.take() {
         let gc = &mut berth.gc;
         gc.enabled = flag(g.enabled, gc.enabled);
         gc.interval = g.interval.map_or(gc.interval, |d| d.0);

@@ -367,6 +367,7 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
     let opts = ServeOptions {
         tls,
         http2_disabled: config.http.http2_disabled,
+        limits: config.berth.http.clone(),
     };
     let driver_name = berth::ops::driver_name(&config.storage.driver);
     // Storage timings are a metric: the wrapper is only worth its cost when metrics are served.

@@ -105,7 +105,7 @@ pub(crate) async fn put(ctx: &mut Ctx<'_>, name: &RepoName, reference: &str) -> 
             return Err(if too_large {
                 registry::Error::ManifestTooLarge { limit }.into()
             } else {
-                registry::Error::Body(std::io::Error::other(e)).into()
+                registry::Error::ManifestIncomplete(std::io::Error::other(e)).into()
             });
         }
     };

@@ -23,6 +23,8 @@ pub enum Error {
     ManifestUnknown(String),
     #[error("{0}")]
     ManifestInvalid(#[from] ManifestError),
+    #[error("the manifest could not be read whole: {0}")]
+    ManifestIncomplete(std::io::Error),
     #[error("manifest is larger than the {limit} bytes allowed")]
     ManifestTooLarge { limit: usize },
     #[error("manifest references {0}, which is not in the repository")]
@@ -53,9 +55,9 @@ impl Error {
             Error::DigestMismatch { .. } | Error::DigestInvalid(_) => ErrorCode::DigestInvalid,
             Error::SizeInvalid(_) => ErrorCode::SizeInvalid,
             Error::ManifestUnknown(_) => ErrorCode::ManifestUnknown,
-            Error::ManifestInvalid(_) | Error::ManifestTooLarge { .. } => {
-                ErrorCode::ManifestInvalid
-            }
+            Error::ManifestInvalid(_)
+            | Error::ManifestIncomplete(_)
+            | Error::ManifestTooLarge { .. } => ErrorCode::ManifestInvalid,
             Error::ManifestBlobUnknown(_) => ErrorCode::ManifestBlobUnknown,
             Error::NameUnknown(_) => ErrorCode::NameUnknown,
             Error::TagInvalid(_) => ErrorCode::TagInvalid,

@@ -11,6 +11,7 @@ mod e2e;
 mod gc;
 mod image;
 mod layout;
+mod limits;
 mod ops;
 mod process;
 mod s3;
