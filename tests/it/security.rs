@@ -1144,6 +1144,11 @@ fn http2_and_mutual_tls() {
 
     let b = Berth::start(dir.path(), Some(&config(dir.path(), &tls(""))), &[]);
     assert_eq!(version(&b.https("/v2/"), &[]), "2 200", "HTTP/2 by ALPN");
+    // Plain HTTP to the TLS port gets registry:2's answer, not a raw TLS alert.
+    let out = curl(&["-s", "-i", "--http0.9", &b.url("/v2/")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.0 400 Bad Request"), "{text}");
+    assert!(text.contains("Client sent an HTTP request to an HTTPS server."), "{text}");
     drop(b);
 
     let b = Berth::start(
