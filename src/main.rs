@@ -390,7 +390,10 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "listening");
         let ops = berth::ops::start(&config, driver.clone(), listener.local_addr()?, shutdown.clone()).await?;
         let state = Arc::new(AppState {
-            registry: Registry::new(driver),
+            registry: Registry::with_caches(driver, berth::registry::CacheLimits {
+                manifest_bytes: config.berth.cache.manifestbytes,
+                summary_bytes: config.berth.cache.summarybytes,
+            }),
             config: api,
             auth,
             tokenserver,

@@ -150,14 +150,12 @@ pub(crate) async fn referrers(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> A
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
     let mut manifests = Vec::new();
-    for r in ctx.registry().referrers(name, &subject).await? {
+    let referrers = ctx
+        .registry()
+        .referrers(name, &subject, filter.as_deref())
+        .await?;
+    for r in referrers {
         let s = &r.summary;
-        if filter
-            .as_deref()
-            .is_some_and(|f| s.artifact_type.as_deref() != Some(f))
-        {
-            continue;
-        }
         let mut d =
             json!({ "mediaType": s.media_type, "digest": r.digest.to_string(), "size": s.size });
         if let Some(at) = &s.artifact_type {

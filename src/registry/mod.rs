@@ -15,6 +15,7 @@ use crate::storage::{ByteStream, Driver};
 pub mod error;
 pub mod fence;
 pub mod index;
+mod locks;
 pub mod paths;
 pub mod upload;
 
@@ -26,11 +27,27 @@ use index::{Change, ListingIndex, Page};
 
 /// Link files hold `sha256:<hex>`: anything longer is not a link.
 const LINK_LIMIT: u64 = 256;
-/// Parsed summaries of manifests kept for the referrers API; manifests are immutable by digest.
-const SUMMARY_CACHE_LIMIT: usize = 100_000;
-/// How long a catalog walk serves the continuation pages of a paginated `_catalog`.
-/// Bytes of manifest bodies kept in memory by digest (with their media types); immutable by digest.
-const MANIFEST_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// What an entry of the in-memory caches costs beyond its contents (key, map slot, allocation headers).
+const ENTRY_OVERHEAD: usize = 192;
+
+/// The bytes the in-memory caches may hold. Clients fill them by pushing, so they are bounded by size:
+/// a full cache starts over (what it held is read from the store again when asked for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Manifest bodies (and media types) by digest; immutable by digest.
+    pub manifest_bytes: usize,
+    /// Parsed summaries of manifests (subject, artifact type, annotations) for the referrers API.
+    pub summary_bytes: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> CacheLimits {
+        CacheLimits {
+            manifest_bytes: 16 << 20,
+            summary_bytes: 16 << 20,
+        }
+    }
+}
 
 /// What the referrers API needs from a stored manifest.
 #[derive(Debug, Clone)]
@@ -40,6 +57,24 @@ pub struct Summary {
     pub subject: Option<Digest>,
     pub artifact_type: Option<String>,
     pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Summary {
+    /// About what the summary costs in memory: its strings and annotations (JSON values take a few times
+    /// their text; counted at twice), plus an entry's overhead.
+    fn cost(&self) -> usize {
+        let annotations: usize = self.annotations.as_ref().map_or(0, |a| {
+            a.iter()
+                .map(|(k, v)| {
+                    2 * (k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len)) + 64
+                })
+                .sum()
+        });
+        ENTRY_OVERHEAD
+            + self.media_type.len()
+            + self.artifact_type.as_ref().map_or(0, String::len)
+            + annotations
+    }
 }
 
 /// A referrer of a subject, as listed by the referrers API.
@@ -54,10 +89,11 @@ const CHECKS_AT_ONCE: usize = 16;
 
 pub struct Registry {
     driver: Arc<dyn Driver>,
-    upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    summaries: Mutex<HashMap<Digest, Arc<Summary>>>,
+    upload_locks: locks::KeyedLocks,
+    summaries: Mutex<SummaryCache>,
+    limits: CacheLimits,
     /// Serialises changes to one repository's manifests and tags, so the index sees them in order.
-    repo_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    repo_locks: locks::KeyedLocks,
     fence: Fence,
     index: Arc<ListingIndex>,
     manifests: Mutex<ManifestCache>,
@@ -78,6 +114,12 @@ struct Markers {
 struct ManifestCache {
     bytes: usize,
     by_digest: HashMap<Digest, (Arc<str>, Bytes)>,
+}
+
+#[derive(Default)]
+struct SummaryCache {
+    bytes: usize,
+    by_digest: HashMap<Digest, Arc<Summary>>,
 }
 
 /// A stored manifest fetched for a client.
@@ -102,11 +144,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Registry {
     pub fn new(driver: Arc<dyn Driver>) -> Registry {
+        Registry::with_caches(driver, CacheLimits::default())
+    }
+
+    /// A registry whose in-memory caches hold at most `limits`.
+    pub fn with_caches(driver: Arc<dyn Driver>, limits: CacheLimits) -> Registry {
         Registry {
             driver,
-            upload_locks: Mutex::default(),
+            upload_locks: Default::default(),
             summaries: Mutex::default(),
-            repo_locks: Mutex::default(),
+            limits,
+            repo_locks: Default::default(),
             fence: Fence::default(),
             index: Arc::default(),
             manifests: Mutex::default(),
@@ -119,34 +167,13 @@ impl Registry {
         &self.fence
     }
 
-    fn repo_lock(&self, repo: &RepoName) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.repo_locks)
-            .entry(repo.to_string())
-            .or_default()
-            .clone()
+    /// Changes to one repository's manifests and tags are made under its lock.
+    async fn repo_lock(&self, repo: &RepoName) -> locks::Held<'_> {
+        self.repo_locks.lock(repo.as_str()).await
     }
 
     pub fn driver(&self) -> &Arc<dyn Driver> {
         &self.driver
-    }
-
-    fn upload_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.upload_locks)
-            .entry(id.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    fn forget_upload_lock(&self, id: &str) {
-        lock(&self.upload_locks).remove(id);
-    }
-
-    /// Forgets an upload's lock unless a request holds or waits for it (the map's is the only handle).
-    fn forget_idle_upload_lock(&self, id: &str) {
-        let mut locks = lock(&self.upload_locks);
-        if locks.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
-            locks.remove(id);
-        }
     }
 
     /// Reads a link file; `None` when it does not exist or does not hold a digest.
@@ -399,8 +426,7 @@ impl Registry {
         {
             writes.push((blob, body.clone()));
         }
-        let repo_lock = self.repo_lock(repo);
-        let _repo = repo_lock.lock().await;
+        let _repo = self.repo_lock(repo).await;
         // Every push re-asserts its repository's catalog marker (in the same batch, so at no extra wait):
         // an instance that removed it when the repository emptied cannot hide a push of another's.
         if shared {
@@ -431,8 +457,7 @@ impl Registry {
 
     /// Deletes by digest (the revision and every tag pointing at it) or by tag (only the tag).
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
-        let repo_lock = self.repo_lock(repo);
-        let _repo = repo_lock.lock().await;
+        let _repo = self.repo_lock(repo).await;
         match reference {
             Reference::Tag(tag) => {
                 if self
@@ -469,8 +494,7 @@ impl Registry {
     /// Removes a manifest revision and the tag history entries naming it, as distribution's collector
     /// does; tags whose current link names it are left alone (the caller keeps tagged manifests).
     pub(crate) async fn remove_revision(&self, repo: &RepoName, d: &Digest) -> Result<()> {
-        let repo_lock = self.repo_lock(repo);
-        let _repo = repo_lock.lock().await;
+        let _repo = self.repo_lock(repo).await;
         for tag in self.driver.list(&paths::tags(repo)).await? {
             let entry = paths::tag_index_dir(repo, &tag, d);
             self.driver.delete(&entry).await?;
@@ -812,7 +836,14 @@ impl Registry {
     }
 
     /// The manifests in `repo` whose subject is `subject`, sorted by digest.
-    pub async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Referrer>> {
+    /// The manifests of `repo` whose subject is `subject`, of `artifact_type` if given (filtered here, so
+    /// that what does not match is never held).
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
         let mut out = Vec::new();
         for hex in self.driver.list(&paths::revisions(repo)).await? {
             let Ok(d) = format!("sha256:{hex}").parse::<Digest>() else {
@@ -821,7 +852,8 @@ impl Registry {
             let Some(summary) = self.summary(&d).await? else {
                 continue;
             };
-            if summary.subject.as_ref() == Some(subject) {
+            let wanted = artifact_type.is_none_or(|t| summary.artifact_type.as_deref() == Some(t));
+            if wanted && summary.subject.as_ref() == Some(subject) {
                 out.push(Referrer { digest: d, summary });
             }
         }
@@ -829,7 +861,7 @@ impl Registry {
     }
 
     async fn summary(&self, d: &Digest) -> Result<Option<Arc<Summary>>> {
-        if let Some(s) = lock(&self.summaries).get(d) {
+        if let Some(s) = lock(&self.summaries).by_digest.get(d) {
             return Ok(Some(s.clone()));
         }
         let Some((_, body)) = self.manifest_body(d).await? else {
@@ -842,14 +874,16 @@ impl Registry {
     }
 
     fn cache_manifest(&self, d: &Digest, media_type: &str, body: &Bytes) {
+        let budget = self.limits.manifest_bytes;
+        let cost = body.len() + media_type.len() + ENTRY_OVERHEAD;
         let mut cache = lock(&self.manifests);
-        if cache.by_digest.contains_key(d) || body.len() > MANIFEST_CACHE_BYTES / 64 {
+        if cache.by_digest.contains_key(d) || cost > budget / 64 {
             return;
         }
-        if cache.bytes + body.len() > MANIFEST_CACHE_BYTES {
+        if cache.bytes + cost > budget {
             *cache = ManifestCache::default();
         }
-        cache.bytes += body.len();
+        cache.bytes += cost;
         // A copy: a pushed body is often a slice of a much larger receive buffer, kept alive otherwise.
         let body = Bytes::copy_from_slice(body);
         cache
@@ -858,12 +892,21 @@ impl Registry {
     }
 
     fn remember(&self, d: &Digest, s: Summary) -> Arc<Summary> {
+        let budget = self.limits.summary_bytes;
+        let cost = s.cost();
         let s = Arc::new(s);
-        let mut cache = lock(&self.summaries);
-        if cache.len() >= SUMMARY_CACHE_LIMIT {
-            cache.clear();
+        if cost > budget / 64 {
+            return s;
         }
-        cache.insert(d.clone(), s.clone());
+        let mut cache = lock(&self.summaries);
+        if cache.by_digest.contains_key(d) {
+            return s;
+        }
+        if cache.bytes + cost > budget {
+            *cache = SummaryCache::default();
+        }
+        cache.bytes += cost;
+        cache.by_digest.insert(d.clone(), s.clone());
         s
     }
 }

@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::error::{Error, Result};
-use super::{paths, Registry};
+use super::{locks, paths, Registry};
 use crate::oci::{Digest, RepoName};
 use crate::storage::{ByteStream, ErrorKind};
 
@@ -187,38 +187,24 @@ impl Registry {
 
     /// Removes an upload for upload purging, waiting for any request working on it.
     pub(crate) async fn purge_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
-        let lock = self.upload_lock(id);
-        let _held = lock.lock().await;
+        let _held = self.upload_locks.lock(id).await;
         self.discard_upload(repo, id).await
     }
 
-    /// Takes an upload's lock and loads its state. An unknown upload leaves no lock entry behind, so that
-    /// requests for made-up ids cannot grow the map.
-    async fn open_upload(
-        &self,
-        repo: &RepoName,
-        id: &str,
-    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, State)> {
+    /// Takes an upload's lock and loads its state. The lock's entry lives only while a request holds or
+    /// waits for it, so requests for made-up ids cannot grow the map.
+    async fn open_upload(&self, repo: &RepoName, id: &str) -> Result<(locks::Held<'_>, State)> {
         if !paths::is_valid_upload_id(id) {
             return Err(Error::UploadUnknown);
         }
-        let held = self.upload_lock(id).lock_owned().await;
-        match self.load_state(repo, id).await {
-            Ok(state) => Ok((held, state)),
-            Err(e) => {
-                if matches!(e, Error::UploadUnknown) {
-                    drop(held);
-                    self.forget_idle_upload_lock(id);
-                }
-                Err(e)
-            }
-        }
+        let held = self.upload_locks.lock(id).await;
+        let state = self.load_state(repo, id).await?;
+        Ok((held, state))
     }
 
-    /// Removes an upload's directory and forgets its lock; the caller holds the lock.
+    /// Removes an upload's directory; the caller holds the lock.
     async fn discard_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         self.driver.delete(&paths::upload_dir(repo, id)).await?;
-        self.forget_upload_lock(id);
         Ok(())
     }
 
@@ -410,6 +396,6 @@ mod tests {
     }
 
     fn lock_count(registry: &Registry) -> usize {
-        super::super::lock(&registry.upload_locks).len()
+        registry.upload_locks.len()
     }
 }

@@ -40,19 +40,27 @@ pub struct FsDriver {
 /// is never served stale, whoever changes the directory (this process or another one).
 #[derive(Default)]
 struct ListingCache {
-    by_dir: Mutex<std::collections::HashMap<PathBuf, Listing>>,
+    by_dir: Mutex<Listings>,
+}
+
+#[derive(Default)]
+struct Listings {
+    /// What the listings cost in memory, about (names, paths and per-entry overhead).
+    bytes: usize,
+    map: std::collections::HashMap<PathBuf, Listing>,
 }
 
 struct Listing {
     /// Inode and modification time of the directory when it was listed.
     id: (u64, std::time::SystemTime),
     names: Arc<Vec<String>>,
+    cost: usize,
 }
 
 /// Directories with fewer entries are not worth caching.
 const LISTING_CACHE_MIN: usize = 64;
-/// Directories cached at most (the cache is emptied when full).
-const LISTING_CACHE_DIRS: usize = 4096;
+/// Bytes of listings cached at most (the cache is emptied when full): names come from what clients push.
+const LISTING_CACHE_BYTES: usize = 32 << 20;
 /// How long a directory must have been unchanged for its listing to be kept.
 const LISTING_SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -61,7 +69,7 @@ impl ListingCache {
     fn get(&self, dir: &Path) -> Option<Vec<String>> {
         let (id, names) = {
             let map = self.by_dir.lock().unwrap_or_else(relock);
-            let l = map.get(dir)?;
+            let l = map.map.get(dir)?;
             (l.id, l.names.clone())
         };
         let now = identity(&fs::metadata(dir).ok()?)?;
@@ -81,12 +89,22 @@ impl ListingCache {
                 .is_ok_and(|age| age > LISTING_SETTLED)
         });
         if let Some(id) = settled.filter(|_| names.len() >= LISTING_CACHE_MIN) {
-            let mut map = self.by_dir.lock().unwrap_or_else(relock);
-            if map.len() >= LISTING_CACHE_DIRS {
-                map.clear();
+            let cost =
+                128 + dir.as_os_str().len() + names.iter().map(|n| n.len() + 32).sum::<usize>();
+            let mut cache = self.by_dir.lock().unwrap_or_else(relock);
+            if cost <= LISTING_CACHE_BYTES / 16 {
+                if cache.bytes + cost > LISTING_CACHE_BYTES {
+                    *cache = Listings::default();
+                }
+                let names = Arc::new(names.clone());
+                if let Some(old) = cache
+                    .map
+                    .insert(dir.to_owned(), Listing { id, names, cost })
+                {
+                    cache.bytes -= old.cost;
+                }
+                cache.bytes += cost;
             }
-            let names = Arc::new(names.clone());
-            map.insert(dir.to_owned(), Listing { id, names });
         }
         Ok(names)
     }

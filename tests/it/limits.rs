@@ -290,3 +290,74 @@ fn a_manifest_cut_off_is_manifest_invalid() {
     let r = exchange(&b, "GET /v2/cut/manifests/v1 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 404"), "nothing was stored: {r}");
 }
+
+/// Resident set size of a process, in bytes (VmRSS).
+fn rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+#[test]
+fn memory_stays_bounded_while_manifests_with_large_annotations_are_pushed() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}/store\nberth:\n  cache:\n    manifestbytes: 4194304\n    summarybytes: 4194304\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let b = Berth::start(dir.path(), Some(&cfg), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let samples = rt.block_on(async {
+        let c = b.client();
+        let config = c.push_blob("big", b"{}").await;
+        let subject = image_manifest(&config, 2, &[], "");
+        let sd = digest(&subject);
+        c.put_manifest("big", "base", "application/vnd.oci.image.manifest.v1+json", &subject).await.assert_status(201);
+        let mut samples = Vec::new();
+        // 1,000 referrers of one subject, each with 64 KiB of annotations: 64 MiB pushed, all kept by the
+        // summary cache before it was bounded by bytes.
+        for round in 0..10 {
+            let pushes = (0..100).map(|i| {
+                let c = &c;
+                let n = round * 100 + i;
+                let extra = format!(
+                    r#","subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{sd}","size":{}}},"annotations":{{"n":"{n}","filler":"{}"}}"#,
+                    subject.len(),
+                    "x".repeat(64 * 1024)
+                );
+                let m = image_manifest(&config, 2, &[], &extra);
+                async move {
+                    let d = digest(&m);
+                    let r = c
+                        .call("PUT", &format!("/v2/big/manifests/{d}"), &[("content-type", "application/vnd.oci.image.manifest.v1+json")], m)
+                        .await;
+                    r.assert_status(201);
+                }
+            });
+            futures_util::future::join_all(pushes).await;
+            // Every referrer's summary is read (from the cache or the store); the filter keeps the answer small.
+            let r = c.get(&format!("/v2/big/referrers/{sd}?artifactType=application/x-none")).await;
+            r.assert_status(200);
+            assert_eq!(r.json()["manifests"].as_array().unwrap().len(), 0);
+            samples.push(rss(b.pid()));
+        }
+        samples
+    });
+    let mib: Vec<u64> = samples.iter().map(|s| s / MIB).collect();
+    eprintln!("RSS after each 100 pushes (MiB): {mib:?}");
+    // The caches hold at most 8 MiB; what grows past them is a leak.
+    let (start, end) = (samples[1], samples[samples.len() - 1]);
+    assert!(end < start + 24 * MIB, "RSS kept growing: {mib:?}");
+    assert!(end < 160 * MIB, "RSS too high: {mib:?}");
+}

@@ -1148,7 +1148,10 @@ fn http2_and_mutual_tls() {
     let out = curl(&["-s", "-i", "--http0.9", &b.url("/v2/")]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("HTTP/1.0 400 Bad Request"), "{text}");
-    assert!(text.contains("Client sent an HTTP request to an HTTPS server."), "{text}");
+    assert!(
+        text.contains("Client sent an HTTP request to an HTTPS server."),
+        "{text}"
+    );
     drop(b);
 
     let b = Berth::start(
