@@ -9,7 +9,7 @@ use super::{
     Ctx, CONTENT_DIGEST,
 };
 use crate::oci::manifest::{accepted_types, is_index_type, MAX_MANIFEST_SIZE, OCI_INDEX};
-use crate::oci::{Manifest, Reference, RepoName};
+use crate::oci::{ErrorCode, Manifest, Reference, RepoName};
 use crate::registry::{self, StoredManifest};
 
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
@@ -50,7 +50,14 @@ async fn platform_fallback(
 }
 
 pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, reference: &str) -> ApiResult {
-    let reference = parse_reference(reference)?;
+    // Nothing can be stored under a reference that is not a valid tag: fetching one is MANIFEST_UNKNOWN,
+    // as the OCI spec and registry:2 answer (a push under it is TAG_INVALID).
+    let reference = match parse_reference(reference) {
+        Err(e) if e.code == ErrorCode::TagInvalid => {
+            return Err(registry::Error::ManifestUnknown(format!("{name}:{reference}")).into())
+        }
+        r => r?,
+    };
     let mut m = ctx.registry().get_manifest(name, &reference).await?;
     let accept: Vec<&str> = ctx
         .headers

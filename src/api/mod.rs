@@ -268,8 +268,11 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult {
         Some(parsed) => parsed,
         None => ParsedRoute::of(state, &parts.uri),
     };
+    let read = parts.method == Method::GET || parts.method == Method::HEAD;
     let route = match parsed.0 {
         Some(Ok(r)) => r,
+        // The root answers 200, as registry:2's does (load balancers and scripts probe it).
+        _ if read && parts.uri.path() == "/" => return Ok(StatusCode::OK.into_response()),
         None | Some(Err(RouteError::NotFound)) => return Err(not_found()),
         Some(Err(RouteError::Name(msg))) => return Err(ApiError::new(ErrorCode::NameInvalid, msg)),
     };

@@ -37,6 +37,9 @@ async fn base_and_unknown_endpoints() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     c.get("/v2").await.assert_status(200);
     c.get("/nothing").await.assert_error(404, "NAME_UNKNOWN");
+    // The root answers 200, as registry:2's does.
+    c.get("/").await.assert_status(200);
+    c.head("/").await.assert_status(200);
     c.get("/v2/a/unknown/thing")
         .await
         .assert_error(404, "NAME_UNKNOWN");
@@ -63,8 +66,18 @@ async fn invalid_names_and_references() {
             "DIGEST_INVALID",
         ),
         ("GET", "/v2/a/manifests/sha256:", 400, "DIGEST_INVALID"),
-        ("GET", "/v2/a/manifests/-bad", 400, "TAG_INVALID"),
+        // Nothing can exist under a reference that is not a tag: fetching it is MANIFEST_UNKNOWN (the OCI
+        // conformance suite's `.INVALID_MANIFEST_NAME`); pushing under it is TAG_INVALID.
+        ("GET", "/v2/a/manifests/-bad", 404, "MANIFEST_UNKNOWN"),
+        (
+            "GET",
+            "/v2/a/manifests/.INVALID_MANIFEST_NAME",
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        ("HEAD", "/v2/a/manifests/.INVALID_MANIFEST_NAME", 404, ""),
         ("PUT", "/v2/a/manifests/.bad", 400, "TAG_INVALID"),
+        ("DELETE", "/v2/a/manifests/.bad", 400, "TAG_INVALID"),
         ("GET", "/v2/a/blobs/notadigest", 400, "DIGEST_INVALID"),
         ("GET", "/v2/a/blobs/sha512:abc", 400, "DIGEST_INVALID"),
         ("GET", "/v2/a/referrers/bad", 400, "DIGEST_INVALID"),
