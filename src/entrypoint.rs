@@ -6,14 +6,20 @@ use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
 /// The arguments to parse: unchanged for `berth`; for `registry`, a leading `registry` word is dropped
-/// (`exec registry …`) and a first argument ending in `.yml` or `.yaml` becomes `serve <file>`.
+/// (`exec registry …`) and a first argument ending in `.yml` or `.yaml` becomes `serve <file>`; for
+/// `htpasswd` (`/bin/htpasswd` in the image, as registry:2's images had it), they are `berth htpasswd`'s,
+/// so that `docker run --entrypoint htpasswd IMAGE -Bbn USER PASS` prints an entry.
 pub fn args(argv: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut argv: Vec<OsString> = argv.into_iter().collect();
-    let as_registry = argv
+    let called = argv
         .first()
         .and_then(|a0| Path::new(a0).file_name())
-        .is_some_and(|n| n == "registry");
-    if !as_registry {
+        .map(OsStr::to_os_string);
+    if called.as_deref() == Some(OsStr::new("htpasswd")) {
+        argv.insert(1, OsString::from("htpasswd"));
+        return argv;
+    }
+    if called.as_deref() != Some(OsStr::new("registry")) {
         return argv;
     }
     if argv.get(1).is_some_and(|a| a == "registry") {
@@ -56,6 +62,11 @@ mod tests {
         check(&["registry", "--version"], &["registry", "--version"]);
         check(&["registry"], &["registry"]);
         check(&["berth", cfg], &["berth", cfg]);
+        check(
+            &["htpasswd", "-Bbn", "xiaofei", "123456"],
+            &["htpasswd", "htpasswd", "-Bbn", "xiaofei", "123456"],
+        );
+        check(&["/bin/htpasswd", "-Bn", "u"], &["/bin/htpasswd", "htpasswd", "-Bn", "u"]);
         check(
             &["/usr/bin/berth", "registry", "serve"],
             &["/usr/bin/berth", "registry", "serve"],

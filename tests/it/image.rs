@@ -1,6 +1,6 @@
-//! The container image: the repository's Dockerfile builds with a statically linked berth, the image
+//! The container image: deploy/Dockerfile.prebuilt builds with a statically linked berth, the image
 //! looks like registry:2's (entrypoint, command, volume, port, config), the binary serves when called as
-//! `registry <config.yml>`, and the image round-trips through a running berth.
+//! `registry <config.yml>` and `htpasswd -Bbn`, and the image round-trips through a running berth.
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
@@ -95,25 +95,34 @@ fn the_image_builds_like_registry_2_and_round_trips_through_berth() {
     let _ = child.wait();
     assert_eq!(served, "{}", "`registry deploy/config.yml` did not serve");
 
-    // The repository's Dockerfile, in a context holding just what it copies.
+    // The image as deploy/build-image.sh --prebuilt makes it (this machine cannot fetch the official Rust
+    // image the repository's Dockerfile builds in), in a context holding just what it copies.
     let ctx = scratch.path().join("ctx");
-    let bin_dir = ctx.join("target").join(TARGET).join("release");
-    fs::create_dir_all(&bin_dir).unwrap();
+    let image_root = ctx.join("target/image-root/bin");
+    fs::create_dir_all(&image_root).unwrap();
     fs::create_dir_all(ctx.join("deploy")).unwrap();
-    fs::copy(&binary, bin_dir.join("berth")).unwrap();
-    fs::copy(repo_root.join("Dockerfile"), ctx.join("Dockerfile")).unwrap();
-    fs::copy(repo_root.join(".dockerignore"), ctx.join(".dockerignore")).unwrap();
-    fs::copy(
-        repo_root.join("deploy/config.yml"),
-        ctx.join("deploy/config.yml"),
-    )
-    .unwrap();
+    fs::copy(&binary, image_root.join("registry")).unwrap();
+    std::os::unix::fs::symlink("registry", image_root.join("htpasswd")).unwrap();
+    for f in ["deploy/Dockerfile.prebuilt", ".dockerignore", "deploy/config.yml"] {
+        fs::copy(repo_root.join(f), ctx.join(f)).unwrap();
+    }
+    // Both Dockerfiles make the same final image.
+    let final_stage = |path: &str| -> Vec<String> {
+        let text = fs::read_to_string(repo_root.join(path)).unwrap();
+        let last = text.rsplit("\nFROM scratch\n").next().unwrap().to_owned();
+        last.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.starts_with("COPY --from") && !l.starts_with("COPY target/"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(final_stage("Dockerfile"), final_stage("deploy/Dockerfile.prebuilt"));
 
     let storage = tempfile::tempdir().unwrap();
     let berth = Berth::spawn(storage.path(), &[]);
     let dockerd = Dockerd::start();
     let image = format!("{}/berth/berth:test", berth.host());
-    dockerd.docker(&["build", "-t", &image, ctx.to_str().unwrap()]);
+    let dockerfile = ctx.join("deploy/Dockerfile.prebuilt");
+    dockerd.docker(&["build", "-f", dockerfile.to_str().unwrap(), "-t", &image, ctx.to_str().unwrap()]);
     let inspect: Value =
         serde_json::from_str(&stdout(&dockerd.docker(&["image", "inspect", &image]))).unwrap();
     let config = &inspect[0]["Config"];
@@ -128,6 +137,24 @@ fn the_image_builds_like_registry_2_and_round_trips_through_berth() {
     );
     assert!(config["ExposedPorts"]["5000/tcp"].is_object(), "{config}");
     let id = stdout(&dockerd.docker(&["image", "inspect", "--format", "{{.Id}}", &image]));
+
+    // The image's /bin/htpasswd prints an entry as `docker run --entrypoint htpasswd registry -Bbn` did
+    // (docker run is not available here: the container's files are exported and the binary run as such).
+    let container = stdout(&dockerd.docker(&["create", &image]));
+    let exported = scratch.path().join("rootfs.tar");
+    dockerd.docker(&["export", "-o", exported.to_str().unwrap(), container.trim()]);
+    dockerd.docker(&["rm", container.trim()]);
+    let rootfs = scratch.path().join("rootfs");
+    fs::create_dir_all(&rootfs).unwrap();
+    let untar = Command::new("tar").arg("-xf").arg(&exported).arg("-C").arg(&rootfs).status().unwrap();
+    assert!(untar.success());
+    let out = Command::new(rootfs.join("bin/htpasswd")).args(["-Bbn", "xiaofei", "123456"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let entry = String::from_utf8(out.stdout).unwrap();
+    let (user, hash) = entry.trim().split_once(':').unwrap();
+    assert_eq!(user, "xiaofei");
+    assert!(hash.starts_with("$2y$"), "{entry}");
+    assert!(bcrypt::verify("123456", hash).unwrap(), "{entry}");
 
     // Push it into berth, drop it, pull it back.
     dockerd.docker(&["push", &image]);
