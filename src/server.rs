@@ -30,6 +30,9 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `http.http2.disabled`.
     pub http2_disabled: bool,
+    /// With `http.tls.letsencrypt`: the configuration for handshakes that offer only `acme-tls/1`
+    /// (the ACME server validating a TLS-ALPN-01 challenge), closed once the handshake is done.
+    pub acme_challenge: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves the API on `listener` over plain HTTP until `shutdown` is cancelled.
@@ -50,7 +53,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let graceful = GracefulShutdown::new();
-    let acceptor = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let tls = opts.tls.clone().map(|config| Tls {
+        config,
+        challenge: opts.acme_challenge.clone(),
+    });
     let mut backoff = Duration::from_millis(5);
     loop {
         let (stream, remote) = tokio::select! {
@@ -68,7 +74,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let acceptor = acceptor.clone();
+        let tls = tls.clone();
         let watcher = graceful.watcher();
         let http2_disabled = opts.http2_disabled;
         tokio::spawn(async move {
@@ -80,7 +86,7 @@ pub async fn serve(
             if http2_disabled {
                 builder = builder.http1_only();
             }
-            let result = match acceptor {
+            let result = match tls {
                 None => {
                     watcher
                         .watch(
@@ -90,9 +96,9 @@ pub async fn serve(
                         )
                         .await
                 }
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
+                Some(tls) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(Accepted::Client(tls))) => {
                             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                             if h2 && !http2_disabled {
                                 builder = builder.http2_only();
@@ -104,6 +110,11 @@ pub async fn serve(
                                         .into_owned(),
                                 )
                                 .await
+                        }
+                        Ok(Ok(Accepted::Challenge(mut tls))) => {
+                            tracing::info!(client = %remote, "acme: tls-alpn-01 challenge answered");
+                            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                            return;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(client = %remote, error = %e, "tls handshake failed");
@@ -124,6 +135,39 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The TLS side of the listener: the clients' configuration and, with ACME, the challenge one.
+#[derive(Clone)]
+struct Tls {
+    config: Arc<rustls::ServerConfig>,
+    challenge: Option<Arc<rustls::ServerConfig>>,
+}
+
+enum Accepted {
+    Client(tokio_rustls::server::TlsStream<tokio::net::TcpStream>),
+    /// A TLS-ALPN-01 validation: the handshake is all it wants.
+    Challenge(tokio_rustls::server::TlsStream<tokio::net::TcpStream>),
+}
+
+impl Tls {
+    /// The handshake, with the configuration the ClientHello asks for.
+    async fn accept(&self, stream: tokio::net::TcpStream) -> io::Result<Accepted> {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                .await?;
+        let challenge = self.challenge.clone().filter(|_| {
+            // RFC 8737: the validation offers `acme-tls/1` and nothing else.
+            let mut alpn = start.client_hello().alpn().into_iter().flatten();
+            alpn.next() == Some(crate::acme::ACME_TLS_ALPN) && alpn.next().is_none()
+        });
+        match challenge {
+            Some(config) => Ok(Accepted::Challenge(start.into_stream(config).await?)),
+            None => Ok(Accepted::Client(
+                start.into_stream(self.config.clone()).await?,
+            )),
+        }
+    }
 }
 
 /// The client address of a request served by [`serve`].
