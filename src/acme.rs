@@ -494,9 +494,16 @@ fn challenge_certificate(
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key).map_err(bad)?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let certified = CertifiedKey::from_der(vec![cert.der().clone()], der, provider)
+    // Not `CertifiedKey::from_der`: its consistency check parses the certificate with webpki, which
+    // refuses the critical acmeIdentifier extension.
+    let signer = provider
+        .key_provider
+        .load_private_key(der)
         .map_err(|e| Error::Certificate(format!("challenge for {name}: {e}")))?;
-    Ok(Arc::new(certified))
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
 }
 
 fn read_roots(path: &Path) -> Result<rustls::RootCertStore, Error> {
