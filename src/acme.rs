@@ -196,7 +196,8 @@ impl Acme {
                     _ = shutdown.cancelled() => return,
                 };
                 let error = match attempt {
-                    Ok(Ok(issued)) => {
+                    Ok(Ok(mut issued)) => {
+                        issued.renew_at = issued.renew_at.max(earliest_renewal(issued.not_after));
                         tracing::info!(hosts = %hosts, not_after = %rfc3339(issued.not_after), renew_at = %rfc3339(issued.renew_at), "acme: certificate issued");
                         self.current.set(issued.key.clone());
                         current = Some(issued);
@@ -557,6 +558,14 @@ fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The soonest a certificate just issued is renewed: in a minute, or halfway to its expiry if that is
+/// sooner. A server whose certificates are already due when issued is not asked again at once.
+fn earliest_renewal(not_after: SystemTime) -> SystemTime {
+    let now = SystemTime::now();
+    let half_left = not_after.duration_since(now).unwrap_or_default() / 2;
+    now + half_left.min(FIRST_RETRY)
 }
 
 /// Sleeps until `at` by the wall clock (in steps, so that a clock change is noticed); false on shutdown.

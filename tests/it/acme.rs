@@ -224,3 +224,44 @@ fn letsencrypt_tls_alpn_01_is_answered_on_the_listener_with_mtls() {
     // A client without a certificate is still refused.
     assert!(!curl_v2(b.addr, &root, &[]).status.success());
 }
+
+/// A certificate is renewed in the background, without a restart, once a third of its lifetime is left.
+#[test]
+fn letsencrypt_certificate_is_renewed_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let pebble = Pebble::spawn_with_validity(Validation::Skipped, Some(Duration::from_secs(9)));
+    let cache = dir.path().join("acme");
+    let config = dir.path().join("config.yml");
+    fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {store}\nhttp:\n  tls:\n    letsencrypt:\n      cachefile: {cache}\n      hosts: [localhost]\n      directoryurl: {directory}\nberth:\n  letsencrypt:\n    directoryca: {ca}\n",
+            store = dir.path().join("store").display(),
+            cache = cache.display(),
+            directory = pebble.directory(),
+            ca = pebble.listener_ca().display(),
+        ),
+    )
+    .unwrap();
+    let b = Berth::start(dir.path(), Some(&config), &[]);
+    let root = dir.path().join("pebble-root.pem");
+    pebble.save_issuing_root(&root);
+    assert_v2_ok(&wait_issued(&b, &root, &[]));
+    let first = fs::read_to_string(cache.join("acme-certificate.pem")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.log().matches("acme: certificate issued").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no renewal within 30 s:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(b.log().contains("acme: renewing the certificate"));
+    assert_ne!(
+        fs::read_to_string(cache.join("acme-certificate.pem")).unwrap(),
+        first,
+        "the renewed certificate is cached"
+    );
+    assert_v2_ok(&wait_issued(&b, &root, &[]));
+}

@@ -53,6 +53,11 @@ pub struct Pebble {
 
 impl Pebble {
     pub fn spawn(validation: Validation) -> Pebble {
+        Pebble::spawn_with_validity(validation, None)
+    }
+
+    /// As [`Pebble::spawn`], issuing certificates valid for `validity` (pebble's default: 5 years).
+    pub fn spawn_with_validity(validation: Validation, validity: Option<Duration>) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let generated = berth::tls::generate(
@@ -68,7 +73,7 @@ impl Pebble {
             Validation::TlsAlpn01 { port } => port,
             Validation::Skipped => free_port().port(),
         };
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "pebble": {
                 "listenAddress": addr.to_string(),
                 "managementListenAddress": management.to_string(),
@@ -80,6 +85,9 @@ impl Pebble {
                 "externalAccountBindingRequired": false,
             }
         });
+        if let Some(validity) = validity {
+            config["pebble"]["certificateValidityPeriod"] = validity.as_secs().into();
+        }
         let config_path = dir.path().join("pebble-config.json");
         fs::write(&config_path, config.to_string()).unwrap();
         let log = dir.path().join("pebble.log");
