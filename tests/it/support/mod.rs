@@ -104,10 +104,15 @@ impl Berth {
                     }
                     panic!("berth exited at start-up ({status}):\n{}", tail(&text, 40));
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "berth did not answer /v2/ within {START_TIMEOUT:?}"
-                );
+                if Instant::now() >= deadline {
+                    // Not yet a `Berth`, so no drop would stop it.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "berth did not listen within {START_TIMEOUT:?}:\n{}",
+                        tail(&fs::read_to_string(&log).unwrap_or_default(), 40)
+                    );
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
