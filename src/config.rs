@@ -50,7 +50,8 @@ const STORAGE_NON_DRIVER_KEYS: &[&str] = &["delete", "redirect", "maintenance", 
 mod security;
 pub use security::{is_bcrypt, parse_cidr};
 pub use security::{
-    AclMatch, AclRule, Auth, ClientAuth, Htpasswd, Tls, TokenAuth, TokenServer, UserEntry,
+    AclMatch, AclRule, Auth, CertSource, ClientAuth, Htpasswd, LetsEncrypt, Tls, TokenAuth,
+    TokenServer, UserEntry, LETS_ENCRYPT_DIRECTORY,
 };
 
 const SECRET_KEYS: &[&str] = &[
@@ -142,6 +143,7 @@ pub struct Berth {
     pub gc: Gc,
     pub http: Limits,
     pub cache: CacheBudget,
+    pub letsencrypt: BerthLetsEncrypt,
 }
 
 /// `berth.http`: how long a client may be slow or silent, and how many may be connected. The defaults never
@@ -187,6 +189,14 @@ impl Default for CacheBudget {
             summarybytes: 16 << 20,
         }
     }
+}
+
+/// `berth.letsencrypt`: what berth adds to `http.tls.letsencrypt`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BerthLetsEncrypt {
+    /// PEM certificates that the ACME directory's TLS certificate must chain to, instead of the
+    /// system's roots: for a private ACME server (smallstep, pebble).
+    pub directoryca: Option<PathBuf>,
 }
 
 /// `berth.gc`: online garbage collection inside `berth serve`.
@@ -676,7 +686,7 @@ impl Berth {
     fn to_value(&self) -> Value {
         let (gc, limits, cache) = (&self.gc, &self.http, &self.cache);
         let count = |n: usize| Value::Number((n as u64).into());
-        map(vec![
+        let mut value = map(vec![
             (
                 "gc",
                 map(vec![
@@ -706,7 +716,14 @@ impl Berth {
                     ("summarybytes", count(cache.summarybytes)),
                 ]),
             ),
-        ])
+        ]);
+        if let (Value::Mapping(m), Some(ca)) = (&mut value, &self.letsencrypt.directoryca) {
+            m.insert(
+                s("letsencrypt"),
+                map(vec![("directoryca", s(&ca.to_string_lossy()))]),
+            );
+        }
+        value
     }
 }
 
@@ -1373,6 +1390,7 @@ struct RawBerth {
     gc: Option<RawGc>,
     http: Option<RawLimits>,
     cache: Option<RawCacheBudget>,
+    letsencrypt: Option<RawBerthLetsEncrypt>,
 }
 
 #[derive(Deserialize)]
@@ -1387,6 +1405,11 @@ struct RawLimits {
 struct RawCacheBudget {
     manifestbytes: Option<Count>,
     summarybytes: Option<Count>,
+}
+
+#[derive(Deserialize)]
+struct RawBerthLetsEncrypt {
+    directoryca: Option<Scalar>,
 }
 
 #[derive(Deserialize)]
@@ -1978,6 +2001,12 @@ fn build_berth(raw: Option<&mut RawBerth>) -> Result<Berth, Problem> {
     let Some(raw) = raw else {
         return Ok(berth);
     };
+    berth.letsencrypt.directoryca = raw
+        .letsencrypt
+        .take()
+        .and_then(|l| text(l.directoryca))
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
     if let Some(l) = raw.http.take() {
         let limits = &mut berth.http;
         for (key, value, field) in [
@@ -2743,6 +2772,19 @@ health:
         check_ok(None, &[("REGISTRY_LOG_LEVEL", "debug"), ("NOT_REGISTRY_X", "1")], |c| assert_eq!(c.log.level, "debug"));
         check_ok(None, &[("REGISTRY_BERTH_GC_ENABLED", "true"), ("REGISTRY_BERTH_GC_INTERVAL", "1h"), ("REGISTRY_BERTH_GC_GRACEPERIOD", "5m"), ("REGISTRY_BERTH_GC_DELETEUNTAGGED", "true")], |c| assert_eq!(c.berth.gc, Gc { enabled: true, interval: hours(1), deleteuntagged: true, graceperiod: Duration::from_secs(300), dryrun: false }));
         check_ok(Some(&minimal("berth:\n  gc:\n    enabled: true\n")), &[("REGISTRY_BERTH_GC_DRYRUN", "true")], |c| assert!(c.berth.gc.enabled && c.berth.gc.dryrun));
+        let letsencrypt = |c: &Config| match c.http.tls.as_ref().map(|t| &t.source) { Some(CertSource::LetsEncrypt { letsencrypt }) => letsencrypt.clone(), other => panic!("not letsencrypt: {other:?}") };
+        check_ok(None, &[("REGISTRY_HTTP_TLS_LETSENCRYPT_CACHEFILE", "/var/lib/registry/acme"), ("REGISTRY_HTTP_TLS_LETSENCRYPT_EMAIL", "ops@r.example.com"), ("REGISTRY_HTTP_TLS_LETSENCRYPT_HOSTS", "[r.example.com, mirror.example.com]"), ("REGISTRY_HTTP_TLS_LETSENCRYPT_DIRECTORYURL", "https://ca.internal:9000/acme/acme/directory"), ("REGISTRY_BERTH_LETSENCRYPT_DIRECTORYCA", "/etc/ca.pem")], |c| {
+            assert_eq!(letsencrypt(c), LetsEncrypt { cachefile: "/var/lib/registry/acme".into(), email: Some("ops@r.example.com".into()), hosts: vec!["r.example.com".into(), "mirror.example.com".into()], directoryurl: "https://ca.internal:9000/acme/acme/directory".into() });
+            assert_eq!(c.berth.letsencrypt.directoryca.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        });
+        check_ok(Some(&minimal("http:\n  tls:\n    letsencrypt:\n      cachefile: /acme\n")), &[("REGISTRY_HTTP_TLS_LETSENCRYPT_HOSTS", "r.example.com")], |c| assert_eq!((letsencrypt(c).hosts, letsencrypt(c).directoryurl), (vec!["r.example.com".to_owned()], LETS_ENCRYPT_DIRECTORY.to_owned())));
+        // The rendered configuration loads back the same.
+        let Ok((config, _)) = load(Some(&minimal("http:\n  tls:\n    letsencrypt:\n      cachefile: /acme\n      email: a@r.example.com\n      hosts: [r.example.com]\n    clientcas: [/ca.pem]\nberth:\n  letsencrypt:\n    directoryca: /dca.pem\n")), &[]) else { panic!("load failed") };
+        let out = config.render_effective();
+        assert!(out.contains("letsencrypt:") && out.contains("directoryurl: https://acme-v02.api.letsencrypt.org/directory") && out.contains("directoryca: /dca.pem"), "{out}");
+        let Ok((again, warnings)) = load(Some(&out), &[]) else { panic!("reload failed: {out}") };
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(again, config);
     }
 
     #[test]
@@ -2774,7 +2816,9 @@ health:
         check_err(Some(&minimal("")), &[("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd")], &["auth.htpasswd", "realm"]);
         check_err(Some(&minimal("auth:\n  ldap: {}\n")), &[], &["auth.ldap is not supported", "refusing to start"]);
         check_err(Some(&minimal("http:\n  tls:\n    certificate: /c.pem\n")), &[], &["http.tls", "both certificate and key", "line 5"]);
-        check_err(Some(&minimal("http:\n  tls:\n    letsencrypt:\n      cachefile: /x\n")), &[], &["http.tls.letsencrypt", "not supported"]);
+        check_err(Some(&minimal("http:\n  tls:\n    letsencrypt:\n      cachefile: /x\n")), &[], &["http.tls.letsencrypt.hosts", "needs hosts", "line 6"]);
+        check_err(Some(&minimal("http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n    letsencrypt:\n      cachefile: /x\n      hosts: [r.example.com]\n")), &[], &["http.tls.letsencrypt", "both set", "choose one"]);
+        check_err(Some(&minimal("")), &[("REGISTRY_HTTP_TLS_LETSENCRYPT_CACHEFILE", "/x")], &["http.tls.letsencrypt.hosts", "needs hosts"]);
         check_err(Some(&minimal("")), &[("REGISTRY_HTTP_TLS_CERTIFICATE", "/c.pem")], &["http.tls", "both certificate and key", "REGISTRY_HTTP_TLS_CERTIFICATE"]);
         check_err(Some(&minimal("auth: silly\n")), &[], &["auth.silly is not supported"]);
         check_err(Some("version: 0.1\nstorage:\n  s3:\n    bucket: b\n"), &[], &["storage.s3.region", "is required"]);

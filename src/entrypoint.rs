@@ -66,7 +66,10 @@ mod tests {
             &["htpasswd", "-Bbn", "xiaofei", "123456"],
             &["htpasswd", "htpasswd", "-Bbn", "xiaofei", "123456"],
         );
-        check(&["/bin/htpasswd", "-Bn", "u"], &["/bin/htpasswd", "htpasswd", "-Bn", "u"]);
+        check(
+            &["/bin/htpasswd", "-Bn", "u"],
+            &["/bin/htpasswd", "htpasswd", "-Bn", "u"],
+        );
         check(
             &["/usr/bin/berth", "registry", "serve"],
             &["/usr/bin/berth", "registry", "serve"],

@@ -1,6 +1,7 @@
 //! berth: a container image registry that serves the OCI Distribution API on distribution's storage
 //! layout, as a drop-in replacement for CNCF distribution (`registry:2`). See ARCHITECTURE.md.
 
+pub mod acme;
 pub mod api;
 pub mod auth;
 pub mod config;

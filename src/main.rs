@@ -15,7 +15,7 @@ use berth::auth::htpasswd::{self, HtpasswdAuth};
 use berth::auth::token::TokenVerifier;
 use berth::auth::tokenserver::TokenServer;
 use berth::auth::Authenticator;
-use berth::config::{Auth, Config, StorageDriver};
+use berth::config::{Auth, CertSource, Config, StorageDriver};
 use berth::metrics::TimedDriver;
 use berth::registry::Registry;
 use berth::server::ServeOptions;
@@ -357,10 +357,21 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         }
     };
     let (auth, tokenserver) = security(&config)?;
+    let acme = match config.http.tls.as_ref().map(|t| &t.source) {
+        Some(CertSource::LetsEncrypt { letsencrypt }) => Some(berth::acme::Acme::new(
+            letsencrypt,
+            &config.berth.letsencrypt,
+        )?),
+        _ => None,
+    };
     let tls = match &config.http.tls {
         Some(t) => Some(
-            berth::tls::server_config(t, !config.http.http2_disabled)
-                .map_err(anyhow::Error::msg)?,
+            berth::tls::server_config(
+                t,
+                !config.http.http2_disabled,
+                acme.as_ref().map(berth::acme::Acme::resolver),
+            )
+            .map_err(anyhow::Error::msg)?,
         ),
         None => None,
     };
@@ -368,6 +379,10 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         tls,
         http2_disabled: config.http.http2_disabled,
         limits: config.berth.http.clone(),
+        acme_challenge: match &acme {
+            Some(a) => Some(a.challenge_config().map_err(anyhow::Error::msg)?),
+            None => None,
+        },
     };
     let driver_name = berth::ops::driver_name(&config.storage.driver);
     // Storage timings are a metric: the wrapper is only worth its cost when metrics are served.
@@ -400,6 +415,9 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
             ops,
         });
         state.registry.start_index();
+        if let Some(acme) = acme {
+            tokio::spawn(acme.run(shutdown.clone()));
+        }
         let (background, stop) = (state.clone(), shutdown.clone());
         let maintenance = berth::gc::Maintenance::from_config(&config);
         tokio::spawn(async move { berth::gc::maintain(&background.registry, maintenance, stop).await });

@@ -41,6 +41,9 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `http.http2.disabled`.
     pub http2_disabled: bool,
+    /// With `http.tls.letsencrypt`: the configuration for handshakes that offer only `acme-tls/1`
+    /// (the ACME server validating a TLS-ALPN-01 challenge), closed once the handshake is done.
+    pub acme_challenge: Option<Arc<rustls::ServerConfig>>,
     /// `berth.http`: timeouts and the connection limit.
     pub limits: Limits,
 }
@@ -63,7 +66,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let connections = TaskTracker::new();
-    let acceptor = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let tls = opts.tls.clone().map(|config| Tls {
+        config,
+        challenge: opts.acme_challenge.clone(),
+    });
     // Past the limit, connections wait in the listen queue: nothing is refused, nothing more is served.
     let slots = Arc::new(Semaphore::new(opts.limits.maxconnections.max(1)));
     let mut backoff = Duration::from_millis(5);
@@ -96,9 +102,9 @@ pub async fn serve(
             http2_disabled: opts.http2_disabled,
             shutdown: shutdown.clone(),
         };
-        let acceptor = acceptor.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            conn.run(stream, acceptor).await;
+            conn.run(stream, tls).await;
             drop(slot);
         });
     }
@@ -118,23 +124,27 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, acceptor: Option<tokio_rustls::TlsAcceptor>) {
+    async fn run(self, stream: TcpStream, tls: Option<Tls>) {
         let activity = Arc::new(Activity::new());
         let stream = Tracked {
             inner: stream,
             activity: activity.clone(),
         };
-        match acceptor {
+        match tls {
             None => self.http(stream, false, activity).await,
-            Some(acceptor) => {
+            Some(tls) => {
                 let mut stream = stream;
                 if self.answered_plain_http(&mut stream).await {
                     return;
                 }
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(Accepted::Client(tls))) => {
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                         self.http(tls, h2, activity).await
+                    }
+                    Ok(Ok(Accepted::Challenge(mut tls))) => {
+                        tracing::info!(client = %self.remote, "acme: tls-alpn-01 challenge answered");
+                        let _ = tls.shutdown().await;
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(client = %self.remote, error = %e, "tls handshake failed")
@@ -220,6 +230,41 @@ impl Connection {
         };
         if let Err(e) = result {
             tracing::debug!(client = %remote, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// The TLS side of the listener: the clients' configuration and, with ACME, the challenge one.
+#[derive(Clone)]
+struct Tls {
+    config: Arc<rustls::ServerConfig>,
+    challenge: Option<Arc<rustls::ServerConfig>>,
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<Tracked<TcpStream>>;
+
+enum Accepted {
+    Client(TlsStream),
+    /// A TLS-ALPN-01 validation: the handshake is all it wants.
+    Challenge(TlsStream),
+}
+
+impl Tls {
+    /// The handshake, with the configuration the ClientHello asks for.
+    async fn accept(&self, stream: Tracked<TcpStream>) -> io::Result<Accepted> {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                .await?;
+        let challenge = self.challenge.clone().filter(|_| {
+            // RFC 8737: the validation offers `acme-tls/1` and nothing else.
+            let mut alpn = start.client_hello().alpn().into_iter().flatten();
+            alpn.next() == Some(crate::acme::ACME_TLS_ALPN) && alpn.next().is_none()
+        });
+        match challenge {
+            Some(config) => Ok(Accepted::Challenge(start.into_stream(config).await?)),
+            None => Ok(Accepted::Client(
+                start.into_stream(self.config.clone()).await?,
+            )),
         }
     }
 }

@@ -1,28 +1,26 @@
-//! TLS: the rustls server configuration from `http.tls` (certificate chain, key, client CAs for mTLS,
-//! minimum version, ALPN for HTTP/2), and `berth cert`, which makes a CA and a server certificate so that
+//! TLS: the rustls server configuration from `http.tls` (certificate chain and key, or the ACME
+//! client's certificate; client CAs for mTLS, minimum version, ALPN for HTTP/2), and `berth cert`, which makes a CA and a server certificate so that
 //! users need no openssl recipe.
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
 use crate::auth::keys::read_certs;
-use crate::config::{ClientAuth, Tls};
+use crate::config::{CertSource, ClientAuth, Tls};
 
-/// Builds the rustls configuration for `http.tls`.
-pub fn server_config(tls: &Tls, http2: bool) -> Result<Arc<ServerConfig>, String> {
-    let certs = read_certs(&tls.certificate).map_err(|e| format!("http.tls.certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| {
-        format!(
-            "http.tls.key: cannot read a private key from {}: {e}",
-            tls.key.display()
-        )
-    })?;
+/// Builds the rustls configuration for `http.tls`. With `http.tls.letsencrypt`, `acme` serves the
+/// certificate (see [`crate::acme`]); with files, it is unused.
+pub fn server_config(
+    tls: &Tls,
+    http2: bool,
+    acme: Option<Arc<dyn ResolvesServerCert>>,
+) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = if tls.minimumtls == "tls1.3" {
         &[&rustls::version::TLS13]
@@ -53,9 +51,25 @@ pub fn server_config(tls: &Tls, http2: bool) -> Result<Arc<ServerConfig>, String
                 .map_err(|e| format!("http.tls.clientcas: {e}"))?,
         )
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("http.tls: the certificate and key do not fit together: {e}"))?;
+    let mut config = match (&tls.source, acme) {
+        (CertSource::Files { certificate, key }, _) => {
+            let certs =
+                read_certs(certificate).map_err(|e| format!("http.tls.certificate: {e}"))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                format!(
+                    "http.tls.key: cannot read a private key from {}: {e}",
+                    key.display()
+                )
+            })?;
+            builder.with_single_cert(certs, key).map_err(|e| {
+                format!("http.tls: the certificate and key do not fit together: {e}")
+            })?
+        }
+        (CertSource::LetsEncrypt { .. }, Some(resolver)) => builder.with_cert_resolver(resolver),
+        (CertSource::LetsEncrypt { .. }, None) => {
+            return Err("http.tls.letsencrypt: no ACME client to serve the certificate".into())
+        }
+    };
     config.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
@@ -190,13 +204,15 @@ mod tests {
         .unwrap();
         write(dir.path(), &g).unwrap();
         let tls = Tls {
-            certificate: dir.path().join("server.crt"),
-            key: dir.path().join("server.key"),
+            source: CertSource::Files {
+                certificate: dir.path().join("server.crt"),
+                key: dir.path().join("server.key"),
+            },
             clientcas: vec![dir.path().join("ca.crt")],
             clientauth: ClientAuth::RequireAndVerifyClientCert,
             minimumtls: "tls1.2".into(),
         };
-        let cfg = server_config(&tls, true).unwrap();
+        let cfg = server_config(&tls, true, None).unwrap();
         assert_eq!(cfg.alpn_protocols[0], b"h2");
         let der = read_certs(&dir.path().join("server.crt")).unwrap();
         let cert = crate::auth::keys::parse_cert(&der[0]).unwrap();
@@ -214,10 +230,13 @@ mod tests {
             "{sans}"
         );
         let bad = Tls {
-            key: dir.path().join("client.key"),
+            source: CertSource::Files {
+                certificate: dir.path().join("server.crt"),
+                key: dir.path().join("client.key"),
+            },
             ..tls
         };
-        assert!(server_config(&bad, true)
+        assert!(server_config(&bad, true, None)
             .unwrap_err()
             .contains("do not fit"));
     }

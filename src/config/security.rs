@@ -47,13 +47,41 @@ pub struct TokenAuth {
 /// `http.tls`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tls {
-    pub certificate: PathBuf,
-    pub key: PathBuf,
+    /// Where the server certificate comes from.
+    #[serde(flatten)]
+    pub source: CertSource,
     pub clientcas: Vec<PathBuf>,
     pub clientauth: ClientAuth,
     /// "tls1.2" or "tls1.3".
     pub minimumtls: String,
 }
+
+/// The server certificate: files, or obtained over ACME.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum CertSource {
+    /// `certificate` and `key`: PEM files.
+    Files { certificate: PathBuf, key: PathBuf },
+    /// `letsencrypt`: obtained, cached and renewed by berth over ACME.
+    LetsEncrypt { letsencrypt: LetsEncrypt },
+}
+
+/// `http.tls.letsencrypt`: an ACME account and one certificate for `hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LetsEncrypt {
+    /// The cache directory (distribution hands the same key to autocert as its directory).
+    pub cachefile: PathBuf,
+    /// The account's contact address, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The names the certificate is for, lowercased; the only names it is requested for.
+    pub hosts: Vec<String>,
+    /// The ACME directory (default: Let's Encrypt's production directory).
+    pub directoryurl: String,
+}
+
+/// Let's Encrypt's production directory: the default `directoryurl`.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -81,6 +109,20 @@ struct RawTls {
     ciphersuites: Vec<String>,
     #[serde(default)]
     letsencrypt: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLetsEncrypt {
+    #[serde(default)]
+    cachefile: Option<PathBuf>,
+    #[serde(default)]
+    email: Option<String>,
+    /// A list, or one name (as an environment variable may give it).
+    #[serde(default)]
+    hosts: Option<Value>,
+    #[serde(default)]
+    directoryurl: Option<String>,
 }
 
 /// `berth.tokenserver`: a token server inside berth, so one binary replaces registry + docker_auth.
@@ -241,18 +283,28 @@ pub(super) fn build_tls(tls: &Value) -> Result<Option<Tls>, Problem> {
         return Ok(None);
     }
     let raw: RawTls = section(tls, &["http", "tls"])?;
-    if raw.letsencrypt.as_ref().is_some_and(is_set) {
-        return Err(problem_at(
-            keys(&["http", "tls", "letsencrypt"]),
-            "http.tls.letsencrypt is not supported by berth yet: give http.tls.certificate and http.tls.key \
-             (for example made by `berth cert`, or by certbot)",
-        ));
-    }
-    let (Some(certificate), Some(key)) = (raw.certificate, raw.key) else {
-        return Err(problem_at(
-            keys(&["http", "tls"]),
-            "http.tls needs both certificate and key",
-        ));
+    let source = match raw.letsencrypt.as_ref().filter(|v| is_set(v)) {
+        Some(le) => {
+            if raw.certificate.is_some() || raw.key.is_some() {
+                return Err(problem_at(
+                    keys(&["http", "tls", "letsencrypt"]),
+                    "http.tls.letsencrypt and http.tls.certificate/key are both set: choose one \
+                     (registry:2 refuses this too)",
+                ));
+            }
+            CertSource::LetsEncrypt {
+                letsencrypt: build_letsencrypt(le)?,
+            }
+        }
+        None => match (raw.certificate, raw.key) {
+            (Some(certificate), Some(key)) => CertSource::Files { certificate, key },
+            _ => {
+                return Err(problem_at(
+                    keys(&["http", "tls"]),
+                    "http.tls needs both certificate and key (or letsencrypt)",
+                ))
+            }
+        },
     };
     let clientauth = match raw.clientauth.as_deref() {
         None | Some("") | Some("require-and-verify-client-cert") => ClientAuth::RequireAndVerifyClientCert,
@@ -276,12 +328,101 @@ pub(super) fn build_tls(tls: &Value) -> Result<Option<Tls>, Problem> {
         }
     };
     Ok(Some(Tls {
-        certificate,
-        key,
+        source,
         clientcas: raw.clientcas,
         clientauth,
         minimumtls: minimumtls.to_owned(),
     }))
+}
+
+/// `http.tls.letsencrypt`: a cache directory and at least one host name.
+fn build_letsencrypt(value: &Value) -> Result<LetsEncrypt, Problem> {
+    let at = |k: &str| keys(&["http", "tls", "letsencrypt", k]);
+    let raw: RawLetsEncrypt = section(value, &["http", "tls", "letsencrypt"])?;
+    let Some(cachefile) = raw.cachefile.filter(|c| !c.as_os_str().is_empty()) else {
+        return Err(problem_at(
+            at("cachefile"),
+            "http.tls.letsencrypt needs cachefile: the directory where the ACME account and the \
+             certificate are kept",
+        ));
+    };
+    let hosts: Vec<String> = match raw.hosts {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(one)) => vec![one],
+        Some(Value::Sequence(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(name) => Ok(name),
+                _ => Err(problem_at(
+                    at("hosts"),
+                    "hosts must be a list of host names",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(problem_at(
+                at("hosts"),
+                "hosts must be a list of host names",
+            ))
+        }
+    };
+    let mut names = Vec::new();
+    for host in hosts {
+        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        if host.is_empty() {
+            continue;
+        }
+        // A wildcard needs DNS-01, and an address is no DNS name: TLS-ALPN-01 validates neither.
+        let valid = !host.contains('*')
+            && host.parse::<std::net::IpAddr>().is_err()
+            && rustls_pki_types::DnsName::try_from(host.as_str()).is_ok();
+        if !valid {
+            return Err(problem_at(
+                at("hosts"),
+                format!("`{host}` is not a host name a certificate can be requested for over TLS-ALPN-01"),
+            ));
+        }
+        if !names.contains(&host) {
+            names.push(host);
+        }
+    }
+    if names.is_empty() {
+        return Err(problem_at(
+            at("hosts"),
+            "http.tls.letsencrypt needs hosts: the names to request the certificate for",
+        ));
+    }
+    let email = raw
+        .email
+        .map(|e| e.trim().trim_start_matches("mailto:").to_owned())
+        .filter(|e| !e.is_empty());
+    if let Some(email) = &email {
+        if !email.contains('@') || email.chars().any(|c| c.is_whitespace() || c == ',') {
+            return Err(problem_at(
+                at("email"),
+                format!("`{email}` is not an email address"),
+            ));
+        }
+    }
+    let directoryurl = raw
+        .directoryurl
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_owned());
+    if !directoryurl.starts_with("https://") || directoryurl.len() == "https://".len() {
+        return Err(problem_at(
+            at("directoryurl"),
+            format!(
+                "`{directoryurl}` is not an https URL (ACME servers are reached over https only)"
+            ),
+        ));
+    }
+    Ok(LetsEncrypt {
+        cachefile,
+        email,
+        hosts: names,
+        directoryurl,
+    })
 }
 
 /// `http.http2.disabled`.
@@ -471,10 +612,42 @@ mod tests {
         assert_eq!(t.minimumtls, "tls1.2");
         assert_eq!(t.clientauth, ClientAuth::RequireAndVerifyClientCert);
         assert!(err("{certificate: /c}").contains("both certificate and key"));
-        assert!(err("{letsencrypt: {cachefile: /x, email: a@b}}")
-            .contains("letsencrypt is not supported"));
+        assert!(
+            err("{certificate: /c, letsencrypt: {cachefile: /x, hosts: [a.example]}}")
+                .contains("both set")
+        );
         assert!(err("{certificate: /c, key: /k, minimumtls: ssl3}").contains("unknown TLS version"));
         assert!(err("{certificate: /c, key: /k, clientauth: maybe}").contains("unknown clientauth"));
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn letsencrypt() {
+        let le = |y: &str| match build_tls(&yaml(y)).unwrap().unwrap().source {
+            CertSource::LetsEncrypt { letsencrypt } => letsencrypt,
+            other => panic!("not letsencrypt: {other:?}"),
+        };
+        assert_eq!(
+            le("{letsencrypt: {cachefile: /c, email: 'mailto:a@b.example', hosts: [R.Example., r.example, b.example]}}"),
+            LetsEncrypt { cachefile: "/c".into(), email: Some("a@b.example".into()), hosts: vec!["r.example".into(), "b.example".into()], directoryurl: LETS_ENCRYPT_DIRECTORY.into() }
+        );
+        let l = le("{letsencrypt: {cachefile: /c, hosts: one.example, directoryurl: 'https://ca:9000/acme/x/directory'}}");
+        assert_eq!((l.hosts, l.email, l.directoryurl.as_str()), (vec!["one.example".to_owned()], None, "https://ca:9000/acme/x/directory"));
+        // An empty section configures nothing, as in distribution.
+        assert!(matches!(build_tls(&yaml("{certificate: /c, key: /k, letsencrypt: {cachefile: ''}}")).unwrap().unwrap().source, CertSource::Files { .. }));
+        let check_err = |y: &str, key: &str, detail: &str| {
+            let e = build_tls(&yaml(y)).unwrap_err();
+            let path = super::super::dotted(&e.path);
+            assert!(path == key && e.detail.contains(detail), "{y}: {path}: {}", e.detail);
+        };
+        check_err("{key: /k, letsencrypt: {cachefile: /x, hosts: [a.example]}}", "http.tls.letsencrypt", "both set");
+        check_err("{letsencrypt: {email: a@b.example, hosts: [a.example]}}", "http.tls.letsencrypt.cachefile", "needs cachefile");
+        check_err("{letsencrypt: {cachefile: /x}}", "http.tls.letsencrypt.hosts", "needs hosts");
+        check_err("{letsencrypt: {cachefile: /x, hosts: ['*.a.example']}}", "http.tls.letsencrypt.hosts", "*.a.example");
+        check_err("{letsencrypt: {cachefile: /x, hosts: [10.0.0.1]}}", "http.tls.letsencrypt.hosts", "10.0.0.1");
+        check_err("{letsencrypt: {cachefile: /x, hosts: [a.example], email: nobody}}", "http.tls.letsencrypt.email", "not an email");
+        check_err("{letsencrypt: {cachefile: /x, hosts: [a.example], directoryurl: 'http://ca/dir'}}", "http.tls.letsencrypt.directoryurl", "https");
+        check_err("{letsencrypt: {cachefile: /x, hosts: [a.example], staging: true}}", "http.tls.letsencrypt.staging", "unknown field");
     }
 
     #[test]

@@ -103,7 +103,11 @@ fn the_image_builds_like_registry_2_and_round_trips_through_berth() {
     fs::create_dir_all(ctx.join("deploy")).unwrap();
     fs::copy(&binary, image_root.join("registry")).unwrap();
     std::os::unix::fs::symlink("registry", image_root.join("htpasswd")).unwrap();
-    for f in ["deploy/Dockerfile.prebuilt", ".dockerignore", "deploy/config.yml"] {
+    for f in [
+        "deploy/Dockerfile.prebuilt",
+        ".dockerignore",
+        "deploy/config.yml",
+    ] {
         fs::copy(repo_root.join(f), ctx.join(f)).unwrap();
     }
     // Both Dockerfiles make the same final image.
@@ -111,18 +115,33 @@ fn the_image_builds_like_registry_2_and_round_trips_through_berth() {
         let text = fs::read_to_string(repo_root.join(path)).unwrap();
         let last = text.rsplit("\nFROM scratch\n").next().unwrap().to_owned();
         last.lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.starts_with("COPY --from") && !l.starts_with("COPY target/"))
+            .filter(|l| {
+                !l.starts_with('#')
+                    && !l.trim().is_empty()
+                    && !l.starts_with("COPY --from")
+                    && !l.starts_with("COPY target/")
+            })
             .map(str::to_owned)
             .collect()
     };
-    assert_eq!(final_stage("Dockerfile"), final_stage("deploy/Dockerfile.prebuilt"));
+    assert_eq!(
+        final_stage("Dockerfile"),
+        final_stage("deploy/Dockerfile.prebuilt")
+    );
 
     let storage = tempfile::tempdir().unwrap();
     let berth = Berth::spawn(storage.path(), &[]);
     let dockerd = Dockerd::start();
     let image = format!("{}/berth/berth:test", berth.host());
     let dockerfile = ctx.join("deploy/Dockerfile.prebuilt");
-    dockerd.docker(&["build", "-f", dockerfile.to_str().unwrap(), "-t", &image, ctx.to_str().unwrap()]);
+    dockerd.docker(&[
+        "build",
+        "-f",
+        dockerfile.to_str().unwrap(),
+        "-t",
+        &image,
+        ctx.to_str().unwrap(),
+    ]);
     let inspect: Value =
         serde_json::from_str(&stdout(&dockerd.docker(&["image", "inspect", &image]))).unwrap();
     let config = &inspect[0]["Config"];
@@ -146,10 +165,23 @@ fn the_image_builds_like_registry_2_and_round_trips_through_berth() {
     dockerd.docker(&["rm", container.trim()]);
     let rootfs = scratch.path().join("rootfs");
     fs::create_dir_all(&rootfs).unwrap();
-    let untar = Command::new("tar").arg("-xf").arg(&exported).arg("-C").arg(&rootfs).status().unwrap();
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&exported)
+        .arg("-C")
+        .arg(&rootfs)
+        .status()
+        .unwrap();
     assert!(untar.success());
-    let out = Command::new(rootfs.join("bin/htpasswd")).args(["-Bbn", "xiaofei", "123456"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(rootfs.join("bin/htpasswd"))
+        .args(["-Bbn", "xiaofei", "123456"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let entry = String::from_utf8(out.stdout).unwrap();
     let (user, hash) = entry.trim().split_once(':').unwrap();
     assert_eq!(user, "xiaofei");

@@ -1,6 +1,7 @@
 //! berth's integration tests: one binary, one module per area. Servers listen on 127.0.0.1 only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod acme;
 mod api;
 /// The API tests again, on S3: the file tells the two apart by its module path.
 #[allow(clippy::duplicate_mod)]

@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod garage;
+pub mod pebble;
 pub mod reference;
 
 use std::fs;
@@ -50,10 +51,29 @@ impl Berth {
 
     /// `berth serve [config]` run in `cwd`, listening on a free loopback port (set by REGISTRY_HTTP_ADDR).
     pub fn start(cwd: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Berth {
+        Berth::launch(cwd, config, None, env)
+    }
+
+    /// As [`Berth::start`], listening on `addr` (for a test that had to tell another server the port).
+    pub fn start_on(
+        cwd: &Path,
+        config: Option<&Path>,
+        addr: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> Berth {
+        Berth::launch(cwd, config, Some(addr), env)
+    }
+
+    fn launch(
+        cwd: &Path,
+        config: Option<&Path>,
+        fixed: Option<SocketAddr>,
+        env: &[(&str, &str)],
+    ) -> Berth {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("berth.log");
         for _attempt in 1..=3 {
-            let addr = free_port();
+            let addr = fixed.unwrap_or_else(free_port);
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
             cmd.arg("serve");
             if let Some(config) = config {
@@ -84,10 +104,15 @@ impl Berth {
                     }
                     panic!("berth exited at start-up ({status}):\n{}", tail(&text, 40));
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "berth did not answer /v2/ within {START_TIMEOUT:?}"
-                );
+                if Instant::now() >= deadline {
+                    // Not yet a `Berth`, so no drop would stop it.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "berth did not listen within {START_TIMEOUT:?}:\n{}",
+                        tail(&fs::read_to_string(&log).unwrap_or_default(), 40)
+                    );
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
