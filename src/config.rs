@@ -458,7 +458,7 @@ impl Config {
         }
         http.push(("headers", Value::Mapping(headers)));
         if let Some(tls) = &self.http.tls {
-            http.push(("tls", serde_norway::to_value(tls).unwrap_or(Value::Null)));
+            http.push(("tls", tls.to_value()));
         }
         http.push((
             "http2",
@@ -559,13 +559,10 @@ impl Config {
         ]);
         if let Value::Mapping(root) = &mut root {
             if let Some(auth) = &self.auth {
-                root.insert(
-                    s("auth"),
-                    serde_norway::to_value(auth).unwrap_or(Value::Null),
-                );
+                root.insert(s("auth"), auth.to_value());
             }
             if let Some(ts) = &self.tokenserver {
-                let ts = serde_norway::to_value(ts).unwrap_or(Value::Null);
+                let ts = ts.to_value();
                 if let Some(Value::Mapping(berth)) = root.get_mut(s("berth")) {
                     berth.insert(s("tokenserver"), ts);
                 }
@@ -702,6 +699,9 @@ fn mask_secrets(value: &mut Value) {
                 let secret = k
                     .as_str()
                     .is_some_and(|k| SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(k)));
+                // A token server user's bcrypt hash is what an htpasswd file holds, not a password; masked,
+                // the printed configuration would no longer load.
+                let secret = secret && !v.as_str().is_some_and(is_bcrypt);
                 if secret && !v.is_null() {
                     *v = s(MASK);
                 } else {
@@ -1751,6 +1751,7 @@ fn build(mut raw: RawConfig) -> Result<Config, Problem> {
         Some(ts) => security::build_tokenserver(ts)?,
         None => None,
     };
+    security::check_pairing(auth.as_ref(), tokenserver.as_ref())?;
     let log = build_log(raw.log)?;
     let storage = build_storage(raw.storage)?;
     let http = build_http(raw.http)?;
@@ -2745,6 +2746,43 @@ health:
         for d in [Duration::ZERO, hours(168), Duration::from_secs(5400), Duration::from_millis(1500), Duration::from_nanos(1_001)] {
             assert_eq!(parse_go_duration(&format_go_duration(d)).ok(), Some(d));
         }
+    }
+
+    /// What `config check` prints loads again, to the same configuration, without tags berth cannot read.
+    #[test]
+    fn the_effective_configuration_loads_again() {
+        let hash = "$2y$05$abcdefghijklmnopqrstuuE4uWv6mJXQ3nQkNn4bYQx3eC8yYd5W2";
+        let cases = [
+            minimal(
+                "auth:\n  htpasswd: {realm: Reg, path: /etc/htpasswd}\nhttp:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n    clientcas: [/ca.pem]\n    clientauth: verify-client-cert-if-given\n  debug: {addr: ':5001', prometheus: {enabled: true}}\nnotifications:\n  endpoints:\n    - {name: hook, url: 'http://h/e', ignore: {mediatypes: [a/b], actions: [pull]}}\nberth:\n  gc: {enabled: true, interval: 1h}\n",
+            ),
+            minimal("http:\n  tls: {certificate: /c.pem, key: /k.pem}\n"),
+            minimal(&format!(
+                "auth:\n  token: {{realm: 'https://r/auth/token', service: r, issuer: acme}}\nberth:\n  tokenserver:\n    token: {{issuer: acme, expiration: 900, key: /t.key}}\n    users:\n      admin: {{password: '{hash}'}}\n    acl:\n      - {{match: {{account: admin}}, actions: ['*']}}\n"
+            )),
+        ];
+        for yaml in &cases {
+            let (config, _) = load(Some(yaml), &[]).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            let out = config.render_effective();
+            assert!(!out.contains('!'), "no YAML tags: {out}");
+            let (again, warnings) =
+                load(Some(&out), &[]).unwrap_or_else(|e| panic!("reload: {e}\n{out}"));
+            assert!(warnings.is_empty(), "{warnings:?}\n{out}");
+            assert_eq!(again, config, "{out}");
+            assert_eq!(again.render_effective(), out);
+        }
+        // Without client CAs nothing is asked of clients, and nothing else is printed.
+        let (config, _) = load(Some(&cases[1]), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !config.render_effective().contains("clientauth"),
+            "{}",
+            config.render_effective()
+        );
+        assert!(
+            config.render_effective().contains("clientcas: []"),
+            "{}",
+            config.render_effective()
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub fn server_config(tls: &Tls, http2: bool) -> Result<Arc<ServerConfig>, String
             }
         }
         let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-        if tls.clientauth == ClientAuth::VerifyClientCertIfGiven {
+        if tls.clientauth == Some(ClientAuth::VerifyClientCertIfGiven) {
             verifier = verifier.allow_unauthenticated();
         }
         builder.with_client_cert_verifier(
@@ -193,7 +193,7 @@ mod tests {
             certificate: dir.path().join("server.crt"),
             key: dir.path().join("server.key"),
             clientcas: vec![dir.path().join("ca.crt")],
-            clientauth: ClientAuth::RequireAndVerifyClientCert,
+            clientauth: Some(ClientAuth::RequireAndVerifyClientCert),
             minimumtls: "tls1.2".into(),
         };
         let cfg = server_config(&tls, true).unwrap();
