@@ -391,6 +391,7 @@ impl Config {
         vars.sort();
         let origins = apply_env(&mut root, &vars, &mut warnings);
 
+        let unused = set_but_unused(&root);
         let mut ignored: Vec<Vec<Seg>> = Vec::new();
         let raw: RawConfig = {
             let mut record = |path: serde_ignored::Path| ignored.push(ignored_segs(&path));
@@ -406,7 +407,7 @@ impl Config {
                 )
             })?
         };
-        for path in &ignored {
+        for path in ignored.iter().chain(&unused) {
             source.unknown_key_warnings(path, &origins, &mut warnings);
         }
         let config = build(raw).map_err(|p| source.error(p, &origins))?;
@@ -896,13 +897,14 @@ impl Source<'_> {
     ) {
         let text = |p: &[Seg], from: String| {
             let key = dotted(p);
-            if key == "redis" || key.starts_with("redis.") {
-                return format!(
-                    "configuration key `{key}` is not needed: berth keeps its caches in each process \
-                     and reads what instances share from storage (ignored){from}"
-                );
+            match not_implemented(&key) {
+                Some(why) => format!("configuration key `{key}` {why} (ignored){from}"),
+                None => {
+                    format!(
+                        "unknown or not yet supported configuration key `{key}` (ignored){from}"
+                    )
+                }
             }
-            format!("unknown or not yet supported configuration key `{key}` (ignored){from}")
         };
         if let Some(o) = origins.iter().rev().find(|o| path.starts_with(&o.path)) {
             warnings.push(text(
@@ -927,6 +929,121 @@ impl Source<'_> {
             warnings.push(text(path, String::new()));
         }
     }
+}
+
+/// registry:2 keys berth deliberately does not implement, with what it does instead: (key, and every
+/// key under it; what to say after "configuration key `...`"). The longest matching key wins.
+const NOT_IMPLEMENTED: &[(&str, &str)] = &[
+    (
+        "redis",
+        "is not needed: berth keeps its caches in each process and reads what instances share from \
+         storage",
+    ),
+    (
+        "proxy",
+        "is not implemented yet: berth does not serve as a pull-through cache; it serves what is \
+         pushed to it and accepts pushes",
+    ),
+    (
+        "compatibility",
+        "is not needed: berth never converts manifests to schema 1 and refuses schema 1 pushes \
+         (distribution 3 removed schema 1 too); current clients push and pull schema 2 and OCI \
+         manifests",
+    ),
+    (
+        "validation",
+        "is not implemented: berth accepts foreign (non-distributable) layers with any `urls` and \
+         checks that every other blob a manifest references is in the repository; there are no URL \
+         allow or deny lists",
+    ),
+    (
+        "http.secret",
+        "is not needed: berth keeps upload state in storage, so any instance sharing the storage \
+         continues an upload without a signed `_state`",
+    ),
+    (
+        "http.h2c",
+        "is not needed: without TLS berth always accepts HTTP/2 with prior knowledge (no \
+         `Upgrade: h2c`) beside HTTP/1.1; `http.http2.disabled: true` turns HTTP/2 off",
+    ),
+    (
+        "http.tls.ciphersuites",
+        "is not applied: rustls offers only modern AEAD suites (TLS 1.2 ECDHE and TLS 1.3) and \
+         chooses among them itself",
+    ),
+    (
+        "http.debug.pprof",
+        "is not implemented: berth has no Go profiler; the debug listener serves health and \
+         metrics",
+    ),
+    (
+        "storage.cache",
+        "is not needed: berth caches immutable manifests by digest in each process and needs no \
+         blob descriptor cache",
+    ),
+    (
+        "storage.cache.blobdescriptor",
+        "`redis` is not needed: berth keeps its caches in each process and reads what instances \
+         share from storage",
+    ),
+    (
+        "storage.tag",
+        "is not needed: berth answers tag lookups from its listing index or one storage listing",
+    ),
+    (
+        "storage.filesystem.maxthreads",
+        "is not needed: berth's filesystem calls run on a bounded blocking pool",
+    ),
+    (
+        "middleware",
+        "is not implemented: berth has no registry, repository or storage middleware (CloudFront, \
+         redirect); on S3 blob GETs redirect to presigned URLs unless `storage.redirect.disable`",
+    ),
+    (
+        "reporting",
+        "is not implemented: berth reports to no error service (Bugsnag, New Relic); errors are in \
+         its log and metrics",
+    ),
+    (
+        "log.hooks",
+        "is not implemented: berth sends no mail on errors; alert on its log or metrics",
+    ),
+    ("loglevel", "is distribution's deprecated spelling: set `log.level`"),
+    (
+        "policy",
+        "is not implemented: berth serves every repository class (images, plugins, artifacts)",
+    ),
+];
+
+/// What berth does instead of a registry:2 key it deliberately does not implement.
+fn not_implemented(key: &str) -> Option<&'static str> {
+    NOT_IMPLEMENTED
+        .iter()
+        .filter(|(k, _)| key == *k || key.strip_prefix(k).is_some_and(|r| r.starts_with('.')))
+        .max_by_key(|(k, _)| k.len())
+        .map(|(_, why)| *why)
+}
+
+/// Keys berth reads (so they are not unknown) but does not apply, when set: the ones
+/// [`NOT_IMPLEMENTED`] explains.
+fn set_but_unused(root: &Value) -> Vec<Vec<Seg>> {
+    let at = |path: &[&str]| {
+        path.iter()
+            .try_fold(root, |v, k| v.get(*k))
+            .filter(|v| is_set(v))
+    };
+    let mut out = Vec::new();
+    if at(&["http", "secret"]).is_some() {
+        out.push(keys(&["http", "secret"]));
+    }
+    if at(&["http", "tls", "ciphersuites"]).is_some() {
+        out.push(keys(&["http", "tls", "ciphersuites"]));
+    }
+    let descriptor = at(&["storage", "cache", "blobdescriptor"]).and_then(Value::as_str);
+    if descriptor.is_some_and(|d| d.eq_ignore_ascii_case("redis")) {
+        out.push(keys(&["storage", "cache", "blobdescriptor"]));
+    }
+    out
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -2560,7 +2677,7 @@ health:
         check_ok(Some(&minimal("http:\n  prefix: /\n")), &[], |c| assert_eq!(c.http.prefix, ""));
         check_ok(Some(&minimal("http:\n  prefix: /a/b//\n")), &[], |c| assert_eq!(c.http.prefix, "/a/b"));
         check_ok(Some(&minimal("http:\n  host: https://r.example.com:5000/\n")), &[], |c| assert_eq!(c.http.host.as_deref(), Some("https://r.example.com:5000")));
-        check_ok(Some(&minimal("http:\n  secret: 12345\n  relativeurls: yes\n")), &[], |c| assert_eq!((c.http.secret.as_deref(), c.http.relativeurls), (Some("12345"), true)));
+        check_ok(Some(&minimal("http:\n  prefix: 12345\n  relativeurls: yes\n")), &[], |c| assert_eq!((c.http.prefix.as_str(), c.http.relativeurls), ("/12345", true)));
         check_ok(Some(&minimal("http:\n  draintimeout: 1h30m\n")), &[], |c| assert_eq!(c.http.draintimeout, Duration::from_secs(5400)));
         check_ok(Some(&minimal("http:\n  draintimeout: 1000000000\n")), &[], |c| assert_eq!(c.http.draintimeout, Duration::from_secs(1)));
         check_ok(Some(&minimal("http:\n  headers:\n    X-One: single\n    X-Two: [a, b]\n    X-None:\n")), &[], |c| assert_eq!(c.http.headers, vec![("X-One".into(), vec!["single".into()]), ("X-Two".into(), vec!["a".into(), "b".into()])]));
@@ -2623,7 +2740,7 @@ health:
         check_ok(Some("version: 0.1\nstorage: inmemory\n"), &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")], |c| assert_eq!((&c.storage.driver, c.storage.delete), (&StorageDriver::Inmemory, true)));
         check_ok(Some(&minimal("http:\n  headers:\n    X-Foo: [a, b]\n")), &[("REGISTRY_HTTP_HEADERS_X-FOO_1", "c"), ("REGISTRY_HTTP_HEADERS_X-FOO_2", "d")], |c| assert_eq!(c.http.headers, vec![("X-Foo".into(), vec!["a".into(), "c".into(), "d".into()])]));
         check_ok(None, &[("REGISTRY_HTTP_HEADERS", "{X-A: [1, 2]}")], |c| assert_eq!(c.http.headers, vec![("X-A".into(), vec!["1".into(), "2".into()])]));
-        check_ok(None, &[("REGISTRY_HTTP_SECRET", "0123"), ("REGISTRY_CATALOG_MAXENTRIES", "5")], |c| assert_eq!((c.http.secret.as_deref(), c.catalog.maxentries), (Some("0123"), 5)));
+        check_ok(None, &[("REGISTRY_LOG_FIELDS_BUILD", "0123"), ("REGISTRY_CATALOG_MAXENTRIES", "5")], |c| assert_eq!((c.log.fields.get("build").map(String::as_str), c.catalog.maxentries), (Some("0123"), 5)));
         check_ok(None, &[("REGISTRY_LOG_LEVEL", "debug"), ("NOT_REGISTRY_X", "1")], |c| assert_eq!(c.log.level, "debug"));
         check_ok(None, &[("REGISTRY_BERTH_GC_ENABLED", "true"), ("REGISTRY_BERTH_GC_INTERVAL", "1h"), ("REGISTRY_BERTH_GC_GRACEPERIOD", "5m"), ("REGISTRY_BERTH_GC_DELETEUNTAGGED", "true")], |c| assert_eq!(c.berth.gc, Gc { enabled: true, interval: hours(1), deleteuntagged: true, graceperiod: Duration::from_secs(300), dryrun: false }));
         check_ok(Some(&minimal("berth:\n  gc:\n    enabled: true\n")), &[("REGISTRY_BERTH_GC_DRYRUN", "true")], |c| assert!(c.berth.gc.enabled && c.berth.gc.dryrun));
@@ -2632,12 +2749,22 @@ health:
     #[test]
     #[rustfmt::skip]
     fn warnings() {
-        check_warn(Some(&minimal("proxy:\n  remoteurl: https://registry-1.docker.io\n")), &[], &["unknown or not yet supported configuration key `proxy` (ignored)", "config.yml line 4"]);
+        check_warn(Some(&minimal("proxy:\n  remoteurl: https://registry-1.docker.io\n")), &[], &["configuration key `proxy` is not implemented yet", "not serve as a pull-through cache", "(ignored)", "config.yml line 4"]);
+        // The tutorial's variable: berth says what it does instead.
+        check_warn(None, &[("REGISTRY_COMPATIBILITY_SCHEMA1_ENABLED", "true")], &["`compatibility.schema1.enabled`", "never converts manifests to schema 1", "current clients", "REGISTRY_COMPATIBILITY_SCHEMA1_ENABLED"]);
+        check_warn(Some(&minimal("validation:\n  manifests:\n    urls:\n      allow: ['^https?://']\n")), &[], &["`validation`", "foreign", "line 4"]);
+        check_warn(Some(&minimal("http:\n  secret: s\n")), &[], &["`http.secret` is not needed", "line 5"]);
+        check_warn(Some(&minimal("http:\n  h2c:\n    enabled: true\n")), &[], &["`http.h2c` is not needed", "prior knowledge", "line 5"]);
+        check_warn(Some(&minimal("http:\n  tls:\n    certificate: /c\n    key: /k\n    ciphersuites: [TLS_AES_128_GCM_SHA256]\n")), &[], &["`http.tls.ciphersuites` is not applied", "line 8"]);
+        check_warn(Some("version: 0.1\nstorage:\n  inmemory:\n  cache:\n    blobdescriptor: redis\n"), &[], &["`storage.cache.blobdescriptor`", "`redis` is not needed", "line 5"]);
+        check_warn(Some("version: 0.1\nstorage:\n  inmemory:\n  cache:\n    blobdescriptorsize: 10000\n"), &[], &["`storage.cache.blobdescriptorsize` is not needed", "line 5"]);
+        check_warn(Some(&minimal("middleware:\n  storage:\n    - name: cloudfront\n")), &[], &["`middleware` is not implemented"]);
+        check_ok(Some("version: 0.1\nstorage:\n  inmemory:\n  cache:\n    blobdescriptor: inmemory\n"), &[], |_| {});
         check_warn(Some(&minimal("redis:\n  addr: localhost:6379\n")), &[], &["`redis` is not needed", "config.yml line 4"]);
         check_warn(Some(&minimal("http:\n  debug:\n    addr: :5001\n    pprof:\n      enabled: true\n")), &[], &["`http.debug.pprof`", "line 7"]);
         check_warn(Some(&minimal("notifications:\n  events:\n    includereferences: true\n")), &[], &["`notifications.events`", "line 5"]);
         check_warn(Some("version: 0.1\nstorage:\n  filesystem:\n    maxthreads: 100\n"), &[], &["`storage.filesystem.maxthreads`", "line 4"]);
-        check_warn(None, &[("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io")], &["unknown or not yet supported configuration key `proxy.remoteurl` (ignored)", "REGISTRY_PROXY_REMOTEURL"]);
+        check_warn(None, &[("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io")], &["configuration key `proxy.remoteurl` is not implemented yet", "(ignored)", "REGISTRY_PROXY_REMOTEURL"]);
         check_warn(None, &[("REGISTRY_VERSION", "0.2")], &["REGISTRY_VERSION", "cannot be overridden"]);
         check_warn(None, &[("REGISTRY_HTTP_ADDR_X", "1")], &["REGISTRY_HTTP_ADDR_X", "single value"]);
         check_warn(None, &[("REGISTRY_HTTP_HEADERS_X-CONTENT-TYPE-OPTIONS_5", "1")], &["REGISTRY_HTTP_HEADERS_X-CONTENT-TYPE-OPTIONS_5", "past the end"]);
@@ -2803,7 +2930,12 @@ health:
         let Ok((again, warnings)) = load(Some(&out), &[]) else {
             panic!("reload failed: {out}")
         };
-        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .all(|w| w.contains("`http.secret` is not needed")),
+            "{warnings:?}"
+        );
         assert_eq!(again.http.secret.as_deref(), Some(MASK));
         let default = Config::default_embedded();
         let Ok((again, _)) = load(Some(&default.render_effective()), &[]) else {

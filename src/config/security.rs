@@ -227,6 +227,12 @@ pub(super) fn build_auth(auth: &Value) -> Result<Option<Auth>, Problem> {
             let t: TokenAuth = section(value, &["auth", "token"])?;
             Ok(Some(Auth::Token(t)))
         }
+        "silly" => Err(problem_at(
+            keys(&["auth", "silly"]),
+            "auth.silly is not supported: it lets any request with an Authorization header in, a \
+             development aid berth deliberately does not implement; use auth.htpasswd (`berth htpasswd` \
+             makes entries) or no auth section; refusing to start without the authentication it configures",
+        )),
         other => Err(problem_at(
             keys(&["auth", other]),
             format!(
