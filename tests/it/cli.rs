@@ -411,3 +411,72 @@ fn the_printed_configuration_loads_in_berth_and_in_registry_2() {
         "registry:2 serves TLS with the htpasswd auth as printed:\n{printed}"
     );
 }
+
+/// Start-up says what is in force in one line; at `log.level: debug` the log shows berth's own
+/// decisions (route and auth outcome, storage calls) and not the libraries' frame lines; a log that is
+/// not a terminal has no colour escapes.
+#[test]
+fn serve_logs_what_is_in_force_and_debug_shows_berths_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let root_s = root.to_str().unwrap();
+    let b = Berth::start(
+        dir.path(),
+        None,
+        &[
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root_s),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+            ("REGISTRY_LOG_LEVEL", "debug"),
+            ("REGISTRY_BERTH_GC_ENABLED", "true"),
+            ("REGISTRY_BERTH_GC_INTERVAL", "6h"),
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        b.client().push_image("logged", "v1", "debug").await;
+    });
+    // HTTP/2 with prior knowledge: the h2 library logs every frame at debug level.
+    let o = Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", &b.url("/v2/")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "curl: {}", text(&o).1);
+    let log = b.log();
+    let summary = log
+        .lines()
+        .find(|l| l.contains("configuration in force"))
+        .unwrap_or_else(|| panic!("no summary line:\n{log}"));
+    for field in [
+        "storage=\"filesystem\"".to_owned(),
+        format!("root=\"{root_s}\""),
+        "tls=\"off\"".to_owned(),
+        "auth=\"none".to_owned(),
+        "readonly=\"false\"".to_owned(),
+        "delete=\"true\"".to_owned(),
+        "proxy=\"none\"".to_owned(),
+        "gc=\"every 6h".to_owned(),
+    ] {
+        assert!(summary.contains(&field), "`{field}` missing: {summary}");
+    }
+    assert!(
+        log.lines().any(|l| l.contains("auth passed")
+            && l.contains("route=Manifest")
+            && l.contains("method=PUT")),
+        "no route and auth line:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("storage call") && l.contains("action=\"PutContent\"")),
+        "no storage call line:\n{log}"
+    );
+    let library_debug: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("DEBUG") && !l.contains(" berth"))
+        .collect();
+    assert!(
+        library_debug.is_empty(),
+        "library debug lines:\n{}",
+        library_debug.join("\n")
+    );
+    assert!(!log.contains('\u{1b}'), "colour escapes in a file:\n{log}");
+}
