@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -92,6 +92,41 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     pub storagedriver: StorageDriverHealth,
+    pub file: Vec<FileHealth>,
+    pub http: Vec<HttpHealth>,
+    pub tcp: Vec<TcpHealth>,
+}
+
+/// `health.file[]`: unhealthy while the file exists (an operator's switch to drain an instance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHealth {
+    pub file: PathBuf,
+    /// Time between checks (default 10s).
+    pub interval: Duration,
+}
+
+/// `health.http[]`: a HEAD request to `uri` must answer `statuscode` within `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpHealth {
+    pub uri: String,
+    pub headers: Vec<(String, Vec<String>)>,
+    /// Default 200.
+    pub statuscode: u16,
+    /// Zero when not given: the check then waits as long as the storage probe does (the interval,
+    /// between 1s and 30s).
+    pub timeout: Duration,
+    pub interval: Duration,
+    /// Consecutive failures before unhealthy; 0 means the first failure.
+    pub threshold: usize,
+}
+
+/// `health.tcp[]`: a TCP connection to `addr` must open within `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpHealth {
+    pub addr: String,
+    pub timeout: Duration,
+    pub interval: Duration,
+    pub threshold: usize,
 }
 
 /// `health.storagedriver`: a periodic write-and-read probe of the storage.
@@ -341,6 +376,9 @@ impl Config {
                     interval: Duration::from_secs(10),
                     threshold: 3,
                 },
+                file: Vec::new(),
+                http: Vec::new(),
+                tcp: Vec::new(),
             },
             notifications: default_notifications(),
             berth: Berth::default(),
@@ -573,15 +611,59 @@ impl Config {
     }
 
     fn health_value(&self) -> Value {
-        let sd = &self.health.storagedriver;
-        map(vec![(
+        let h = &self.health;
+        let sd = &h.storagedriver;
+        let count = |n: usize| Value::Number((n as u64).into());
+        let duration = |d: Duration| s(&format_go_duration(d));
+        let mut entries = vec![(
             "storagedriver",
             map(vec![
                 ("enabled", Value::Bool(sd.enabled)),
-                ("interval", s(&format_go_duration(sd.interval))),
-                ("threshold", Value::Number((sd.threshold as u64).into())),
+                ("interval", duration(sd.interval)),
+                ("threshold", count(sd.threshold)),
             ]),
-        )])
+        )];
+        if !h.file.is_empty() {
+            let file = h.file.iter().map(|f| {
+                map(vec![
+                    ("file", s(&f.file.to_string_lossy())),
+                    ("interval", duration(f.interval)),
+                ])
+            });
+            entries.push(("file", Value::Sequence(file.collect())));
+        }
+        if !h.http.is_empty() {
+            let http = h.http.iter().map(|c| {
+                let mut headers = Mapping::new();
+                for (name, values) in &c.headers {
+                    headers.insert(
+                        s(name),
+                        Value::Sequence(values.iter().map(|v| s(v)).collect()),
+                    );
+                }
+                map(vec![
+                    ("uri", s(&c.uri)),
+                    ("headers", Value::Mapping(headers)),
+                    ("statuscode", Value::Number(c.statuscode.into())),
+                    ("timeout", duration(c.timeout)),
+                    ("interval", duration(c.interval)),
+                    ("threshold", count(c.threshold)),
+                ])
+            });
+            entries.push(("http", Value::Sequence(http.collect())));
+        }
+        if !h.tcp.is_empty() {
+            let tcp = h.tcp.iter().map(|c| {
+                map(vec![
+                    ("addr", s(&c.addr)),
+                    ("timeout", duration(c.timeout)),
+                    ("interval", duration(c.interval)),
+                    ("threshold", count(c.threshold)),
+                ])
+            });
+            entries.push(("tcp", Value::Sequence(tcp.collect())));
+        }
+        map(entries)
     }
 
     fn notifications_value(&self) -> Value {
@@ -1327,7 +1409,11 @@ fn set_path(root: &mut Value, segs: &[String], value: Value) -> Result<Vec<Seg>,
     let mut path: Vec<Seg> = Vec::new();
     for seg in segs {
         if node.is_null() {
-            *node = Value::Mapping(Mapping::new());
+            // `REGISTRY_HEALTH_FILE_0_FILE` starts a list; other keys start a section.
+            *node = match seg.parse::<usize>() {
+                Ok(0) => Value::Sequence(Vec::new()),
+                _ => Value::Mapping(Mapping::new()),
+            };
         }
         // `storage: inmemory` and `auth: silly` are short for a one-key mapping.
         if let Value::String(name) = &*node {
@@ -1612,8 +1698,7 @@ struct RawTags {
     maxtags: Option<Count>,
 }
 
-/// `health`: `storagedriver` is used; `file`, `http` and `tcp` are parsed and type-checked so that
-/// registry:2's own config loads cleanly, but berth does not run those checks yet.
+/// `health`: the storage probe and distribution's file, HTTP and TCP checks.
 #[derive(Deserialize)]
 struct RawHealth {
     storagedriver: Option<RawHealthStorage>,
@@ -1630,14 +1715,12 @@ struct RawHealthStorage {
 }
 
 #[derive(Deserialize)]
-#[allow(dead_code)]
 struct RawHealthFile {
     file: Option<Scalar>,
     interval: Option<GoDuration>,
 }
 
 #[derive(Deserialize)]
-#[allow(dead_code)]
 struct RawHealthHttp {
     uri: Option<Scalar>,
     headers: Option<RawHeaders>,
@@ -1648,7 +1731,6 @@ struct RawHealthHttp {
 }
 
 #[derive(Deserialize)]
-#[allow(dead_code)]
 struct RawHealthTcp {
     addr: Option<Scalar>,
     timeout: Option<GoDuration>,
@@ -1873,7 +1955,7 @@ fn build(mut raw: RawConfig) -> Result<Config, Problem> {
     let storage = build_storage(raw.storage)?;
     let http = build_http(raw.http)?;
     let maxentries = raw.catalog.and_then(|c| c.maxentries).map_or(0, |n| n.0);
-    let health = build_health(raw.health);
+    let health = build_health(raw.health)?;
     let berth = build_berth(raw.berth.as_mut().and_then(|b| b.gc.take()))?;
     let notifications = build_notifications(raw.notifications, raw.berth)?;
     Ok(Config {
@@ -1896,11 +1978,19 @@ fn build(mut raw: RawConfig) -> Result<Config, Problem> {
     })
 }
 
-fn build_health(raw: Option<RawHealth>) -> Health {
-    let sd = raw.and_then(|h| {
-        let _ = (h.file, h.http, h.tcp);
-        h.storagedriver
-    });
+/// distribution's interval when none (or zero) is given.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+
+fn build_health(raw: Option<RawHealth>) -> Result<Health, Problem> {
+    let (sd, file, http, tcp) = match raw {
+        Some(h) => (
+            h.storagedriver,
+            h.file.unwrap_or_default(),
+            h.http.unwrap_or_default(),
+            h.tcp.unwrap_or_default(),
+        ),
+        None => (None, Vec::new(), Vec::new(), Vec::new()),
+    };
     let (enabled, interval, threshold) = match sd {
         Some(sd) => (
             flag(sd.enabled, false),
@@ -1909,16 +1999,106 @@ fn build_health(raw: Option<RawHealth>) -> Health {
         ),
         None => (false, None, 0),
     };
-    Health {
+    let interval_of = |d: Option<GoDuration>| {
+        d.map(|d| d.0)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(HEALTH_INTERVAL)
+    };
+    let at = |kind: &str, i: usize, key: &str, detail: String| Problem {
+        path: vec![
+            Seg::Key("health".to_owned()),
+            Seg::Key(kind.to_owned()),
+            Seg::Index(i),
+            Seg::Key(key.to_owned()),
+        ],
+        detail,
+    };
+    let mut health = Health {
         storagedriver: StorageDriverHealth {
             enabled,
             // distribution: a zero interval means the default, 10s.
-            interval: interval
-                .filter(|d| !d.is_zero())
-                .unwrap_or(Duration::from_secs(10)),
+            interval: interval.filter(|d| !d.is_zero()).unwrap_or(HEALTH_INTERVAL),
             threshold,
         },
+        file: Vec::new(),
+        http: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for (i, f) in file.into_iter().enumerate() {
+        let path = text(f.file).filter(|p| !p.is_empty()).ok_or_else(|| {
+            at(
+                "file",
+                i,
+                "file",
+                "missing; the file whose existence makes the check fail".to_owned(),
+            )
+        })?;
+        if health.file.iter().any(|f| f.file == Path::new(&path)) {
+            return Err(at("file", i, "file", format!("`{path}` is checked twice")));
+        }
+        health.file.push(FileHealth {
+            file: PathBuf::from(path),
+            interval: interval_of(f.interval),
+        });
     }
+    for (i, h) in http.into_iter().enumerate() {
+        let uri = text(h.uri).unwrap_or_default();
+        check_endpoint_url(&uri).map_err(|d| at("http", i, "uri", d))?;
+        let mut headers = Vec::new();
+        for (name, values) in h.headers.map(|h| h.0).unwrap_or_default() {
+            check_header(&name, &values).map_err(|d| at("http", i, "headers", d))?;
+            if !values.is_empty() {
+                headers.push((name, values));
+            }
+        }
+        let statuscode = match h.statuscode {
+            None | Some(0) => 200,
+            Some(code @ 100..=599) => code,
+            Some(code) => {
+                return Err(at(
+                    "http",
+                    i,
+                    "statuscode",
+                    format!("`{code}` is not an HTTP status"),
+                ))
+            }
+        };
+        if health.http.iter().any(|c| c.uri == uri) {
+            return Err(at("http", i, "uri", format!("`{uri}` is checked twice")));
+        }
+        health.http.push(HttpHealth {
+            uri,
+            headers,
+            statuscode,
+            timeout: h.timeout.map_or(Duration::ZERO, |d| d.0),
+            interval: interval_of(h.interval),
+            threshold: h.threshold.map_or(0, |n| n.0),
+        });
+    }
+    for (i, t) in tcp.into_iter().enumerate() {
+        let addr = text(t.addr).unwrap_or_default();
+        let port = addr
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
+            return Err(at(
+                "tcp",
+                i,
+                "addr",
+                format!("`{addr}` is not a host:port address"),
+            ));
+        }
+        if health.tcp.iter().any(|c| c.addr == addr) {
+            return Err(at("tcp", i, "addr", format!("`{addr}` is checked twice")));
+        }
+        health.tcp.push(TcpHealth {
+            addr,
+            timeout: t.timeout.map_or(Duration::ZERO, |d| d.0),
+            interval: interval_of(t.interval),
+            threshold: t.threshold.map_or(0, |n| n.0),
+        });
+    }
+    Ok(health)
 }
 
 fn build_notifications(
@@ -2875,13 +3055,87 @@ health:
         }
     }
 
+    #[test]
+    fn health_checks() {
+        let yaml = minimal("health:\n  file:\n    - file: /run/down\n  http:\n    - uri: http://127.0.0.1:8080/ready\n      headers:\n        Authorization: [Basic x]\n      timeout: 3s\n      threshold: 2\n  tcp:\n    - addr: redis:6379\n      interval: 5s\n");
+        check_ok(Some(&yaml), &[], |c| {
+            let h = &c.health;
+            assert_eq!(
+                h.file,
+                [FileHealth {
+                    file: PathBuf::from("/run/down"),
+                    interval: Duration::from_secs(10)
+                }]
+            );
+            assert_eq!(
+                (
+                    h.http[0].statuscode,
+                    h.http[0].timeout,
+                    h.http[0].interval,
+                    h.http[0].threshold
+                ),
+                (200, Duration::from_secs(3), Duration::from_secs(10), 2)
+            );
+            assert_eq!(
+                h.http[0].headers,
+                [("Authorization".to_owned(), vec!["Basic x".to_owned()])]
+            );
+            assert_eq!(
+                (
+                    h.tcp[0].addr.as_str(),
+                    h.tcp[0].timeout,
+                    h.tcp[0].interval,
+                    h.tcp[0].threshold
+                ),
+                ("redis:6379", Duration::ZERO, Duration::from_secs(5), 0)
+            );
+        });
+        check_ok(
+            None,
+            &[
+                ("REGISTRY_HEALTH_FILE_0_FILE", "/run/down"),
+                ("REGISTRY_HEALTH_FILE_0_INTERVAL", "50ms"),
+            ],
+            |c| {
+                assert_eq!(
+                    c.health.file,
+                    [FileHealth {
+                        file: PathBuf::from("/run/down"),
+                        interval: Duration::from_millis(50)
+                    }]
+                );
+            },
+        );
+        let err = |yaml: &str, must: &[&str]| check_err(Some(&minimal(yaml)), &[], must);
+        err(
+            "health:\n  file:\n    - interval: 1s\n",
+            &["health.file.0.file", "missing"],
+        );
+        err(
+            "health:\n  http:\n    - uri: ftp://x/\n",
+            &["health.http.0.uri", "ftp://x/"],
+        );
+        err(
+            "health:\n  http:\n    - uri: http://x/\n      statuscode: 999\n",
+            &["health.http.0.statuscode", "999"],
+        );
+        err(
+            "health:\n  tcp:\n    - addr: nowhere\n",
+            &["health.tcp.0.addr", "nowhere"],
+        );
+        err(
+            "health:\n  tcp:\n    - addr: a:1\n    - addr: a:1\n",
+            &["health.tcp.1.addr", "checked twice"],
+        );
+    }
+
     /// What `config check` prints loads again, to the same configuration, without tags berth cannot read.
     #[test]
     fn the_effective_configuration_loads_again() {
         let hash = "$2y$05$abcdefghijklmnopqrstuuE4uWv6mJXQ3nQkNn4bYQx3eC8yYd5W2";
         let cases = [
             minimal(
-                "auth:\n  htpasswd: {realm: Reg, path: /etc/htpasswd}\nhttp:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n    clientcas: [/ca.pem]\n    clientauth: verify-client-cert-if-given\n  debug: {addr: ':5001', prometheus: {enabled: true}}\nnotifications:\n  endpoints:\n    - {name: hook, url: 'http://h/e', ignore: {mediatypes: [a/b], actions: [pull]}}\nberth:\n  gc: {enabled: true, interval: 1h}\n",
+                "auth:\n  htpasswd: {realm: Reg, path: /etc/htpasswd}\nhttp:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n    clientcas: [/ca.pem]\n    clientauth: verify-client-cert-if-given\n  debug: {addr: ':5001', prometheus: {enabled: true}}\nnotifications:\n  endpoints:\n    - {name: hook, url: 'http://h/e', ignore: {mediatypes: [a/b], actions: [pull]}}\nhealth:\n  file: [{file: /run/down}]\n  http: [{uri: 'http://h/ready', statuscode: 204, timeout: 2s}]\n  tcp: [{addr: 'db:5432', threshold: 3}]\nberth:\n  gc: {enabled: true, interval: 1h}\n",
             ),
             minimal("http:\n  tls: {certificate: /c.pem, key: /k.pem}\n"),
             minimal(&format!(

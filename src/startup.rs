@@ -250,5 +250,19 @@ pub fn summary(config: &Config) -> Vec<(&'static str, String)> {
         ),
     };
     out.push(("uploadpurging", purging));
+    let h = &config.health;
+    let mut checks = Vec::new();
+    if h.storagedriver.enabled {
+        let every = humantime::format_duration(h.storagedriver.interval);
+        checks.push(format!("storagedriver every {every}"));
+    }
+    checks.extend(h.file.iter().map(|f| format!("file {}", f.file.display())));
+    checks.extend(h.http.iter().map(|c| format!("http {}", c.uri)));
+    checks.extend(h.tcp.iter().map(|c| format!("tcp {}", c.addr)));
+    let health = match checks.is_empty() {
+        true => "none".to_owned(),
+        false => checks.join(", "),
+    };
+    out.push(("health", health));
     out
 }
