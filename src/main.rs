@@ -342,16 +342,27 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
     })
 }
 
-/// One line that says what is in force: storage, TLS, authentication, modes and schedules.
+/// Two lines that say what is in force: the storage, then TLS, authentication, modes and schedules.
 fn log_summary(config: &Config) {
     let s: std::collections::BTreeMap<&str, String> =
         berth::startup::summary(config).into_iter().collect();
     let get = |k: &str| s.get(k).map(String::as_str).unwrap_or("");
+    match get("storage") {
+        "s3" => tracing::info!(
+            storage = "s3",
+            bucket = get("bucket"),
+            root = get("root"),
+            endpoint = get("endpoint"),
+            "storage in force"
+        ),
+        "filesystem" => tracing::info!(
+            storage = "filesystem",
+            root = get("root"),
+            "storage in force"
+        ),
+        other => tracing::info!(storage = other, "storage in force"),
+    }
     tracing::info!(
-        storage = get("storage"),
-        root = get("root"),
-        bucket = get("bucket"),
-        endpoint = get("endpoint"),
         tls = get("tls"),
         http2 = get("http2"),
         auth = get("auth"),

@@ -442,13 +442,19 @@ fn serve_logs_what_is_in_force_and_debug_shows_berths_decisions() {
         .unwrap();
     assert!(o.status.success(), "curl: {}", text(&o).1);
     let log = b.log();
-    let summary = log
-        .lines()
-        .find(|l| l.contains("configuration in force"))
-        .unwrap_or_else(|| panic!("no summary line:\n{log}"));
+    let line = |what: &str| {
+        log.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no `{what}` line:\n{log}"))
+    };
+    let storage = line("storage in force");
+    assert!(
+        storage.contains("storage=\"filesystem\"")
+            && storage.contains(&format!("root=\"{root_s}\"")),
+        "{storage}"
+    );
+    let summary = line("configuration in force");
     for field in [
-        "storage=\"filesystem\"".to_owned(),
-        format!("root=\"{root_s}\""),
         "tls=\"off\"".to_owned(),
         "auth=\"none".to_owned(),
         "readonly=\"false\"".to_owned(),
