@@ -126,12 +126,11 @@ pub struct Acme {
 }
 
 impl Acme {
-    /// Checks what can be checked before serving: the cache directory can be created and the
-    /// directory's CA read. Contacts no server.
+    /// Checks what can be checked before serving (the directory's CA is read); creates nothing and
+    /// contacts no server. [`Acme::create_cache`] makes the cache directory.
     pub fn new(settings: &LetsEncrypt, berth: &BerthLetsEncrypt) -> Result<Acme, Error> {
         // instant-acme's own client uses the process's default provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        create_private_dir(&settings.cachefile)?;
         let directory_roots = match &berth.directoryca {
             Some(path) => Some(Arc::new(read_roots(path)?)),
             None => None,
@@ -143,6 +142,11 @@ impl Acme {
             current: Arc::default(),
             challenges: Arc::default(),
         })
+    }
+
+    /// Creates the cache directory (private to the user) if it does not exist.
+    pub fn create_cache(&self) -> Result<(), Error> {
+        create_private_dir(&self.settings.cachefile)
     }
 
     /// What the TLS listener serves its clients.

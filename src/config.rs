@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -93,6 +93,41 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     pub storagedriver: StorageDriverHealth,
+    pub file: Vec<FileHealth>,
+    pub http: Vec<HttpHealth>,
+    pub tcp: Vec<TcpHealth>,
+}
+
+/// `health.file[]`: unhealthy while the file exists (an operator's switch to drain an instance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHealth {
+    pub file: PathBuf,
+    /// Time between checks (default 10s).
+    pub interval: Duration,
+}
+
+/// `health.http[]`: a HEAD request to `uri` must answer `statuscode` within `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpHealth {
+    pub uri: String,
+    pub headers: Vec<(String, Vec<String>)>,
+    /// Default 200.
+    pub statuscode: u16,
+    /// Zero when not given: the check then waits as long as the storage probe does (the interval,
+    /// between 1s and 30s).
+    pub timeout: Duration,
+    pub interval: Duration,
+    /// Consecutive failures before unhealthy; 0 means the first failure.
+    pub threshold: usize,
+}
+
+/// `health.tcp[]`: a TCP connection to `addr` must open within `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpHealth {
+    pub addr: String,
+    pub timeout: Duration,
+    pub interval: Duration,
+    pub threshold: usize,
 }
 
 /// `health.storagedriver`: a periodic write-and-read probe of the storage.
@@ -398,6 +433,9 @@ impl Config {
                     interval: Duration::from_secs(10),
                     threshold: 3,
                 },
+                file: Vec::new(),
+                http: Vec::new(),
+                tcp: Vec::new(),
             },
             notifications: default_notifications(),
             berth: Berth::default(),
@@ -448,6 +486,7 @@ impl Config {
         vars.sort();
         let origins = apply_env(&mut root, &vars, &mut warnings);
 
+        let unused = set_but_unused(&root);
         let mut ignored: Vec<Vec<Seg>> = Vec::new();
         let raw: RawConfig = {
             let mut record = |path: serde_ignored::Path| ignored.push(ignored_segs(&path));
@@ -463,7 +502,7 @@ impl Config {
                 )
             })?
         };
-        for path in &ignored {
+        for path in ignored.iter().chain(&unused) {
             source.unknown_key_warnings(path, &origins, &mut warnings);
         }
         let config = build(raw).map_err(|p| source.error(p, &origins))?;
@@ -515,7 +554,7 @@ impl Config {
         }
         http.push(("headers", Value::Mapping(headers)));
         if let Some(tls) = &self.http.tls {
-            http.push(("tls", serde_norway::to_value(tls).unwrap_or(Value::Null)));
+            http.push(("tls", tls.to_value()));
         }
         http.push((
             "http2",
@@ -616,13 +655,10 @@ impl Config {
         ]);
         if let Value::Mapping(root) = &mut root {
             if let Some(auth) = &self.auth {
-                root.insert(
-                    s("auth"),
-                    serde_norway::to_value(auth).unwrap_or(Value::Null),
-                );
+                root.insert(s("auth"), auth.to_value());
             }
             if let Some(ts) = &self.tokenserver {
-                let ts = serde_norway::to_value(ts).unwrap_or(Value::Null);
+                let ts = ts.to_value();
                 if let Some(Value::Mapping(berth)) = root.get_mut(s("berth")) {
                     berth.insert(s("tokenserver"), ts);
                 }
@@ -632,15 +668,59 @@ impl Config {
     }
 
     fn health_value(&self) -> Value {
-        let sd = &self.health.storagedriver;
-        map(vec![(
+        let h = &self.health;
+        let sd = &h.storagedriver;
+        let count = |n: usize| Value::Number((n as u64).into());
+        let duration = |d: Duration| s(&format_go_duration(d));
+        let mut entries = vec![(
             "storagedriver",
             map(vec![
                 ("enabled", Value::Bool(sd.enabled)),
-                ("interval", s(&format_go_duration(sd.interval))),
-                ("threshold", Value::Number((sd.threshold as u64).into())),
+                ("interval", duration(sd.interval)),
+                ("threshold", count(sd.threshold)),
             ]),
-        )])
+        )];
+        if !h.file.is_empty() {
+            let file = h.file.iter().map(|f| {
+                map(vec![
+                    ("file", s(&f.file.to_string_lossy())),
+                    ("interval", duration(f.interval)),
+                ])
+            });
+            entries.push(("file", Value::Sequence(file.collect())));
+        }
+        if !h.http.is_empty() {
+            let http = h.http.iter().map(|c| {
+                let mut headers = Mapping::new();
+                for (name, values) in &c.headers {
+                    headers.insert(
+                        s(name),
+                        Value::Sequence(values.iter().map(|v| s(v)).collect()),
+                    );
+                }
+                map(vec![
+                    ("uri", s(&c.uri)),
+                    ("headers", Value::Mapping(headers)),
+                    ("statuscode", Value::Number(c.statuscode.into())),
+                    ("timeout", duration(c.timeout)),
+                    ("interval", duration(c.interval)),
+                    ("threshold", count(c.threshold)),
+                ])
+            });
+            entries.push(("http", Value::Sequence(http.collect())));
+        }
+        if !h.tcp.is_empty() {
+            let tcp = h.tcp.iter().map(|c| {
+                map(vec![
+                    ("addr", s(&c.addr)),
+                    ("timeout", duration(c.timeout)),
+                    ("interval", duration(c.interval)),
+                    ("threshold", count(c.threshold)),
+                ])
+            });
+            entries.push(("tcp", Value::Sequence(tcp.collect())));
+        }
+        map(entries)
     }
 
     fn notifications_value(&self) -> Value {
@@ -788,6 +868,9 @@ fn mask_secrets(value: &mut Value) {
                 let secret = k
                     .as_str()
                     .is_some_and(|k| SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(k)));
+                // A token server user's bcrypt hash is what an htpasswd file holds, not a password; masked,
+                // the printed configuration would no longer load.
+                let secret = secret && !v.as_str().is_some_and(is_bcrypt);
                 if secret && !v.is_null() {
                     *v = s(MASK);
                 } else {
@@ -982,13 +1065,14 @@ impl Source<'_> {
     ) {
         let text = |p: &[Seg], from: String| {
             let key = dotted(p);
-            if key == "redis" || key.starts_with("redis.") {
-                return format!(
-                    "configuration key `{key}` is not needed: berth keeps its caches in each process \
-                     and reads what instances share from storage (ignored){from}"
-                );
+            match not_implemented(&key) {
+                Some(why) => format!("configuration key `{key}` {why} (ignored){from}"),
+                None => {
+                    format!(
+                        "unknown or not yet supported configuration key `{key}` (ignored){from}"
+                    )
+                }
             }
-            format!("unknown or not yet supported configuration key `{key}` (ignored){from}")
         };
         if let Some(o) = origins.iter().rev().find(|o| path.starts_with(&o.path)) {
             warnings.push(text(
@@ -1013,6 +1097,121 @@ impl Source<'_> {
             warnings.push(text(path, String::new()));
         }
     }
+}
+
+/// registry:2 keys berth deliberately does not implement, with what it does instead: (key, and every
+/// key under it; what to say after "configuration key `...`"). The longest matching key wins.
+const NOT_IMPLEMENTED: &[(&str, &str)] = &[
+    (
+        "redis",
+        "is not needed: berth keeps its caches in each process and reads what instances share from \
+         storage",
+    ),
+    (
+        "proxy",
+        "is not implemented yet: berth does not serve as a pull-through cache; it serves what is \
+         pushed to it and accepts pushes",
+    ),
+    (
+        "compatibility",
+        "is not needed: berth never converts manifests to schema 1 and refuses schema 1 pushes \
+         (distribution 3 removed schema 1 too); current clients push and pull schema 2 and OCI \
+         manifests",
+    ),
+    (
+        "validation",
+        "is not implemented: berth accepts foreign (non-distributable) layers with any `urls` and \
+         checks that every other blob a manifest references is in the repository; there are no URL \
+         allow or deny lists",
+    ),
+    (
+        "http.secret",
+        "is not needed: berth keeps upload state in storage, so any instance sharing the storage \
+         continues an upload without a signed `_state`",
+    ),
+    (
+        "http.h2c",
+        "is not needed: without TLS berth always accepts HTTP/2 with prior knowledge (no \
+         `Upgrade: h2c`) beside HTTP/1.1; `http.http2.disabled: true` turns HTTP/2 off",
+    ),
+    (
+        "http.tls.ciphersuites",
+        "is not applied: rustls offers only modern AEAD suites (TLS 1.2 ECDHE and TLS 1.3) and \
+         chooses among them itself",
+    ),
+    (
+        "http.debug.pprof",
+        "is not implemented: berth has no Go profiler; the debug listener serves health and \
+         metrics",
+    ),
+    (
+        "storage.cache",
+        "is not needed: berth caches immutable manifests by digest in each process and needs no \
+         blob descriptor cache",
+    ),
+    (
+        "storage.cache.blobdescriptor",
+        "`redis` is not needed: berth keeps its caches in each process and reads what instances \
+         share from storage",
+    ),
+    (
+        "storage.tag",
+        "is not needed: berth answers tag lookups from its listing index or one storage listing",
+    ),
+    (
+        "storage.filesystem.maxthreads",
+        "is not needed: berth's filesystem calls run on a bounded blocking pool",
+    ),
+    (
+        "middleware",
+        "is not implemented: berth has no registry, repository or storage middleware (CloudFront, \
+         redirect); on S3 blob GETs redirect to presigned URLs unless `storage.redirect.disable`",
+    ),
+    (
+        "reporting",
+        "is not implemented: berth reports to no error service (Bugsnag, New Relic); errors are in \
+         its log and metrics",
+    ),
+    (
+        "log.hooks",
+        "is not implemented: berth sends no mail on errors; alert on its log or metrics",
+    ),
+    ("loglevel", "is distribution's deprecated spelling: set `log.level`"),
+    (
+        "policy",
+        "is not implemented: berth serves every repository class (images, plugins, artifacts)",
+    ),
+];
+
+/// What berth does instead of a registry:2 key it deliberately does not implement.
+fn not_implemented(key: &str) -> Option<&'static str> {
+    NOT_IMPLEMENTED
+        .iter()
+        .filter(|(k, _)| key == *k || key.strip_prefix(k).is_some_and(|r| r.starts_with('.')))
+        .max_by_key(|(k, _)| k.len())
+        .map(|(_, why)| *why)
+}
+
+/// Keys berth reads (so they are not unknown) but does not apply, when set: the ones
+/// [`NOT_IMPLEMENTED`] explains.
+fn set_but_unused(root: &Value) -> Vec<Vec<Seg>> {
+    let at = |path: &[&str]| {
+        path.iter()
+            .try_fold(root, |v, k| v.get(*k))
+            .filter(|v| is_set(v))
+    };
+    let mut out = Vec::new();
+    if at(&["http", "secret"]).is_some() {
+        out.push(keys(&["http", "secret"]));
+    }
+    if at(&["http", "tls", "ciphersuites"]).is_some() {
+        out.push(keys(&["http", "tls", "ciphersuites"]));
+    }
+    let descriptor = at(&["storage", "cache", "blobdescriptor"]).and_then(Value::as_str);
+    if descriptor.is_some_and(|d| d.eq_ignore_ascii_case("redis")) {
+        out.push(keys(&["storage", "cache", "blobdescriptor"]));
+    }
+    out
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1296,7 +1495,11 @@ fn set_path(root: &mut Value, segs: &[String], value: Value) -> Result<Vec<Seg>,
     let mut path: Vec<Seg> = Vec::new();
     for seg in segs {
         if node.is_null() {
-            *node = Value::Mapping(Mapping::new());
+            // `REGISTRY_HEALTH_FILE_0_FILE` starts a list; other keys start a section.
+            *node = match seg.parse::<usize>() {
+                Ok(0) => Value::Sequence(Vec::new()),
+                _ => Value::Mapping(Mapping::new()),
+            };
         }
         // `storage: inmemory` and `auth: silly` are short for a one-key mapping.
         if let Value::String(name) = &*node {
@@ -1603,8 +1806,7 @@ struct RawTags {
     maxtags: Option<Count>,
 }
 
-/// `health`: `storagedriver` is used; `file`, `http` and `tcp` are parsed and type-checked so that
-/// registry:2's own config loads cleanly, but berth does not run those checks yet.
+/// `health`: the storage probe and distribution's file, HTTP and TCP checks.
 #[derive(Deserialize)]
 struct RawHealth {
     storagedriver: Option<RawHealthStorage>,
@@ -1621,14 +1823,12 @@ struct RawHealthStorage {
 }
 
 #[derive(Deserialize)]
-#[allow(dead_code)]
 struct RawHealthFile {
     file: Option<Scalar>,
     interval: Option<GoDuration>,
 }
 
 #[derive(Deserialize)]
-#[allow(dead_code)]
 struct RawHealthHttp {
     uri: Option<Scalar>,
     headers: Option<RawHeaders>,
@@ -1639,7 +1839,6 @@ struct RawHealthHttp {
 }
 
 #[derive(Deserialize)]
-#[allow(dead_code)]
 struct RawHealthTcp {
     addr: Option<Scalar>,
     timeout: Option<GoDuration>,
@@ -1859,11 +2058,12 @@ fn build(mut raw: RawConfig) -> Result<Config, Problem> {
         Some(ts) => security::build_tokenserver(ts)?,
         None => None,
     };
+    security::check_pairing(auth.as_ref(), tokenserver.as_ref())?;
     let log = build_log(raw.log)?;
     let storage = build_storage(raw.storage)?;
     let http = build_http(raw.http)?;
     let maxentries = raw.catalog.and_then(|c| c.maxentries).map_or(0, |n| n.0);
-    let health = build_health(raw.health);
+    let health = build_health(raw.health)?;
     let berth = build_berth(raw.berth.as_mut())?;
     let notifications = build_notifications(raw.notifications, raw.berth)?;
     Ok(Config {
@@ -1886,11 +2086,19 @@ fn build(mut raw: RawConfig) -> Result<Config, Problem> {
     })
 }
 
-fn build_health(raw: Option<RawHealth>) -> Health {
-    let sd = raw.and_then(|h| {
-        let _ = (h.file, h.http, h.tcp);
-        h.storagedriver
-    });
+/// distribution's interval when none (or zero) is given.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+
+fn build_health(raw: Option<RawHealth>) -> Result<Health, Problem> {
+    let (sd, file, http, tcp) = match raw {
+        Some(h) => (
+            h.storagedriver,
+            h.file.unwrap_or_default(),
+            h.http.unwrap_or_default(),
+            h.tcp.unwrap_or_default(),
+        ),
+        None => (None, Vec::new(), Vec::new(), Vec::new()),
+    };
     let (enabled, interval, threshold) = match sd {
         Some(sd) => (
             flag(sd.enabled, false),
@@ -1899,16 +2107,106 @@ fn build_health(raw: Option<RawHealth>) -> Health {
         ),
         None => (false, None, 0),
     };
-    Health {
+    let interval_of = |d: Option<GoDuration>| {
+        d.map(|d| d.0)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(HEALTH_INTERVAL)
+    };
+    let at = |kind: &str, i: usize, key: &str, detail: String| Problem {
+        path: vec![
+            Seg::Key("health".to_owned()),
+            Seg::Key(kind.to_owned()),
+            Seg::Index(i),
+            Seg::Key(key.to_owned()),
+        ],
+        detail,
+    };
+    let mut health = Health {
         storagedriver: StorageDriverHealth {
             enabled,
             // distribution: a zero interval means the default, 10s.
-            interval: interval
-                .filter(|d| !d.is_zero())
-                .unwrap_or(Duration::from_secs(10)),
+            interval: interval.filter(|d| !d.is_zero()).unwrap_or(HEALTH_INTERVAL),
             threshold,
         },
+        file: Vec::new(),
+        http: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for (i, f) in file.into_iter().enumerate() {
+        let path = text(f.file).filter(|p| !p.is_empty()).ok_or_else(|| {
+            at(
+                "file",
+                i,
+                "file",
+                "missing; the file whose existence makes the check fail".to_owned(),
+            )
+        })?;
+        if health.file.iter().any(|f| f.file == Path::new(&path)) {
+            return Err(at("file", i, "file", format!("`{path}` is checked twice")));
+        }
+        health.file.push(FileHealth {
+            file: PathBuf::from(path),
+            interval: interval_of(f.interval),
+        });
     }
+    for (i, h) in http.into_iter().enumerate() {
+        let uri = text(h.uri).unwrap_or_default();
+        check_endpoint_url(&uri).map_err(|d| at("http", i, "uri", d))?;
+        let mut headers = Vec::new();
+        for (name, values) in h.headers.map(|h| h.0).unwrap_or_default() {
+            check_header(&name, &values).map_err(|d| at("http", i, "headers", d))?;
+            if !values.is_empty() {
+                headers.push((name, values));
+            }
+        }
+        let statuscode = match h.statuscode {
+            None | Some(0) => 200,
+            Some(code @ 100..=599) => code,
+            Some(code) => {
+                return Err(at(
+                    "http",
+                    i,
+                    "statuscode",
+                    format!("`{code}` is not an HTTP status"),
+                ))
+            }
+        };
+        if health.http.iter().any(|c| c.uri == uri) {
+            return Err(at("http", i, "uri", format!("`{uri}` is checked twice")));
+        }
+        health.http.push(HttpHealth {
+            uri,
+            headers,
+            statuscode,
+            timeout: h.timeout.map_or(Duration::ZERO, |d| d.0),
+            interval: interval_of(h.interval),
+            threshold: h.threshold.map_or(0, |n| n.0),
+        });
+    }
+    for (i, t) in tcp.into_iter().enumerate() {
+        let addr = text(t.addr).unwrap_or_default();
+        let port = addr
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
+            return Err(at(
+                "tcp",
+                i,
+                "addr",
+                format!("`{addr}` is not a host:port address"),
+            ));
+        }
+        if health.tcp.iter().any(|c| c.addr == addr) {
+            return Err(at("tcp", i, "addr", format!("`{addr}` is checked twice")));
+        }
+        health.tcp.push(TcpHealth {
+            addr,
+            timeout: t.timeout.map_or(Duration::ZERO, |d| d.0),
+            interval: interval_of(t.interval),
+            threshold: t.threshold.map_or(0, |n| n.0),
+        });
+    }
+    Ok(health)
 }
 
 fn build_notifications(
@@ -2705,7 +3003,7 @@ health:
         check_ok(Some(&minimal("http:\n  prefix: /\n")), &[], |c| assert_eq!(c.http.prefix, ""));
         check_ok(Some(&minimal("http:\n  prefix: /a/b//\n")), &[], |c| assert_eq!(c.http.prefix, "/a/b"));
         check_ok(Some(&minimal("http:\n  host: https://r.example.com:5000/\n")), &[], |c| assert_eq!(c.http.host.as_deref(), Some("https://r.example.com:5000")));
-        check_ok(Some(&minimal("http:\n  secret: 12345\n  relativeurls: yes\n")), &[], |c| assert_eq!((c.http.secret.as_deref(), c.http.relativeurls), (Some("12345"), true)));
+        check_ok(Some(&minimal("http:\n  prefix: 12345\n  relativeurls: yes\n")), &[], |c| assert_eq!((c.http.prefix.as_str(), c.http.relativeurls), ("/12345", true)));
         check_ok(Some(&minimal("http:\n  draintimeout: 1h30m\n")), &[], |c| assert_eq!(c.http.draintimeout, Duration::from_secs(5400)));
         check_ok(Some(&minimal("http:\n  draintimeout: 1000000000\n")), &[], |c| assert_eq!(c.http.draintimeout, Duration::from_secs(1)));
         check_ok(Some(&minimal("http:\n  headers:\n    X-One: single\n    X-Two: [a, b]\n    X-None:\n")), &[], |c| assert_eq!(c.http.headers, vec![("X-One".into(), vec!["single".into()]), ("X-Two".into(), vec!["a".into(), "b".into()])]));
@@ -2768,7 +3066,7 @@ health:
         check_ok(Some("version: 0.1\nstorage: inmemory\n"), &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")], |c| assert_eq!((&c.storage.driver, c.storage.delete), (&StorageDriver::Inmemory, true)));
         check_ok(Some(&minimal("http:\n  headers:\n    X-Foo: [a, b]\n")), &[("REGISTRY_HTTP_HEADERS_X-FOO_1", "c"), ("REGISTRY_HTTP_HEADERS_X-FOO_2", "d")], |c| assert_eq!(c.http.headers, vec![("X-Foo".into(), vec!["a".into(), "c".into(), "d".into()])]));
         check_ok(None, &[("REGISTRY_HTTP_HEADERS", "{X-A: [1, 2]}")], |c| assert_eq!(c.http.headers, vec![("X-A".into(), vec!["1".into(), "2".into()])]));
-        check_ok(None, &[("REGISTRY_HTTP_SECRET", "0123"), ("REGISTRY_CATALOG_MAXENTRIES", "5")], |c| assert_eq!((c.http.secret.as_deref(), c.catalog.maxentries), (Some("0123"), 5)));
+        check_ok(None, &[("REGISTRY_LOG_FIELDS_BUILD", "0123"), ("REGISTRY_CATALOG_MAXENTRIES", "5")], |c| assert_eq!((c.log.fields.get("build").map(String::as_str), c.catalog.maxentries), (Some("0123"), 5)));
         check_ok(None, &[("REGISTRY_LOG_LEVEL", "debug"), ("NOT_REGISTRY_X", "1")], |c| assert_eq!(c.log.level, "debug"));
         check_ok(None, &[("REGISTRY_BERTH_GC_ENABLED", "true"), ("REGISTRY_BERTH_GC_INTERVAL", "1h"), ("REGISTRY_BERTH_GC_GRACEPERIOD", "5m"), ("REGISTRY_BERTH_GC_DELETEUNTAGGED", "true")], |c| assert_eq!(c.berth.gc, Gc { enabled: true, interval: hours(1), deleteuntagged: true, graceperiod: Duration::from_secs(300), dryrun: false }));
         check_ok(Some(&minimal("berth:\n  gc:\n    enabled: true\n")), &[("REGISTRY_BERTH_GC_DRYRUN", "true")], |c| assert!(c.berth.gc.enabled && c.berth.gc.dryrun));
@@ -2790,12 +3088,22 @@ health:
     #[test]
     #[rustfmt::skip]
     fn warnings() {
-        check_warn(Some(&minimal("proxy:\n  remoteurl: https://registry-1.docker.io\n")), &[], &["unknown or not yet supported configuration key `proxy` (ignored)", "config.yml line 4"]);
+        check_warn(Some(&minimal("proxy:\n  remoteurl: https://registry-1.docker.io\n")), &[], &["configuration key `proxy` is not implemented yet", "not serve as a pull-through cache", "(ignored)", "config.yml line 4"]);
+        // The tutorial's variable: berth says what it does instead.
+        check_warn(None, &[("REGISTRY_COMPATIBILITY_SCHEMA1_ENABLED", "true")], &["`compatibility.schema1.enabled`", "never converts manifests to schema 1", "current clients", "REGISTRY_COMPATIBILITY_SCHEMA1_ENABLED"]);
+        check_warn(Some(&minimal("validation:\n  manifests:\n    urls:\n      allow: ['^https?://']\n")), &[], &["`validation`", "foreign", "line 4"]);
+        check_warn(Some(&minimal("http:\n  secret: s\n")), &[], &["`http.secret` is not needed", "line 5"]);
+        check_warn(Some(&minimal("http:\n  h2c:\n    enabled: true\n")), &[], &["`http.h2c` is not needed", "prior knowledge", "line 5"]);
+        check_warn(Some(&minimal("http:\n  tls:\n    certificate: /c\n    key: /k\n    ciphersuites: [TLS_AES_128_GCM_SHA256]\n")), &[], &["`http.tls.ciphersuites` is not applied", "line 8"]);
+        check_warn(Some("version: 0.1\nstorage:\n  inmemory:\n  cache:\n    blobdescriptor: redis\n"), &[], &["`storage.cache.blobdescriptor`", "`redis` is not needed", "line 5"]);
+        check_warn(Some("version: 0.1\nstorage:\n  inmemory:\n  cache:\n    blobdescriptorsize: 10000\n"), &[], &["`storage.cache.blobdescriptorsize` is not needed", "line 5"]);
+        check_warn(Some(&minimal("middleware:\n  storage:\n    - name: cloudfront\n")), &[], &["`middleware` is not implemented"]);
+        check_ok(Some("version: 0.1\nstorage:\n  inmemory:\n  cache:\n    blobdescriptor: inmemory\n"), &[], |_| {});
         check_warn(Some(&minimal("redis:\n  addr: localhost:6379\n")), &[], &["`redis` is not needed", "config.yml line 4"]);
         check_warn(Some(&minimal("http:\n  debug:\n    addr: :5001\n    pprof:\n      enabled: true\n")), &[], &["`http.debug.pprof`", "line 7"]);
         check_warn(Some(&minimal("notifications:\n  events:\n    includereferences: true\n")), &[], &["`notifications.events`", "line 5"]);
         check_warn(Some("version: 0.1\nstorage:\n  filesystem:\n    maxthreads: 100\n"), &[], &["`storage.filesystem.maxthreads`", "line 4"]);
-        check_warn(None, &[("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io")], &["unknown or not yet supported configuration key `proxy.remoteurl` (ignored)", "REGISTRY_PROXY_REMOTEURL"]);
+        check_warn(None, &[("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io")], &["configuration key `proxy.remoteurl` is not implemented yet", "(ignored)", "REGISTRY_PROXY_REMOTEURL"]);
         check_warn(None, &[("REGISTRY_VERSION", "0.2")], &["REGISTRY_VERSION", "cannot be overridden"]);
         check_warn(None, &[("REGISTRY_HTTP_ADDR_X", "1")], &["REGISTRY_HTTP_ADDR_X", "single value"]);
         check_warn(None, &[("REGISTRY_HTTP_HEADERS_X-CONTENT-TYPE-OPTIONS_5", "1")], &["REGISTRY_HTTP_HEADERS_X-CONTENT-TYPE-OPTIONS_5", "past the end"]);
@@ -2909,6 +3217,117 @@ health:
     }
 
     #[test]
+    fn health_checks() {
+        let yaml = minimal("health:\n  file:\n    - file: /run/down\n  http:\n    - uri: http://127.0.0.1:8080/ready\n      headers:\n        Authorization: [Basic x]\n      timeout: 3s\n      threshold: 2\n  tcp:\n    - addr: redis:6379\n      interval: 5s\n");
+        check_ok(Some(&yaml), &[], |c| {
+            let h = &c.health;
+            assert_eq!(
+                h.file,
+                [FileHealth {
+                    file: PathBuf::from("/run/down"),
+                    interval: Duration::from_secs(10)
+                }]
+            );
+            assert_eq!(
+                (
+                    h.http[0].statuscode,
+                    h.http[0].timeout,
+                    h.http[0].interval,
+                    h.http[0].threshold
+                ),
+                (200, Duration::from_secs(3), Duration::from_secs(10), 2)
+            );
+            assert_eq!(
+                h.http[0].headers,
+                [("Authorization".to_owned(), vec!["Basic x".to_owned()])]
+            );
+            assert_eq!(
+                (
+                    h.tcp[0].addr.as_str(),
+                    h.tcp[0].timeout,
+                    h.tcp[0].interval,
+                    h.tcp[0].threshold
+                ),
+                ("redis:6379", Duration::ZERO, Duration::from_secs(5), 0)
+            );
+        });
+        check_ok(
+            None,
+            &[
+                ("REGISTRY_HEALTH_FILE_0_FILE", "/run/down"),
+                ("REGISTRY_HEALTH_FILE_0_INTERVAL", "50ms"),
+            ],
+            |c| {
+                assert_eq!(
+                    c.health.file,
+                    [FileHealth {
+                        file: PathBuf::from("/run/down"),
+                        interval: Duration::from_millis(50)
+                    }]
+                );
+            },
+        );
+        let err = |yaml: &str, must: &[&str]| check_err(Some(&minimal(yaml)), &[], must);
+        err(
+            "health:\n  file:\n    - interval: 1s\n",
+            &["health.file.0.file", "missing"],
+        );
+        err(
+            "health:\n  http:\n    - uri: ftp://x/\n",
+            &["health.http.0.uri", "ftp://x/"],
+        );
+        err(
+            "health:\n  http:\n    - uri: http://x/\n      statuscode: 999\n",
+            &["health.http.0.statuscode", "999"],
+        );
+        err(
+            "health:\n  tcp:\n    - addr: nowhere\n",
+            &["health.tcp.0.addr", "nowhere"],
+        );
+        err(
+            "health:\n  tcp:\n    - addr: a:1\n    - addr: a:1\n",
+            &["health.tcp.1.addr", "checked twice"],
+        );
+    }
+
+    /// What `config check` prints loads again, to the same configuration, without tags berth cannot read.
+    #[test]
+    fn the_effective_configuration_loads_again() {
+        let hash = "$2y$05$abcdefghijklmnopqrstuuE4uWv6mJXQ3nQkNn4bYQx3eC8yYd5W2";
+        let cases = [
+            minimal(
+                "auth:\n  htpasswd: {realm: Reg, path: /etc/htpasswd}\nhttp:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n    clientcas: [/ca.pem]\n    clientauth: verify-client-cert-if-given\n  debug: {addr: ':5001', prometheus: {enabled: true}}\nnotifications:\n  endpoints:\n    - {name: hook, url: 'http://h/e', ignore: {mediatypes: [a/b], actions: [pull]}}\nhealth:\n  file: [{file: /run/down}]\n  http: [{uri: 'http://h/ready', statuscode: 204, timeout: 2s}]\n  tcp: [{addr: 'db:5432', threshold: 3}]\nberth:\n  gc: {enabled: true, interval: 1h}\n",
+            ),
+            minimal("http:\n  tls: {certificate: /c.pem, key: /k.pem}\n"),
+            minimal(&format!(
+                "auth:\n  token: {{realm: 'https://r/auth/token', service: r, issuer: acme}}\nberth:\n  tokenserver:\n    token: {{issuer: acme, expiration: 900, key: /t.key}}\n    users:\n      admin: {{password: '{hash}'}}\n    acl:\n      - {{match: {{account: admin}}, actions: ['*']}}\n"
+            )),
+        ];
+        for yaml in &cases {
+            let (config, _) = load(Some(yaml), &[]).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            let out = config.render_effective();
+            assert!(!out.contains('!'), "no YAML tags: {out}");
+            let (again, warnings) =
+                load(Some(&out), &[]).unwrap_or_else(|e| panic!("reload: {e}\n{out}"));
+            assert!(warnings.is_empty(), "{warnings:?}\n{out}");
+            assert_eq!(again, config, "{out}");
+            assert_eq!(again.render_effective(), out);
+        }
+        // Without client CAs nothing is asked of clients, and nothing else is printed.
+        let (config, _) = load(Some(&cases[1]), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !config.render_effective().contains("clientauth"),
+            "{}",
+            config.render_effective()
+        );
+        assert!(
+            config.render_effective().contains("clientcas: []"),
+            "{}",
+            config.render_effective()
+        );
+    }
+
+    #[test]
     fn render_effective() {
         let yaml = minimal(
             "http:\n  secret: hunter2\n  host: https://r.example.com\n  headers:\n    X-A: b\n",
@@ -2926,7 +3345,12 @@ health:
         let Ok((again, warnings)) = load(Some(&out), &[]) else {
             panic!("reload failed: {out}")
         };
-        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .all(|w| w.contains("`http.secret` is not needed")),
+            "{warnings:?}"
+        );
         assert_eq!(again.http.secret.as_deref(), Some(MASK));
         let default = Config::default_embedded();
         let Ok((again, _)) = load(Some(&default.render_effective()), &[]) else {

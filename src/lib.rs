@@ -17,5 +17,6 @@ pub mod oci;
 pub mod ops;
 pub mod registry;
 pub mod server;
+pub mod startup;
 pub mod storage;
 pub mod tls;

@@ -12,11 +12,15 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Log, LogFormat};
 
-/// Sets the process-wide subscriber: lines to stderr, `RUST_LOG` overriding `log.level`.
+/// Sets the process-wide subscriber: lines to stderr (colours only on a terminal), `RUST_LOG`
+/// overriding `log.level` (see [`directives`]).
 pub fn init(log: &Log) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(directives(&log.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match log.formatter {
         LogFormat::Json => builder
@@ -32,6 +36,16 @@ pub fn init(log: &Log) {
                 &log.fields,
             ))
             .init(),
+    }
+}
+
+/// The filter for `log.level`: at `debug` and `trace` that level is berth's own (its routes, auth
+/// decisions and storage calls), while libraries stay at `info`, so that their TLS and HTTP/2 frame
+/// lines do not drown berth's.
+pub fn directives(level: &str) -> String {
+    match level {
+        "debug" | "trace" => format!("info,berth={level}"),
+        other => other.to_owned(),
     }
 }
 
@@ -119,6 +133,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_is_berths_own() {
+        assert_eq!(directives("debug"), "info,berth=debug");
+        assert_eq!(directives("trace"), "info,berth=trace");
+        assert_eq!(directives("info"), "info");
+        assert_eq!(directives("error"), "error");
+    }
 
     #[test]
     fn fields_join_every_line() {

@@ -6,20 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::http::{HeaderName, HeaderValue};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use berth::api::{ApiConfig, AppState};
-use berth::auth::htpasswd::{self, HtpasswdAuth};
-use berth::auth::token::TokenVerifier;
-use berth::auth::tokenserver::TokenServer;
+use berth::api::AppState;
+use berth::auth::htpasswd;
 use berth::auth::Authenticator;
-use berth::config::{Auth, CertSource, Config, StorageDriver};
+use berth::config::{Config, StorageDriver};
 use berth::metrics::TimedDriver;
 use berth::registry::Registry;
 use berth::server::ServeOptions;
-use berth::storage::{fs::FsDriver, memory::MemoryDriver, Driver};
+use berth::storage::{fs::FsDriver, Driver};
 
 /// A container image registry: a drop-in replacement for CNCF distribution (registry:2).
 #[derive(Parser)]
@@ -155,12 +152,14 @@ fn load(path: Option<&Path>) -> anyhow::Result<(Config, Vec<String>)> {
     Ok(Config::load(file, std::env::vars())?)
 }
 
+/// Loads the configuration and runs every check `serve` runs before it listens (reading, never
+/// creating, the files it names); prints the effective configuration when all pass.
 fn check(path: Option<&Path>) -> anyhow::Result<()> {
     let (config, warnings) = load(path)?;
-    config.http.listen_addr()?;
     for w in warnings {
         eprintln!("warning: {w}");
     }
+    berth::startup::prepare(&config)?;
     print!("{}", config.render_effective());
     Ok(())
 }
@@ -196,62 +195,6 @@ fn garbage_collect(path: &Path, dry_run: bool, delete_untagged: bool) -> anyhow:
 
 fn init_logging(config: &Config) {
     berth::logging::init(&config.log);
-}
-
-fn api_config(config: &Config) -> anyhow::Result<ApiConfig> {
-    let mut headers = Vec::new();
-    for (name, values) in &config.http.headers {
-        let name = HeaderName::try_from(name.as_str())
-            .with_context(|| format!("http.headers: invalid header name `{name}`"))?;
-        for v in values {
-            let v = HeaderValue::try_from(v.as_str())
-                .with_context(|| format!("http.headers.{name}: invalid value `{v}`"))?;
-            headers.push((name.clone(), v));
-        }
-    }
-    Ok(ApiConfig {
-        delete_enabled: config.storage.delete,
-        readonly: config.storage.readonly,
-        prefix: config.http.prefix.clone(),
-        host: config.http.host.clone(),
-        relative_urls: config.http.relativeurls,
-        headers,
-        catalog_max_entries: config.catalog.maxentries,
-        max_tags: config.tags.maxtags,
-        access_log_disabled: config.log.accesslog.disabled,
-        tls: config.http.tls.is_some(),
-    })
-}
-
-/// The authenticator and token server the configuration asks for; any problem stops start-up.
-fn security(config: &Config) -> anyhow::Result<(Authenticator, Option<TokenServer>)> {
-    let tokenserver = match &config.tokenserver {
-        Some(ts) => {
-            Some(TokenServer::new(ts).map_err(|e| anyhow::anyhow!("berth.tokenserver: {e}"))?)
-        }
-        None => None,
-    };
-    let auth = match &config.auth {
-        None if tokenserver.is_some() => {
-            anyhow::bail!("berth.tokenserver is configured but auth.token is not: the registry would not check its tokens")
-        }
-        None => Authenticator::Open,
-        Some(Auth::Htpasswd(h)) => {
-            if tokenserver.is_some() {
-                anyhow::bail!("berth.tokenserver needs auth.token, not auth.htpasswd");
-            }
-            Authenticator::Htpasswd(Arc::new(
-                HtpasswdAuth::load(&h.realm, &h.path).map_err(anyhow::Error::msg)?,
-            ))
-        }
-        Some(Auth::Token(t)) => {
-            let extra = tokenserver.iter().map(TokenServer::verify_key).collect();
-            Authenticator::Token(
-                TokenVerifier::new(t, extra).map_err(|e| anyhow::anyhow!("auth.token: {e}"))?,
-            )
-        }
-    };
-    Ok((auth, tokenserver))
 }
 
 fn htpasswd_entry(
@@ -333,65 +276,41 @@ fn s3_driver(s3: &berth::storage::s3::S3Settings) -> anyhow::Result<Arc<dyn Driv
 
 fn serve(path: Option<&Path>) -> anyhow::Result<()> {
     let (config, warnings) = load(path)?;
-    let addr = config.http.listen_addr()?;
-    let api = api_config(&config)?;
     init_logging(&config);
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let driver: Arc<dyn Driver> = match &config.storage.driver {
-        StorageDriver::Filesystem { rootdirectory } => {
-            std::fs::create_dir_all(rootdirectory).with_context(|| {
-                format!(
-                    "cannot create storage directory {}",
-                    rootdirectory.display()
-                )
-            })?;
-            tracing::info!(root = %rootdirectory.display(), "filesystem storage");
-            Arc::new(FsDriver::new(rootdirectory))
-        }
-        StorageDriver::Inmemory => Arc::new(MemoryDriver::new()),
-        StorageDriver::S3(s3) => {
-            tracing::info!(bucket = %s3.bucket, root = %s3.rootdirectory, endpoint = s3.regionendpoint.as_deref().unwrap_or("aws"), "s3 storage");
-            s3_driver(s3)?
-        }
-    };
-    let (auth, tokenserver) = security(&config)?;
-    let acme = match config.http.tls.as_ref().map(|t| &t.source) {
-        Some(CertSource::LetsEncrypt { letsencrypt }) => Some(berth::acme::Acme::new(
-            letsencrypt,
-            &config.berth.letsencrypt,
-        )?),
-        _ => None,
-    };
-    let tls = match &config.http.tls {
-        Some(t) => Some(
-            berth::tls::server_config(
-                t,
-                !config.http.http2_disabled,
-                acme.as_ref().map(berth::acme::Acme::resolver),
-            )
-            .map_err(anyhow::Error::msg)?,
-        ),
-        None => None,
-    };
+    // Every check before anything is created or bound.
+    let prepared = berth::startup::prepare(&config)?;
+    log_summary(&config);
+    prepared.create_storage()?;
+    let berth::startup::Prepared {
+        addr,
+        api,
+        auth,
+        tokenserver,
+        tls,
+        acme,
+        acme_challenge,
+        driver,
+        ..
+    } = prepared;
     let opts = ServeOptions {
         tls,
         http2_disabled: config.http.http2_disabled,
         limits: config.berth.http.clone(),
-        acme_challenge: match &acme {
-            Some(a) => Some(a.challenge_config().map_err(anyhow::Error::msg)?),
-            None => None,
-        },
+        acme_challenge,
     };
     let driver_name = berth::ops::driver_name(&config.storage.driver);
-    // Storage timings are a metric: the wrapper is only worth its cost when metrics are served.
+    // Storage timings are a metric, and storage calls a debug log line: the wrapper is only worth its
+    // cost when metrics are served or debug logging is on.
     let metrics_on = config
         .http
         .debug
         .as_ref()
         .is_some_and(|d| d.prometheus.enabled);
-    let driver: Arc<dyn Driver> = match metrics_on {
+    let debug_on = tracing::enabled!(target: "berth::storage", tracing::Level::DEBUG);
+    let driver: Arc<dyn Driver> = match metrics_on || debug_on {
         true => Arc::new(TimedDriver::new(driver, driver_name)),
         false => driver,
     };
@@ -431,6 +350,40 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Two lines that say what is in force: the storage, then TLS, authentication, modes and schedules.
+fn log_summary(config: &Config) {
+    let s: std::collections::BTreeMap<&str, String> =
+        berth::startup::summary(config).into_iter().collect();
+    let get = |k: &str| s.get(k).map(String::as_str).unwrap_or("");
+    match get("storage") {
+        "s3" => tracing::info!(
+            storage = "s3",
+            bucket = get("bucket"),
+            root = get("root"),
+            endpoint = get("endpoint"),
+            "storage in force"
+        ),
+        "filesystem" => tracing::info!(
+            storage = "filesystem",
+            root = get("root"),
+            "storage in force"
+        ),
+        other => tracing::info!(storage = other, "storage in force"),
+    }
+    tracing::info!(
+        tls = get("tls"),
+        http2 = get("http2"),
+        auth = get("auth"),
+        readonly = get("readonly"),
+        delete = get("delete"),
+        proxy = get("proxy"),
+        gc = get("gc"),
+        uploadpurging = get("uploadpurging"),
+        health = get("health"),
+        "configuration in force"
+    );
 }
 
 async fn wait_for_signal() {

@@ -195,7 +195,8 @@ pub fn notify_status(endpoint: &str, status: &str) {
         .increment(1);
 }
 
-/// A storage driver that records how long each action takes, under distribution's action names.
+/// A storage driver that records how long each action takes, under distribution's action names, and
+/// logs each call at debug level (target `berth::storage`).
 pub struct TimedDriver {
     inner: Arc<dyn Driver>,
     name: &'static str,
@@ -207,9 +208,18 @@ impl TimedDriver {
         TimedDriver { inner, name }
     }
 
-    fn done(&self, action: &'static str, started: Instant) {
-        histogram!(STORAGE_ACTION, "driver" => self.name, "action" => action)
-            .record(started.elapsed());
+    fn done<T>(&self, action: &'static str, path: &str, started: Instant, r: &Result<T>) {
+        let elapsed = started.elapsed();
+        histogram!(STORAGE_ACTION, "driver" => self.name, "action" => action).record(elapsed);
+        tracing::debug!(
+            target: "berth::storage",
+            driver = self.name,
+            action,
+            path,
+            ok = r.is_ok(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "storage call"
+        );
     }
 }
 
@@ -218,56 +228,56 @@ impl Driver for TimedDriver {
     async fn get(&self, path: &str, limit: u64) -> Result<Bytes> {
         let t = Instant::now();
         let r = self.inner.get(path, limit).await;
-        self.done("GetContent", t);
+        self.done("GetContent", path, t, &r);
         r
     }
 
     async fn put(&self, path: &str, data: Bytes) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.put(path, data).await;
-        self.done("PutContent", t);
+        self.done("PutContent", path, t, &r);
         r
     }
 
     async fn stat(&self, path: &str) -> Result<Meta> {
         let t = Instant::now();
         let r = self.inner.stat(path).await;
-        self.done("Stat", t);
+        self.done("Stat", path, t, &r);
         r
     }
 
     async fn read(&self, path: &str, offset: u64, len: u64) -> Result<ByteStream> {
         let t = Instant::now();
         let r = self.inner.read(path, offset, len).await;
-        self.done("Reader", t);
+        self.done("Reader", path, t, &r);
         r
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let t = Instant::now();
         let r = self.inner.list(prefix).await;
-        self.done("List", t);
+        self.done("List", prefix, t, &r);
         r
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.delete(path).await;
-        self.done("Delete", t);
+        self.done("Delete", path, t, &r);
         r
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn Writer>> {
         let t = Instant::now();
         let r = self.inner.writer(path, offset).await;
-        self.done("Writer", t);
+        self.done("Writer", path, t, &r);
         r
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.rename(from, to).await;
-        self.done("Move", t);
+        self.done("Move", from, t, &r);
         r
     }
 
@@ -279,7 +289,7 @@ impl Driver for TimedDriver {
     ) -> Result<Vec<String>> {
         let t = Instant::now();
         let r = self.inner.list_keys(prefix, after, max).await;
-        self.done("List", t);
+        self.done("List", prefix, t, &r);
         r
     }
 
@@ -295,42 +305,44 @@ impl Driver for TimedDriver {
     async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
         let t = Instant::now();
         let r = self.inner.open(path).await;
-        self.done("Reader", t);
+        self.done("Reader", path, t, &r);
         r
     }
 
     async fn delete_object(&self, path: &str) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.delete_object(path).await;
-        self.done("Delete", t);
+        self.done("Delete", path, t, &r);
         r
     }
 
     async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.seal(from, size, to).await;
-        self.done("Move", t);
+        self.done("Move", from, t, &r);
         r
     }
 
     async fn purge_incomplete(&self, before: std::time::SystemTime) -> Result<usize> {
         let t = Instant::now();
         let r = self.inner.purge_incomplete(before).await;
-        self.done("Delete", t);
+        self.done("Delete", "", t, &r);
         r
     }
 
     async fn put_all(&self, items: Vec<(String, Bytes)>) -> Result<()> {
         let t = Instant::now();
+        let items_path = items.first().map(|(p, _)| p.clone()).unwrap_or_default();
         let r = self.inner.put_all(items).await;
-        self.done("PutContent", t);
+        self.done("PutContent", items_path.as_str(), t, &r);
         r
     }
 
     async fn list_many(&self, prefixes: Vec<String>) -> Result<Vec<Vec<String>>> {
         let t = Instant::now();
+        let first = prefixes.first().cloned().unwrap_or_default();
         let r = self.inner.list_many(prefixes).await;
-        self.done("List", t);
+        self.done("List", first.as_str(), t, &r);
         r
     }
 }

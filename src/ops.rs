@@ -81,10 +81,13 @@ pub async fn start(
         ..Ops::default()
     };
     let health = Health::new();
-    let sd = &config.health.storagedriver;
-    if sd.enabled {
+    let h = &config.health;
+    if h.storagedriver.enabled {
         let name = driver_name(&config.storage.driver);
-        health.spawn_storage_check(driver, name, sd, shutdown.clone());
+        health.spawn_storage_check(driver, name, &h.storagedriver, shutdown.clone());
+    }
+    health.spawn_checks(&h.file, &h.http, &h.tcp, &shutdown);
+    if h.storagedriver.enabled || !h.file.is_empty() || !h.http.is_empty() || !h.tcp.is_empty() {
         ops.health = Some(health.clone());
     }
     if let Some(dbg) = &config.http.debug {

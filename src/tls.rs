@@ -42,7 +42,7 @@ pub fn server_config(
             }
         }
         let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-        if tls.clientauth == ClientAuth::VerifyClientCertIfGiven {
+        if tls.clientauth == Some(ClientAuth::VerifyClientCertIfGiven) {
             verifier = verifier.allow_unauthenticated();
         }
         builder.with_client_cert_verifier(
@@ -209,7 +209,7 @@ mod tests {
                 key: dir.path().join("server.key"),
             },
             clientcas: vec![dir.path().join("ca.crt")],
-            clientauth: ClientAuth::RequireAndVerifyClientCert,
+            clientauth: Some(ClientAuth::RequireAndVerifyClientCert),
             minimumtls: "tls1.2".into(),
         };
         let cfg = server_config(&tls, true, None).unwrap();

@@ -292,9 +292,11 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult {
         )
         .await
         .map_err(|refusal| {
+            tracing::debug!(method = %parts.method, route = ?route, reason = %refusal.message, "auth refused");
             ApiError::new(ErrorCode::Unauthorized, refusal.message)
                 .with_header(header::WWW_AUTHENTICATE, header_value(&refusal.challenge))
         })?;
+    tracing::debug!(method = %parts.method, route = ?route, user = %identity.user, "auth passed");
     let mut ctx = Ctx {
         state,
         method: parts.method.clone(),

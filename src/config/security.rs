@@ -51,7 +51,9 @@ pub struct Tls {
     #[serde(flatten)]
     pub source: CertSource,
     pub clientcas: Vec<PathBuf>,
-    pub clientauth: ClientAuth,
+    /// What is asked of clients: none without `clientcas` (as in distribution, which asks for client
+    /// certificates only when it has CAs to verify them with).
+    pub clientauth: Option<ClientAuth>,
     /// "tls1.2" or "tls1.3".
     pub minimumtls: String,
 }
@@ -267,6 +269,12 @@ pub(super) fn build_auth(auth: &Value) -> Result<Option<Auth>, Problem> {
             let t: TokenAuth = section(value, &["auth", "token"])?;
             Ok(Some(Auth::Token(t)))
         }
+        "silly" => Err(problem_at(
+            keys(&["auth", "silly"]),
+            "auth.silly is not supported: it lets any request with an Authorization header in, a \
+             development aid berth deliberately does not implement; use auth.htpasswd (`berth htpasswd` \
+             makes entries) or no auth section; refusing to start without the authentication it configures",
+        )),
         other => Err(problem_at(
             keys(&["auth", other]),
             format!(
@@ -306,15 +314,27 @@ pub(super) fn build_tls(tls: &Value) -> Result<Option<Tls>, Problem> {
             }
         },
     };
-    let clientauth = match raw.clientauth.as_deref() {
-        None | Some("") | Some("require-and-verify-client-cert") => ClientAuth::RequireAndVerifyClientCert,
-        Some("verify-client-cert-if-given") => ClientAuth::VerifyClientCertIfGiven,
+    let asked = match raw.clientauth.as_deref() {
+        None | Some("") => None,
+        Some("require-and-verify-client-cert") => Some(ClientAuth::RequireAndVerifyClientCert),
+        Some("verify-client-cert-if-given") => Some(ClientAuth::VerifyClientCertIfGiven),
         Some(other) => {
             return Err(problem_at(
                 keys(&["http", "tls", "clientauth"]),
                 format!("unknown clientauth `{other}`; use require-and-verify-client-cert or verify-client-cert-if-given"),
             ))
         }
+    };
+    let clientauth = match (asked, raw.clientcas.is_empty()) {
+        (None, true) => None,
+        (Some(_), true) => {
+            return Err(problem_at(
+                keys(&["http", "tls", "clientauth"]),
+                "clientauth needs http.tls.clientcas: without CAs no client certificate is asked for; list \
+                 the CAs that sign client certificates, or remove clientauth",
+            ))
+        }
+        (asked, false) => Some(asked.unwrap_or(ClientAuth::RequireAndVerifyClientCert)),
     };
     // rustls speaks TLS 1.2 and 1.3 only: older minimums are raised to 1.2.
     let minimumtls = match raw.minimumtls.as_deref() {
@@ -545,6 +565,101 @@ pub(super) fn build_tokenserver(value: &Value) -> Result<Option<TokenServer>, Pr
     }))
 }
 
+/// `berth.tokenserver` only works with `auth.token` checking its tokens, under the same issuer.
+pub(super) fn check_pairing(auth: Option<&Auth>, ts: Option<&TokenServer>) -> Result<(), Problem> {
+    let Some(ts) = ts else { return Ok(()) };
+    match auth {
+        None => Err(problem_at(
+            keys(&["berth", "tokenserver"]),
+            format!(
+                "berth.tokenserver is configured but auth.token is not: the registry would not check its \
+                 tokens; add auth.token (realm, service, issuer: {})",
+                ts.issuer
+            ),
+        )),
+        Some(Auth::Htpasswd(_)) => Err(problem_at(
+            keys(&["berth", "tokenserver"]),
+            "berth.tokenserver needs auth.token, not auth.htpasswd",
+        )),
+        Some(Auth::Token(t)) if t.issuer != ts.issuer => Err(problem_at(
+            keys(&["berth", "tokenserver", "token", "issuer"]),
+            format!(
+                "berth.tokenserver.token.issuer `{}` differs from auth.token.issuer `{}`: the registry would \
+                 refuse every token the token server issues (InvalidIssuer); make them the same",
+                ts.issuer, t.issuer
+            ),
+        )),
+        Some(Auth::Token(_)) => Ok(()),
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_norway::to_value(v).unwrap_or(Value::Null)
+}
+
+fn entry(m: &mut serde_norway::Mapping, key: &str, v: Value) {
+    m.insert(Value::String(key.to_owned()), v);
+}
+
+impl Auth {
+    /// As written in `auth`: `{htpasswd: {...}}` or `{token: {...}}`.
+    pub(super) fn to_value(&self) -> Value {
+        let mut m = serde_norway::Mapping::new();
+        match self {
+            Auth::Htpasswd(h) => entry(&mut m, "htpasswd", to_value(h)),
+            Auth::Token(t) => entry(&mut m, "token", to_value(t)),
+        }
+        Value::Mapping(m)
+    }
+}
+
+impl Tls {
+    /// As written in `http.tls`, with `clientauth` only when client certificates are asked for.
+    pub(super) fn to_value(&self) -> Value {
+        let mut m = serde_norway::Mapping::new();
+        match &self.source {
+            CertSource::Files { certificate, key } => {
+                entry(&mut m, "certificate", to_value(certificate));
+                entry(&mut m, "key", to_value(key));
+            }
+            CertSource::LetsEncrypt { letsencrypt } => {
+                entry(&mut m, "letsencrypt", to_value(letsencrypt));
+            }
+        }
+        entry(&mut m, "clientcas", to_value(&self.clientcas));
+        if let Some(clientauth) = &self.clientauth {
+            entry(&mut m, "clientauth", to_value(clientauth));
+        }
+        entry(&mut m, "minimumtls", Value::String(self.minimumtls.clone()));
+        Value::Mapping(m)
+    }
+}
+
+impl TokenServer {
+    /// As written in `berth.tokenserver`: the token settings under `token`, as docker_auth has them.
+    pub(super) fn to_value(&self) -> Value {
+        let mut token = serde_norway::Mapping::new();
+        entry(&mut token, "issuer", Value::String(self.issuer.clone()));
+        entry(
+            &mut token,
+            "expiration",
+            Value::String(super::format_go_duration(self.expiration)),
+        );
+        if let Some(key) = &self.key {
+            entry(&mut token, "key", to_value(key));
+        }
+        if let Some(cert) = &self.certificate {
+            entry(&mut token, "certificate", to_value(cert));
+        }
+        let mut m = serde_norway::Mapping::new();
+        entry(&mut m, "path", Value::String(self.path.clone()));
+        entry(&mut m, "token", Value::Mapping(token));
+        entry(&mut m, "users", to_value(&self.users));
+        entry(&mut m, "acl", to_value(&self.acl));
+        Value::Mapping(m)
+    }
+}
+
 /// Whether a string is a bcrypt hash of a kind htpasswd writes.
 pub fn is_bcrypt(hash: &str) -> bool {
     (hash.starts_with("$2y$") || hash.starts_with("$2a$") || hash.starts_with("$2b$"))
@@ -610,7 +725,16 @@ mod tests {
         assert_eq!(ok("{certificate: ''}"), None);
         let t = ok("{certificate: /c, key: /k, clientcas: [/ca], minimumtls: tls1.0}").unwrap();
         assert_eq!(t.minimumtls, "tls1.2");
-        assert_eq!(t.clientauth, ClientAuth::RequireAndVerifyClientCert);
+        assert_eq!(t.clientauth, Some(ClientAuth::RequireAndVerifyClientCert));
+        let t = ok("{certificate: /c, key: /k, clientcas: []}").unwrap();
+        assert_eq!(
+            t.clientauth, None,
+            "no CAs: no client certificate is asked for"
+        );
+        assert!(
+            err("{certificate: /c, key: /k, clientauth: require-and-verify-client-cert}")
+                .contains("needs http.tls.clientcas")
+        );
         assert!(err("{certificate: /c}").contains("both certificate and key"));
         assert!(
             err("{certificate: /c, letsencrypt: {cachefile: /x, hosts: [a.example]}}")

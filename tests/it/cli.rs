@@ -237,13 +237,31 @@ fn the_deploy_configurations_validate() {
     );
     assert!(o.status.success(), "{}", text(&o).1);
 
-    // The TLS + htpasswd compose file configures berth through the environment only, as the tutorial does.
+    // The TLS + htpasswd compose file configures berth through the environment only, as the tutorial
+    // does; `config check` reads the files it names, so they are made here.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let o = berth(
+        &[
+            "cert",
+            "--host",
+            "127.0.0.1",
+            "--out",
+            certs.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    let (crt, key) = (certs.join("server.crt"), certs.join("server.key"));
+    let htpasswd = dir.path().join("htpasswd");
+    let entry = text(&berth(&["htpasswd", "-Bbn", "-C", "4", "x", "y"], &[])).0;
+    fs::write(&htpasswd, entry).unwrap();
     let env = [
         ("REGISTRY_HTTP_ADDR", ":443"),
-        ("REGISTRY_HTTP_TLS_CERTIFICATE", "/certs/domain.crt"),
-        ("REGISTRY_HTTP_TLS_KEY", "/certs/domain.key"),
+        ("REGISTRY_HTTP_TLS_CERTIFICATE", crt.to_str().unwrap()),
+        ("REGISTRY_HTTP_TLS_KEY", key.to_str().unwrap()),
         ("REGISTRY_AUTH", "htpasswd"),
-        ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
+        ("REGISTRY_AUTH_HTPASSWD_PATH", htpasswd.to_str().unwrap()),
         ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
     ];
     let o = berth(
@@ -254,13 +272,13 @@ fn the_deploy_configurations_validate() {
     assert!(o.status.success(), "{err}");
     assert!(
         out.contains("Registry Realm")
-            && out.contains("/auth/htpasswd")
-            && out.contains("/certs/domain.key"),
+            && out.contains(htpasswd.to_str().unwrap())
+            && out.contains(key.to_str().unwrap()),
         "{out}"
     );
 
-    // The token compose file, once its placeholder hashes are filled in.
-    let dir = tempfile::tempdir().unwrap();
+    // The token compose file, once its placeholder hashes are filled in and its files exist (the
+    // server key signs tokens too: it is an EC P-256 key).
     let hash = text(&berth(&["htpasswd", "-Bbn", "-C", "4", "x", "y"], &[]))
         .0
         .trim()
@@ -275,7 +293,9 @@ fn the_deploy_configurations_validate() {
             if l.contains("REPLACE") {
                 format!("        password: '{hash}'")
             } else {
-                l.to_owned()
+                l.replace("/certs/domain.crt", crt.to_str().unwrap())
+                    .replace("/certs/domain.key", key.to_str().unwrap())
+                    .replace("/certs/token.key", key.to_str().unwrap())
             }
         })
         .collect::<Vec<_>>()
@@ -290,4 +310,179 @@ fn the_deploy_configurations_validate() {
         "{out}"
     );
     assert!(err.is_empty(), "no warnings: {err}");
+}
+
+/// `docker-registry serve`, killed on drop.
+struct Registry2(std::process::Child);
+
+impl Drop for Registry2 {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What `config check` prints loads again: in berth, to the same effective configuration, and in
+/// registry:2, which serves with it (its auth and TLS sections read as written).
+#[test]
+fn the_printed_configuration_loads_in_berth_and_in_registry_2() {
+    let program = crate::support::clients::require("docker-registry", "docker-registry");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let o = berth(
+        &[
+            "cert",
+            "--host",
+            "127.0.0.1",
+            "--out",
+            certs.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    let htpasswd = dir.path().join("htpasswd");
+    let entry = text(&berth(&["htpasswd", "-Bbn", "-C", "4", "x", "y"], &[])).0;
+    fs::write(&htpasswd, entry).unwrap();
+    let addr = crate::support::reference::free_port();
+    let file = dir.path().join("config.yml");
+    fs::write(
+        &file,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {d}/store\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: not-needed\n  tls:\n    certificate: {c}/server.crt\n    key: {c}/server.key\nauth:\n  htpasswd:\n    realm: Registry Realm\n    path: {h}\nhealth:\n  storagedriver:\n    enabled: true\nberth:\n  gc:\n    enabled: true\n    interval: 12h\n",
+            d = dir.path().display(),
+            c = certs.display(),
+            h = htpasswd.display(),
+        ),
+    )
+    .unwrap();
+    let o = berth(&["config", "check", file.to_str().unwrap()], &[]);
+    let (printed, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let again = dir.path().join("printed.yml");
+    fs::write(&again, &printed).unwrap();
+    let o = berth(&["config", "check", again.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}\n{printed}", text(&o).1);
+    assert_eq!(text(&o).0, printed, "the same effective configuration");
+
+    let log = dir.path().join("registry.log");
+    let out = fs::File::create(&log).unwrap();
+    let _registry = Registry2(
+        Command::new(program)
+            .arg("serve")
+            .arg(&again)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _entered = rt.enter();
+    let client = crate::support::http_client(
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(std::time::Duration::from_secs(5)),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (status, challenge) = loop {
+        match rt.block_on(client.get(format!("https://{addr}/v2/")).send()) {
+            Ok(r) => {
+                let challenge = r
+                    .headers()
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                break (r.status().as_u16(), challenge);
+            }
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "docker-registry did not answer over TLS ({e}); its log:\n{}\nthe configuration:\n{printed}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(
+        (status, challenge.as_str()),
+        (401, "Basic realm=\"Registry Realm\""),
+        "registry:2 serves TLS with the htpasswd auth as printed:\n{printed}"
+    );
+}
+
+/// Start-up says what is in force in one line; at `log.level: debug` the log shows berth's own
+/// decisions (route and auth outcome, storage calls) and not the libraries' frame lines; a log that is
+/// not a terminal has no colour escapes.
+#[test]
+fn serve_logs_what_is_in_force_and_debug_shows_berths_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let root_s = root.to_str().unwrap();
+    let b = Berth::start(
+        dir.path(),
+        None,
+        &[
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root_s),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+            ("REGISTRY_LOG_LEVEL", "debug"),
+            ("REGISTRY_BERTH_GC_ENABLED", "true"),
+            ("REGISTRY_BERTH_GC_INTERVAL", "6h"),
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        b.client().push_image("logged", "v1", "debug").await;
+    });
+    // HTTP/2 with prior knowledge: the h2 library logs every frame at debug level.
+    let o = Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", &b.url("/v2/")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "curl: {}", text(&o).1);
+    let log = b.log();
+    let line = |what: &str| {
+        log.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no `{what}` line:\n{log}"))
+    };
+    let storage = line("storage in force");
+    assert!(
+        storage.contains("storage=\"filesystem\"")
+            && storage.contains(&format!("root=\"{root_s}\"")),
+        "{storage}"
+    );
+    let summary = line("configuration in force");
+    for field in [
+        "tls=\"off\"".to_owned(),
+        "auth=\"none".to_owned(),
+        "readonly=\"false\"".to_owned(),
+        "delete=\"true\"".to_owned(),
+        "proxy=\"none\"".to_owned(),
+        "gc=\"every 6h".to_owned(),
+    ] {
+        assert!(summary.contains(&field), "`{field}` missing: {summary}");
+    }
+    assert!(
+        log.lines().any(|l| l.contains("auth passed")
+            && l.contains("route=Manifest")
+            && l.contains("method=PUT")),
+        "no route and auth line:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("storage call") && l.contains("action=\"PutContent\"")),
+        "no storage call line:\n{log}"
+    );
+    let library_debug: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("DEBUG") && !l.contains(" berth"))
+        .collect();
+    assert!(
+        library_debug.is_empty(),
+        "library debug lines:\n{}",
+        library_debug.join("\n")
+    );
+    assert!(!log.contains('\u{1b}'), "colour escapes in a file:\n{log}");
 }

@@ -546,3 +546,56 @@ fn metrics_health_and_the_access_log() {
         );
     }
 }
+
+/// GETs `url` until it answers `want` (at most 20 s); returns the body.
+fn wait_for_status(url: &str, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = try_http_get(url).unwrap();
+        if status == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {url} stayed {status}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// `health.file`, as registry:2 runs it: while the file exists `/debug/health` answers 503 naming the
+/// check and the API answers 503 UNAVAILABLE; once it is gone, both answer 200 again.
+#[test]
+fn a_file_health_check_drains_the_registry_while_the_file_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let down = dir.path().join("down");
+    let down_s = down.to_str().unwrap();
+    let debug = free_port().to_string();
+    let berth = Berth::spawn(
+        &root,
+        &[
+            ("REGISTRY_HTTP_DEBUG_ADDR", debug.as_str()),
+            ("REGISTRY_HEALTH_FILE_0_FILE", down_s),
+            ("REGISTRY_HEALTH_FILE_0_INTERVAL", "50ms"),
+        ],
+    );
+    let health = format!("http://{debug}/debug/health");
+    assert_eq!(wait_for_status(&health, 200), "{}");
+    wait_for_status(&berth.url("/v2/"), 200);
+    fs::write(&down, b"").unwrap();
+    let body = wait_for_status(&health, 503);
+    let failing: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(failing[down_s], "file exists", "{body}");
+    let api = wait_for_status(&berth.url("/v2/"), 503);
+    assert!(api.contains("UNAVAILABLE"), "{api}");
+    fs::remove_file(&down).unwrap();
+    assert_eq!(wait_for_status(&health, 200), "{}");
+    wait_for_status(&berth.url("/v2/"), 200);
+    assert!(
+        berth.log().contains(&format!("file {down_s}")),
+        "the start-up summary names the check: {}",
+        berth.log()
+    );
+}

@@ -1188,28 +1188,40 @@ fn http2_and_mutual_tls() {
     );
 }
 
+/// Each case stops `serve` before it creates anything, and `config check` refuses it too, with the same
+/// key named.
 #[test]
 fn unusable_security_settings_stop_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().display();
+    let md5 = dir.path().join("htpasswd-md5");
+    fs::write(&md5, "bob:$apr1$abc$def\n").unwrap();
     // (config tail, what the error must name)
     let cases = [
         (
             "auth:\n  htpasswd:\n    realm: r\n    path: /nonexistent/htpasswd\n".to_owned(),
-            "berth htpasswd",
+            &["berth htpasswd"][..],
+        ),
+        (
+            format!("auth:\n  htpasswd:\n    realm: r\n    path: {}\n", md5.display()),
+            &["auth.htpasswd", "`bob` is not a bcrypt hash"],
         ),
         (
             "http:\n  tls:\n    certificate: /nonexistent.crt\n    key: /nonexistent.key\n"
                 .to_owned(),
-            "http.tls.certificate",
+            &["http.tls.certificate"],
         ),
         (
             "auth:\n  token:\n    realm: http://x/t\n    service: s\n    issuer: i\n".to_owned(),
-            "rootcertbundle",
+            &["rootcertbundle"],
         ),
         (
             "berth:\n  tokenserver:\n    path: /auth/token\n".to_owned(),
-            "auth.token",
+            &["auth.token"],
+        ),
+        (
+            "auth:\n  token:\n    realm: http://x/t\n    service: s\n    issuer: registry-side\nberth:\n  tokenserver:\n    token:\n      issuer: server-side\n".to_owned(),
+            &["berth.tokenserver.token.issuer", "auth.token.issuer", "server-side", "registry-side"],
         ),
     ];
     for (i, (tail, must)) in cases.iter().enumerate() {
@@ -1219,14 +1231,23 @@ fn unusable_security_settings_stop_start_up() {
             format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {store}/s\n{tail}"),
         )
         .unwrap();
-        let out = run_unchecked(
-            Command::new(env!("CARGO_BIN_EXE_berth"))
-                .args(["serve", path.to_str().unwrap()])
-                .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0"),
-            Duration::from_secs(20),
-        );
-        assert!(!out.status.success(), "{tail}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(must), "`{must}` missing: {err}");
+        for sub in [&["serve"][..], &["config", "check"]] {
+            let out = run_unchecked(
+                Command::new(env!("CARGO_BIN_EXE_berth"))
+                    .args(sub)
+                    .arg(&path)
+                    .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0"),
+                Duration::from_secs(20),
+            );
+            assert!(!out.status.success(), "{sub:?} must refuse:\n{tail}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            for m in *must {
+                assert!(err.contains(m), "{sub:?}: `{m}` missing: {err}");
+            }
+            assert!(
+                !dir.path().join("s").exists(),
+                "{sub:?} created the storage root before refusing:\n{tail}"
+            );
+        }
     }
 }
