@@ -13,6 +13,8 @@ use futures_util::TryStreamExt;
 
 use crate::auth::tokenserver::TokenServer;
 use crate::auth::{Authenticator, Credentials, Identity, Scope};
+use crate::notify::event::SourceRecord;
+use crate::notify::Notifier;
 use crate::oci::{Digest, ErrorCode, Reference, RepoName};
 use crate::registry::{self, Registry};
 use crate::storage::ByteStream;
@@ -21,6 +23,7 @@ mod blobs;
 pub mod error;
 mod listing;
 mod manifests;
+mod observe;
 pub mod route;
 mod token;
 
@@ -52,24 +55,36 @@ pub struct ApiConfig {
     pub tls: bool,
 }
 
+/// Whether the registry may serve: the health checks behind the API's 503 UNAVAILABLE.
+pub trait HealthGate: Send + Sync {
+    fn is_healthy(&self) -> bool;
+}
+
+/// Everything a request is served with.
 pub struct AppState {
     pub registry: Registry,
     pub config: ApiConfig,
     pub auth: Authenticator,
     pub tokenserver: Option<TokenServer>,
-    /// Health gate, events, and the instance's identity (see `ops` and `observe`).
-    pub ops: crate::ops::Ops,
+    /// Webhook notifications, when endpoints are configured.
+    pub notifier: Option<Notifier>,
+    /// The health checks gating the API, when any are enabled.
+    pub health: Option<Arc<dyn HealthGate>>,
+    /// This instance, as events name it.
+    pub source: SourceRecord,
 }
 
 impl AppState {
-    /// A registry with no authentication.
+    /// A registry with no authentication, no health checks and no notifications.
     pub fn open(registry: Registry, config: ApiConfig) -> AppState {
         AppState {
             registry,
             config,
             auth: Authenticator::Open,
             tokenserver: None,
-            ops: crate::ops::Ops::default(),
+            notifier: None,
+            health: None,
+            source: SourceRecord::default(),
         }
     }
 }
@@ -84,7 +99,7 @@ pub(crate) const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-co
 pub(crate) const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 
 async fn entry(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let (mut observation, req) = crate::observe::begin(&state, req);
+    let (mut observation, req) = observe::begin(&state, req);
     let mut resp = match observation.refusal(&state) {
         Some(refused) => refused,
         None => match dispatch(&state, req).await {
@@ -258,7 +273,7 @@ impl ParsedRoute {
 async fn dispatch(state: &AppState, req: Request) -> ApiResult {
     // (`observe::begin` has put an HTTP/2 request's authority into its Host header.)
     let (mut parts, body) = req.into_parts();
-    let client = crate::server::client_addr(&parts.extensions).map(|a| a.ip());
+    let client = client_addr(&parts.extensions).map(|a| a.ip());
     if let Some(ts) = &state.tokenserver {
         if parts.uri.path() == ts.path() {
             return Ok(token::handle(ts, &parts, body, client).await);
@@ -338,6 +353,13 @@ async fn handle(ctx: &mut Ctx<'_>, route: Route) -> ApiResult {
 
 fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NameUnknown, "no such endpoint").with_status(404)
+}
+
+/// The client address of a request, as the listener recorded it (axum's `ConnectInfo`).
+pub fn client_addr(extensions: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
 }
 
 pub(crate) fn json_response(status: StatusCode, body: String) -> Response {

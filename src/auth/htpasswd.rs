@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{quoted, Credentials, Identity, Refusal};
 use crate::config::is_bcrypt;
@@ -131,8 +132,8 @@ impl HtpasswdAuth {
     }
 
     /// Checks the file for changes every [`RELOAD_INTERVAL`] until `shutdown`.
-    pub fn watch(self: Arc<Self>, shutdown: CancellationToken) {
-        tokio::spawn(async move {
+    pub fn watch(self: Arc<Self>, tasks: &TaskTracker, shutdown: CancellationToken) {
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(RELOAD_INTERVAL);
             loop {
                 tokio::select! {

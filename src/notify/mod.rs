@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config;
 use crate::metrics;
@@ -144,7 +145,11 @@ impl Notifier {
 
     /// Starts one delivery task per endpoint on the current runtime; they stop when `shutdown` is
     /// cancelled, leaving what is undelivered on disk for the next start.
-    pub fn start_delivery(&self, shutdown: CancellationToken) -> Result<(), Error> {
+    pub fn start_delivery(
+        &self,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
         for e in self.endpoints.iter() {
             let client = client(&e.config)?;
             let task = Delivery {
@@ -152,7 +157,7 @@ impl Notifier {
                 client,
                 failures: 0,
             };
-            tokio::spawn(task.run(shutdown.clone()));
+            tasks.spawn(task.run(shutdown.clone()));
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ use crate::storage::{ByteStream, Driver};
 
 pub mod error;
 pub mod fence;
+pub mod gc;
 pub mod index;
 mod locks;
 pub mod paths;
@@ -97,6 +98,8 @@ pub struct Registry {
     fence: Fence,
     index: Arc<ListingIndex>,
     manifests: Mutex<ManifestCache>,
+    /// The background tasks the registry starts (the listing index, catalog markers).
+    tasks: tokio_util::task::TaskTracker,
     /// For a store shared with other instances: the catalog markers known to exist, and whether the
     /// markers cover the repositories written before (see [`Registry::start_index`]).
     markers: Arc<Markers>,
@@ -158,8 +161,15 @@ impl Registry {
             fence: Fence::default(),
             index: Arc::default(),
             manifests: Mutex::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
             markers: Arc::default(),
         }
+    }
+
+    /// Runs the registry's background tasks on `tasks`, so that whoever owns it can wait for them.
+    pub fn with_tasks(mut self, tasks: tokio_util::task::TaskTracker) -> Registry {
+        self.tasks = tasks;
+        self
     }
 
     /// The fence between writes and online garbage collection.
@@ -735,7 +745,7 @@ impl Registry {
         }
         let driver = self.driver.clone();
         let index = self.index.clone();
-        runtime.spawn(async move {
+        self.tasks.spawn_on(async move {
             let started = std::time::Instant::now();
             match build_index(driver.as_ref(), &index).await {
                 Ok(repos) => tracing::info!(
@@ -748,7 +758,7 @@ impl Registry {
                     tracing::warn!(error = %e, "cannot build the listing index; listings walk the store");
                 }
             }
-        });
+        }, &runtime);
     }
 
     /// A store shared with other instances has no process-wide index: every instance writes a catalog
@@ -762,7 +772,7 @@ impl Registry {
         }
         let driver = self.driver.clone();
         let markers = self.markers.clone();
-        runtime.spawn(async move {
+        self.tasks.spawn_on(async move {
             let started = std::time::Instant::now();
             match sync_markers(driver.as_ref()).await {
                 Ok((repos, added, removed)) => {
@@ -780,7 +790,7 @@ impl Registry {
                     tracing::warn!(error = %e, "cannot check the catalog markers; the catalog walks the store");
                 }
             }
-        });
+        }, runtime);
     }
 
     /// Whether listings are answered from the index or the catalog markers (rather than by walking the

@@ -184,8 +184,8 @@ fn letsencrypt_tls_alpn_01_is_answered_on_the_listener_with_mtls() {
     let addr = free_port();
     let pebble = Pebble::spawn(Validation::TlsAlpn01 { port: addr.port() });
     let clients = dir.path().join("clients");
-    let generated = berth::tls::generate(&[], &["unused".into()], 30, Some("ci")).unwrap();
-    berth::tls::write(&clients, &generated).unwrap();
+    let generated = berth::app::tls::generate(&[], &["unused".into()], 30, Some("ci")).unwrap();
+    berth::app::tls::write(&clients, &generated).unwrap();
     let config = dir.path().join("config.yml");
     fs::write(
         &config,

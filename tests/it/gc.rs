@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth::gc::{self, Options, Report};
 use berth::oci::RepoName;
+use berth::registry::gc::{self, Options, Report};
 use serde_json::json;
 
 use crate::support::clients::{require, run, skopeo_copy, write_single_arch_layout};

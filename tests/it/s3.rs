@@ -229,7 +229,7 @@ async fn upload_purging_removes_abandoned_multipart_uploads() {
     s3_client(&store).create_multipart(&orphan).await.unwrap();
     assert_eq!(pending_multipart_uploads(&store).await, 2);
 
-    let report = berth::gc::purge_uploads(&s.state.registry, Duration::ZERO, false)
+    let report = berth::registry::gc::purge_uploads(&s.state.registry, Duration::ZERO, false)
         .await
         .unwrap();
     assert_eq!(report.uploads.len(), 1, "{report:?}");
@@ -560,12 +560,12 @@ async fn garbage_collection_on_s3() {
     c.delete(&format!("/v2/app/manifests/{gone}"))
         .await
         .assert_status(202);
-    let options = berth::gc::Options {
+    let options = berth::registry::gc::Options {
         dry_run: false,
         delete_untagged: false,
         grace_period: Duration::ZERO,
     };
-    let report = berth::gc::collect(&s.state.registry, &options)
+    let report = berth::registry::gc::collect(&s.state.registry, &options)
         .await
         .unwrap();
     let removed: std::collections::BTreeSet<String> =
@@ -591,7 +591,7 @@ async fn garbage_collection_on_s3() {
             .await
             .assert_status(200);
     }
-    let again = berth::gc::collect(&s.state.registry, &options)
+    let again = berth::registry::gc::collect(&s.state.registry, &options)
         .await
         .unwrap();
     assert!(
@@ -682,7 +682,7 @@ fn a_crash_mid_upload_on_s3_loses_nothing_acknowledged() {
         let blob = format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]);
         assert!(driver.stat(&blob).await.unwrap_err().is_not_found());
         let registry = berth::registry::Registry::new(driver);
-        berth::gc::purge_uploads(&registry, Duration::ZERO, false)
+        berth::registry::gc::purge_uploads(&registry, Duration::ZERO, false)
             .await
             .unwrap();
         assert_eq!(

@@ -304,7 +304,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(berth::server::run(
+        let task = tokio::spawn(berth::app::server::run(
             listener,
             state.clone(),
             shutdown.clone(),

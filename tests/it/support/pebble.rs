@@ -60,14 +60,14 @@ impl Pebble {
     pub fn spawn_with_validity(validation: Validation, validity: Option<Duration>) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
-        let generated = berth::tls::generate(
+        let generated = berth::app::tls::generate(
             &["127.0.0.1".parse().unwrap()],
             &["localhost".into()],
             30,
             None,
         )
         .unwrap();
-        berth::tls::write(&certs, &generated).unwrap();
+        berth::app::tls::write(&certs, &generated).unwrap();
         let (addr, management) = (free_port(), free_port());
         let tls_port = match validation {
             Validation::TlsAlpn01 { port } => port,

@@ -258,7 +258,7 @@ impl Tls {
         let challenge = self.challenge.clone().filter(|_| {
             // RFC 8737: the validation offers `acme-tls/1` and nothing else.
             let mut alpn = start.client_hello().alpn().into_iter().flatten();
-            alpn.next() == Some(crate::acme::ACME_TLS_ALPN) && alpn.next().is_none()
+            alpn.next() == Some(crate::app::acme::ACME_TLS_ALPN) && alpn.next().is_none()
         });
         match challenge {
             Some(config) => Ok(Accepted::Challenge(start.into_stream(config).await?)),
@@ -373,9 +373,4 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-}
-
-/// The client address of a request served by [`serve`].
-pub fn client_addr(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
-    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }

@@ -113,7 +113,7 @@ pub(crate) fn begin(state: &AppState, req: Request) -> (Observation, Request) {
         mount_from,
         request,
         // Where event URLs point, as the API's own URLs (scheme from TLS or X-Forwarded-Proto).
-        base_url: match &state.ops.notifier {
+        base_url: match &state.notifier {
             Some(_) => crate::api::base_url(&state.config, &parts.headers),
             None => String::new(),
         },
@@ -132,7 +132,7 @@ impl Observation {
 
     /// The answer to give instead of serving the request: 503 while a health check fails.
     pub(crate) fn refusal(&self, state: &AppState) -> Option<Response> {
-        let health = state.ops.health.as_ref()?;
+        let health = state.health.as_ref()?;
         if health.is_healthy() {
             return None;
         }
@@ -145,7 +145,7 @@ impl Observation {
     /// Raises the request's events (waiting until they are queued durably), then returns the response
     /// with its body counted; metrics and the access log are written when the body is done.
     pub(crate) async fn finish(self, state: &AppState, resp: Response) -> Response {
-        if let Some(notifier) = &state.ops.notifier {
+        if let Some(notifier) = &state.notifier {
             // The response is not `Sync`: hand over what events need from it.
             let (status, headers) = (resp.status(), resp.headers().clone());
             let events = self.events(state, notifier, status, &headers).await;
@@ -350,7 +350,7 @@ impl Observation {
             ActorRecord {
                 name: self.user.clone(),
             },
-            state.ops.source.clone(),
+            state.source.clone(),
         )]
     }
 

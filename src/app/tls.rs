@@ -15,7 +15,7 @@ use crate::auth::keys::read_certs;
 use crate::config::{CertSource, ClientAuth, Tls};
 
 /// Builds the rustls configuration for `http.tls`. With `http.tls.letsencrypt`, `acme` serves the
-/// certificate (see [`crate::acme`]); with files, it is unused.
+/// certificate (see [`crate::app::acme`]); with files, it is unused.
 pub fn server_config(
     tls: &Tls,
     http2: bool,

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{FileHealth, HttpHealth, StorageDriverHealth, TcpHealth};
 use crate::metrics;
@@ -41,7 +42,7 @@ impl Health {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    pub fn is_healthy(&self) -> bool {
+    pub fn healthy(&self) -> bool {
         match self.failing.read() {
             Ok(m) => m.is_empty(),
             Err(p) => p.into_inner().is_empty(),
@@ -75,6 +76,7 @@ impl Health {
         driver: Arc<dyn Driver>,
         driver_name: &str,
         config: &StorageDriverHealth,
+        tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) {
         if !config.enabled {
@@ -90,7 +92,7 @@ impl Health {
             name,
             config.interval,
             config.threshold,
-            shutdown,
+            (tasks, shutdown),
             move || {
                 let check = check.clone();
                 async move { check.probe().await }
@@ -105,13 +107,14 @@ impl Health {
         file: &[FileHealth],
         http: &[HttpHealth],
         tcp: &[TcpHealth],
+        tasks: &TaskTracker,
         shutdown: &CancellationToken,
     ) {
         for f in file {
             let path = f.file.clone();
             let name = f.file.display().to_string();
             // distribution's file check has no threshold: the first failure counts.
-            self.spawn(name, f.interval, 0, shutdown.clone(), move || {
+            self.spawn(name, f.interval, 0, (tasks, shutdown.clone()), move || {
                 file_probe(path.clone())
             });
         }
@@ -121,7 +124,7 @@ impl Health {
                 h.uri.clone(),
                 h.interval,
                 h.threshold,
-                shutdown.clone(),
+                (tasks, shutdown.clone()),
                 move || {
                     let check = check.clone();
                     async move { check.probe().await }
@@ -134,7 +137,7 @@ impl Health {
                 t.addr.clone(),
                 t.interval,
                 t.threshold,
-                shutdown.clone(),
+                (tasks, shutdown.clone()),
                 move || tcp_probe(addr.clone(), timeout),
             );
         }
@@ -146,7 +149,7 @@ impl Health {
         name: String,
         interval: Duration,
         threshold: usize,
-        shutdown: CancellationToken,
+        (tasks, shutdown): (&TaskTracker, CancellationToken),
         mut probe: F,
     ) where
         F: FnMut() -> Fut + Send + 'static,
@@ -154,7 +157,7 @@ impl Health {
     {
         metrics::record_health(&name, true);
         let health = self.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut failures = 0usize;
             loop {
                 match probe().await {
@@ -287,6 +290,12 @@ impl StorageCheck {
     }
 }
 
+impl crate::api::HealthGate for Health {
+    fn is_healthy(&self) -> bool {
+        self.healthy()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,13 +321,14 @@ mod tests {
             Arc::new(FsDriver::new(&root)),
             "filesystem",
             &config,
+            &TaskTracker::new(),
             shutdown.clone(),
         );
         let wait_for = |healthy: bool| {
             let health = health.clone();
             async move {
                 for _ in 0..500 {
-                    if health.is_healthy() == healthy && (healthy || !health.failing().is_empty()) {
+                    if health.healthy() == healthy && (healthy || !health.failing().is_empty()) {
                         return true;
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -379,7 +389,7 @@ mod tests {
             file: file.clone(),
             interval: every(20),
         };
-        health.spawn_checks(&[check], &[], &[], &shutdown);
+        health.spawn_checks(&[check], &[], &[], &TaskTracker::new(), &shutdown);
         assert_eq!(settle(&health, &name, false).await, None);
         let Ok(()) = std::fs::write(&file, b"") else {
             panic!("write")
@@ -419,6 +429,7 @@ mod tests {
             &[],
             &[],
             &[check(open_addr, 0), check(closed_addr, 2)],
+            &TaskTracker::new(),
             &shutdown,
         );
         let err = settle(&health, &closed_addr.to_string(), true).await;
@@ -469,7 +480,7 @@ mod tests {
         ];
         let health = Health::new();
         let shutdown = CancellationToken::new();
-        health.spawn_checks(&[], &checks, &[], &shutdown);
+        health.spawn_checks(&[], &checks, &[], &TaskTracker::new(), &shutdown);
         let err = settle(&health, &checks[1].uri, true).await;
         assert_eq!(
             err.as_deref(),

@@ -34,7 +34,7 @@ pub enum StartupError {
     #[error("{0}")]
     Tls(String),
     #[error("http.tls.letsencrypt: {0}")]
-    Acme(#[from] crate::acme::Error),
+    Acme(#[from] crate::app::acme::Error),
     #[error("storage.{driver}: {detail}")]
     Storage {
         driver: &'static str,
@@ -50,7 +50,7 @@ pub struct Prepared {
     pub tokenserver: Option<TokenServer>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// With `http.tls.letsencrypt`: the ACME client, to run once serving.
-    pub acme: Option<crate::acme::Acme>,
+    pub acme: Option<crate::app::acme::Acme>,
     /// With `http.tls.letsencrypt`: the TLS configuration of TLS-ALPN-01 validations.
     pub acme_challenge: Option<Arc<rustls::ServerConfig>>,
     /// The storage driver; for the filesystem, its root may not exist yet (see [`Prepared::create_storage`]).
@@ -86,7 +86,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
     let api = api_config(config)?;
     let (auth, tokenserver) = security(config)?;
     let acme = match config.http.tls.as_ref().map(|t| &t.source) {
-        Some(CertSource::LetsEncrypt { letsencrypt }) => Some(crate::acme::Acme::new(
+        Some(CertSource::LetsEncrypt { letsencrypt }) => Some(crate::app::acme::Acme::new(
             letsencrypt,
             &config.berth.letsencrypt,
         )?),
@@ -94,10 +94,10 @@ pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
     };
     let tls = match &config.http.tls {
         Some(t) => Some(
-            crate::tls::server_config(
+            crate::app::tls::server_config(
                 t,
                 !config.http.http2_disabled,
-                acme.as_ref().map(crate::acme::Acme::resolver),
+                acme.as_ref().map(crate::app::acme::Acme::resolver),
             )
             .map_err(StartupError::Tls)?,
         ),
@@ -246,7 +246,7 @@ pub fn summary(config: &Config) -> Vec<(&'static str, String)> {
     out.push(("delete", config.storage.delete.to_string()));
     out.push(("proxy", "none".to_owned()));
     // What runs, not what is asked for: nothing runs in read-only mode.
-    let maintenance = crate::gc::Maintenance::from_config(config);
+    let maintenance = crate::app::maintenance::Maintenance::from_config(config);
     let off = if config.storage.readonly {
         "off (read-only)"
     } else {

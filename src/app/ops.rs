@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::app::debug::{self, DebugState};
+use crate::app::health::Health;
 use crate::config::{Config, StorageDriver};
-use crate::debug::{self, DebugState};
-use crate::health::Health;
 use crate::metrics;
 use crate::notify::event::SourceRecord;
 use crate::notify::{self, Notifier};
@@ -71,6 +72,7 @@ pub async fn start(
     config: &Config,
     driver: Arc<dyn Driver>,
     api_addr: SocketAddr,
+    tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<Ops, StartError> {
     let mut ops = Ops {
@@ -84,9 +86,9 @@ pub async fn start(
     let h = &config.health;
     if h.storagedriver.enabled {
         let name = driver_name(&config.storage.driver);
-        health.spawn_storage_check(driver, name, &h.storagedriver, shutdown.clone());
+        health.spawn_storage_check(driver, name, &h.storagedriver, tasks, shutdown.clone());
     }
-    health.spawn_checks(&h.file, &h.http, &h.tcp, &shutdown);
+    health.spawn_checks(&h.file, &h.http, &h.tcp, tasks, &shutdown);
     if h.storagedriver.enabled || !h.file.is_empty() || !h.http.is_empty() || !h.tcp.is_empty() {
         ops.health = Some(health.clone());
     }
@@ -110,7 +112,7 @@ pub async fn start(
         tracing::info!(addr = %local, prometheus = prometheus.is_some(), "debug listener");
         let state = DebugState { health, prometheus };
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(e) = debug::run(listener, state, stop).await {
                 tracing::error!(error = %e, "debug listener failed");
             }
@@ -124,7 +126,7 @@ pub async fn start(
             tracing::warn!(dir = %dir.display(), "no local storage root: undelivered events are kept in a temporary directory; set berth.notifications.queuedir to keep them across restarts");
         }
         let notifier = Notifier::open(&config.notifications.endpoints, &dir)?;
-        notifier.start_delivery(shutdown)?;
+        notifier.start_delivery(tasks, shutdown)?;
         ops.notifier = Some(notifier);
     }
     Ok(ops)
