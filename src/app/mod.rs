@@ -164,6 +164,11 @@ impl Running {
         self.stop().await;
     }
 
+    /// Starts the shutdown without waiting for it (what dropping a test server does).
+    pub fn cancel(self) {
+        self.shutdown.cancel();
+    }
+
     /// Cancels shutdown and joins as [`Running::wait`] does; returns whether everything ended in time.
     pub async fn stop(self) -> bool {
         self.shutdown.cancel();

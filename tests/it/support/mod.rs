@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth::api::{ApiConfig, AppState};
-use berth::registry::Registry;
 use berth::storage::fs::FsDriver;
 use berth::storage::s3::{S3Driver, S3Settings};
 use berth::storage::Driver;
@@ -270,15 +269,15 @@ pub fn s3_settings(g: &garage::Garage, rootdirectory: &str) -> S3Settings {
     }
 }
 
-/// berth served from this process, on a store it shares with whoever holds a clone of `store`.
+/// berth served from this process, on a store it shares with whoever holds a clone of `store`: the real
+/// application (`berth::app::App`), started from a configuration file's text (see [`config_yaml`]).
 pub struct TestServer {
     pub base: String,
     pub root: PathBuf,
     pub store: TestStore,
     /// The server's state, for tests that call the library beside the API (garbage collection).
     pub state: Arc<AppState>,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    running: Option<berth::app::Running>,
 }
 
 impl TestServer {
@@ -299,23 +298,23 @@ impl TestServer {
 
     /// Serves a store (another server's, for restart tests and several instances on one store).
     pub async fn serve(store: &TestStore, config: ApiConfig) -> TestServer {
-        let registry = Registry::new(store.driver());
-        let state = Arc::new(AppState::open(registry, config));
+        TestServer::from_yaml(store, &config_yaml(store, &config)).await
+    }
+
+    /// The application as `berth serve` builds it from `yaml`, on a listener of its own.
+    pub async fn from_yaml(store: &TestStore, yaml: &str) -> TestServer {
+        let (config, _warnings) = berth::config::Config::load(Some(("config.yml", yaml)), Vec::new())
+            .unwrap_or_else(|e| panic!("the test configuration does not load: {e}\n{yaml}"));
+        let app = berth::app::App::from_config(&config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(berth::app::server::run(
-            listener,
-            state.clone(),
-            shutdown.clone(),
-        ));
+        let running = app.start(listener, CancellationToken::new()).await.unwrap();
         TestServer {
             base,
             root: store.root.clone(),
             store: store.clone(),
-            state,
-            shutdown,
-            task: Some(task),
+            state: running.state.clone(),
+            running: Some(running),
         }
     }
 
@@ -326,10 +325,10 @@ impl TestServer {
         }
     }
 
-    /// Starts the listing index (the catalog markers on S3), as `serve` does, and waits until it answers.
+    /// Waits until the listing index (the catalog markers on S3), which the application starts with,
+    /// answers.
     pub async fn wait_index_ready(&self) {
         let registry = &self.state.registry;
-        registry.start_index();
         let deadline = Instant::now() + Duration::from_secs(20);
         while !registry.index_ready() {
             assert!(
@@ -340,23 +339,73 @@ impl TestServer {
         }
     }
 
+    /// Shuts the application down and waits for every connection and task (a restart test must not run
+    /// on two live servers).
     pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            // A restart test must not run on two live servers.
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("the server did not stop within 10 s")
-                .expect("the server task failed")
-                .expect("the server ended with an error");
+        if let Some(running) = self.running.take() {
+            assert!(running.stop().await, "the server did not stop within 10 s");
         }
     }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.cancel();
+        }
     }
+}
+
+/// A configuration file for a test server on `store` with the API settings of `api`.
+pub fn config_yaml(store: &TestStore, api: &ApiConfig) -> String {
+    use std::fmt::Write as _;
+    let mut y = String::from("version: 0.1\nlog:\n  level: warn\n");
+    writeln!(y, "  accesslog:\n    disabled: {}", api.access_log_disabled).unwrap();
+    y.push_str("storage:\n");
+    match &store.s3 {
+        None => writeln!(y, "  filesystem:\n    rootdirectory: '{}'", store.root.display()).unwrap(),
+        Some(s3) => {
+            y.push_str("  s3:\n");
+            for (k, v) in [
+                ("accesskey", s3.accesskey.clone().unwrap_or_default()),
+                ("secretkey", s3.secretkey.clone().unwrap_or_default()),
+                ("region", s3.region.clone()),
+                ("regionendpoint", s3.regionendpoint.clone().unwrap_or_default()),
+                ("bucket", s3.bucket.clone()),
+                ("rootdirectory", s3.rootdirectory.clone()),
+            ] {
+                writeln!(y, "    {k}: '{v}'").unwrap();
+            }
+            writeln!(y, "    forcepathstyle: {}\n    secure: {}\n    chunksize: {}", s3.forcepathstyle, s3.secure, s3.chunksize).unwrap();
+            writeln!(y, "  redirect:\n    disable: {}", !s3.redirect).unwrap();
+        }
+    }
+    writeln!(y, "  delete:\n    enabled: {}", api.delete_enabled).unwrap();
+    writeln!(y, "  maintenance:\n    readonly:\n      enabled: {}\n    uploadpurging:\n      enabled: false", api.readonly).unwrap();
+    y.push_str("http:\n  addr: 127.0.0.1:0\n  draintimeout: 10s\n");
+    if !api.prefix.is_empty() {
+        writeln!(y, "  prefix: '{}'", api.prefix).unwrap();
+    }
+    if let Some(host) = &api.host {
+        writeln!(y, "  host: '{host}'").unwrap();
+    }
+    writeln!(y, "  relativeurls: {}", api.relative_urls).unwrap();
+    if !api.headers.is_empty() {
+        y.push_str("  headers:\n");
+        let mut names: Vec<&HeaderName> = api.headers.iter().map(|(n, _)| n).collect();
+        names.dedup();
+        for name in names {
+            let values: Vec<String> = api
+                .headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| format!("'{}'", v.to_str().unwrap()))
+                .collect();
+            writeln!(y, "    {}: [{}]", name, values.join(", ")).unwrap();
+        }
+    }
+    writeln!(y, "catalog:\n  maxentries: {}\ntags:\n  maxtags: {}", api.catalog_max_entries, api.max_tags).unwrap();
+    y
 }
 
 /// A response, read whole.
