@@ -14,7 +14,7 @@ use crate::registry::{self, ChunkCheck, UploadStatus};
 
 /// A byte range resolved against a blob's size.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum RangeRequest {
+pub enum RangeRequest {
     Whole,
     Part { start: u64, end: u64 },
     Unsatisfiable,
@@ -22,7 +22,7 @@ pub(crate) enum RangeRequest {
 
 /// Parses a `Range: bytes=...` header for a blob of `size` bytes. Several ranges are not supported and are
 /// answered with the whole blob, which RFC 9110 allows.
-pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
+pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
     let Some(value) = value else {
         return RangeRequest::Whole;
     };
@@ -253,7 +253,7 @@ pub(crate) async fn upload_status(ctx: &Ctx<'_>, name: &RepoName, id: &str) -> A
 }
 
 /// Reads `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`).
-fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+pub fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     let v = v.trim();
     let v = v
         .strip_prefix("bytes=")
