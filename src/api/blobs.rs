@@ -36,18 +36,22 @@ pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
         return RangeRequest::Unsatisfiable;
     };
     let (a, b) = (a.trim(), b.trim());
+    // A position too large for u64 is still a position (RFC 9110: 1*DIGIT): past the end of any blob.
+    let pos = |s: &str| match s.parse::<u64>() {
+        Ok(n) => Some(n),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Some(u64::MAX),
+        Err(_) => None,
+    };
     let parsed = match (a.is_empty(), b.is_empty()) {
-        (false, _) => a.parse::<u64>().ok().and_then(|start| {
+        (false, _) => pos(a).and_then(|start| {
             let end = if b.is_empty() {
                 Some(size.saturating_sub(1))
             } else {
-                b.parse::<u64>().ok()
+                pos(b)
             };
             end.map(|end| (start, end.min(size.saturating_sub(1))))
         }),
-        (true, false) => b
-            .parse::<u64>()
-            .ok()
+        (true, false) => pos(b)
             .filter(|&n| n > 0)
             .map(|n| (size.saturating_sub(n), size.saturating_sub(1))),
         (true, true) => None,
@@ -389,6 +393,23 @@ mod tests {
         check(Some("items=0-4"), 10, RangeRequest::Unsatisfiable);
         check(Some("bytes=0-1,3-4"), 10, RangeRequest::Whole);
         check(Some("bytes=0-0"), 0, RangeRequest::Unsatisfiable);
+        // Positions past u64 (found by tests/it/props.rs): a last-pos is clipped, a suffix is the whole
+        // blob, a first-pos is past the end.
+        check(
+            Some("bytes=0-99999999999999999999"),
+            10,
+            RangeRequest::Part { start: 0, end: 9 },
+        );
+        check(
+            Some("bytes=-99999999999999999999"),
+            10,
+            RangeRequest::Part { start: 0, end: 9 },
+        );
+        check(
+            Some("bytes=99999999999999999999-"),
+            10,
+            RangeRequest::Unsatisfiable,
+        );
     }
 
     #[test]
