@@ -51,6 +51,9 @@ pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
             };
             end.map(|end| (start, end.min(size.saturating_sub(1))))
         }),
+        // A suffix of an empty blob is satisfiable (RFC 9110 §14.1.1), but no Content-Range can
+        // describe it: the answer is the whole, empty, blob.
+        (true, false) if size == 0 && pos(b).is_some_and(|n| n > 0) => return RangeRequest::Whole,
         (true, false) => pos(b)
             .filter(|&n| n > 0)
             .map(|n| (size.saturating_sub(n), size.saturating_sub(1))),
@@ -393,6 +396,9 @@ mod tests {
         check(Some("items=0-4"), 10, RangeRequest::Unsatisfiable);
         check(Some("bytes=0-1,3-4"), 10, RangeRequest::Whole);
         check(Some("bytes=0-0"), 0, RangeRequest::Unsatisfiable);
+        // Found by tests/it/props.rs: RFC 9110 calls a non-empty suffix of an empty blob satisfiable.
+        check(Some("bytes=-5"), 0, RangeRequest::Whole);
+        check(Some("bytes=-0"), 0, RangeRequest::Unsatisfiable);
         // Positions past u64 (found by tests/it/props.rs): a last-pos is clipped, a suffix is the whole
         // blob, a first-pos is past the end.
         check(
