@@ -14,7 +14,7 @@ use crate::registry::{self, ChunkCheck, UploadStatus};
 
 /// A byte range resolved against a blob's size.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum RangeRequest {
+pub enum RangeRequest {
     Whole,
     Part { start: u64, end: u64 },
     Unsatisfiable,
@@ -22,7 +22,7 @@ pub(crate) enum RangeRequest {
 
 /// Parses a `Range: bytes=...` header for a blob of `size` bytes. Several ranges are not supported and are
 /// answered with the whole blob, which RFC 9110 allows.
-pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
+pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
     let Some(value) = value else {
         return RangeRequest::Whole;
     };
@@ -36,18 +36,25 @@ pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
         return RangeRequest::Unsatisfiable;
     };
     let (a, b) = (a.trim(), b.trim());
+    // A position too large for u64 is still a position (RFC 9110: 1*DIGIT): past the end of any blob.
+    let pos = |s: &str| match s.parse::<u64>() {
+        Ok(n) => Some(n),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Some(u64::MAX),
+        Err(_) => None,
+    };
     let parsed = match (a.is_empty(), b.is_empty()) {
-        (false, _) => a.parse::<u64>().ok().and_then(|start| {
+        (false, _) => pos(a).and_then(|start| {
             let end = if b.is_empty() {
                 Some(size.saturating_sub(1))
             } else {
-                b.parse::<u64>().ok()
+                pos(b)
             };
             end.map(|end| (start, end.min(size.saturating_sub(1))))
         }),
-        (true, false) => b
-            .parse::<u64>()
-            .ok()
+        // A suffix of an empty blob is satisfiable (RFC 9110 §14.1.1), but no Content-Range can
+        // describe it: the answer is the whole, empty, blob.
+        (true, false) if size == 0 && pos(b).is_some_and(|n| n > 0) => return RangeRequest::Whole,
+        (true, false) => pos(b)
             .filter(|&n| n > 0)
             .map(|n| (size.saturating_sub(n), size.saturating_sub(1))),
         (true, true) => None,
@@ -253,7 +260,7 @@ pub(crate) async fn upload_status(ctx: &Ctx<'_>, name: &RepoName, id: &str) -> A
 }
 
 /// Reads `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`).
-fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+pub fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     let v = v.trim();
     let v = v
         .strip_prefix("bytes=")
@@ -389,6 +396,26 @@ mod tests {
         check(Some("items=0-4"), 10, RangeRequest::Unsatisfiable);
         check(Some("bytes=0-1,3-4"), 10, RangeRequest::Whole);
         check(Some("bytes=0-0"), 0, RangeRequest::Unsatisfiable);
+        // Found by tests/it/props.rs: RFC 9110 calls a non-empty suffix of an empty blob satisfiable.
+        check(Some("bytes=-5"), 0, RangeRequest::Whole);
+        check(Some("bytes=-0"), 0, RangeRequest::Unsatisfiable);
+        // Positions past u64 (found by tests/it/props.rs): a last-pos is clipped, a suffix is the whole
+        // blob, a first-pos is past the end.
+        check(
+            Some("bytes=0-99999999999999999999"),
+            10,
+            RangeRequest::Part { start: 0, end: 9 },
+        );
+        check(
+            Some("bytes=-99999999999999999999"),
+            10,
+            RangeRequest::Part { start: 0, end: 9 },
+        );
+        check(
+            Some("bytes=99999999999999999999-"),
+            10,
+            RangeRequest::Unsatisfiable,
+        );
     }
 
     #[test]

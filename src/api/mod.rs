@@ -27,6 +27,9 @@ mod observe;
 pub mod route;
 mod token;
 
+/// The header parsers of the blob endpoints, public for the property tests (`tests/it/props.rs`).
+#[doc(hidden)]
+pub use blobs::{parse_content_range, parse_range, RangeRequest};
 pub use error::{ApiError, ApiResult};
 use route::{Route, RouteError};
 

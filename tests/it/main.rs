@@ -15,6 +15,7 @@ mod layout;
 mod limits;
 mod ops;
 mod process;
+mod props;
 mod s3;
 mod security;
 mod support;
