@@ -13,10 +13,9 @@ use berth::api::AppState;
 use berth::auth::htpasswd;
 use berth::auth::Authenticator;
 use berth::config::{Config, StorageDriver};
-use berth::metrics::TimedDriver;
 use berth::registry::Registry;
 use berth::server::ServeOptions;
-use berth::storage::{fs::FsDriver, Driver};
+use berth::storage::{fs::FsDriver, Driver, TimedDriver};
 
 /// A container image registry: a drop-in replacement for CNCF distribution (registry:2).
 #[derive(Parser)]

@@ -13,6 +13,9 @@ use futures_util::Stream;
 pub mod fs;
 pub mod memory;
 pub mod s3;
+mod timed;
+
+pub use timed::TimedDriver;
 
 #[doc(hidden)]
 pub mod conformance;
