@@ -90,13 +90,6 @@ impl Driver for TimedDriver {
         r
     }
 
-    async fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let t = Instant::now();
-        let r = self.inner.rename(from, to).await;
-        self.done("Move", from, t, &r);
-        r
-    }
-
     async fn list_keys(
         &self,
         prefix: &str,
