@@ -765,12 +765,13 @@ impl Writer for FsWriter {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn conformance() {
+    fn fixture() -> (tempfile::TempDir, FsDriver) {
         let dir = tempfile::tempdir().unwrap();
         let driver = FsDriver::new(dir.path());
-        crate::storage::conformance::run(&driver).await;
+        (dir, driver)
     }
+
+    crate::storage::conformance::contract_tests!(fixture());
 
     #[tokio::test]
     async fn rejects_escaping_paths() {

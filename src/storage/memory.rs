@@ -226,8 +226,5 @@ impl Writer for MemoryWriter {
 
 #[cfg(test)]
 mod tests {
-    #[tokio::test]
-    async fn conformance() {
-        crate::storage::conformance::run(&super::MemoryDriver::new()).await;
-    }
+    crate::storage::conformance::contract_tests!(((), crate::storage::memory::MemoryDriver::new()));
 }

@@ -161,9 +161,13 @@ mod tests {
     use super::*;
     use crate::storage::memory::MemoryDriver;
 
-    #[tokio::test]
-    async fn timed_driver_passes_everything_through() {
-        let d = TimedDriver::new(Arc::new(MemoryDriver::new()), "inmemory");
-        crate::storage::conformance::run(&d).await;
+    fn fixture() -> ((), TimedDriver) {
+        (
+            (),
+            TimedDriver::new(Arc::new(MemoryDriver::new()), "inmemory"),
+        )
     }
+
+    // Every method passes through: the contracts hold through the wrapper.
+    crate::storage::conformance::contract_tests!(fixture());
 }
