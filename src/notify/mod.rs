@@ -7,11 +7,11 @@
 //! as it will be posted); `publish` returns once that is done, so a request is answered only after its
 //! events are durable. The files are written through a filesystem storage driver rooted at the queue
 //! directory (`FsDriver::put_all`: atomic, durable, every endpoint's file of a batch in one group
-//! commit), and listed, read and deleted through it too. Each endpoint has one delivery task that posts its files oldest first, deletes a
-//! file once the endpoint answered 2xx or 3xx, and retries otherwise, backing off as distribution's
-//! breaker does (`threshold` failures in a row, then one attempt per `backoff`). A crash between a post
-//! and the delete sends that envelope again: delivery is at least once, and each event has an id that
-//! receivers can deduplicate on.
+//! commit), and listed, read and deleted through it too. Each endpoint has one delivery task that
+//! posts its files oldest first, deletes a file once the endpoint answered 2xx or 3xx, and retries
+//! otherwise, backing off as distribution's breaker does (`threshold` failures in a row, then one
+//! attempt per `backoff`). A crash between a post and the delete sends that envelope again: delivery
+//! is at least once, and each event has an id that receivers can deduplicate on.
 
 pub mod event;
 
