@@ -1,6 +1,6 @@
 //! The contract tests every storage driver runs: one function per contract of [`Driver`], named for the
 //! contract it checks. The filesystem, in-memory and timed drivers run each as a unit test of its own
-//! ([`contract_tests!`]); the S3 driver runs them all against Garage in the integration tests
+//! (`contract_tests!`); the S3 driver runs them all against Garage in the integration tests
 //! ([`run_all`], which names every contract that broke). Each contract works under its own prefix, so
 //! they may share one store.
 #![allow(clippy::unwrap_used)]
