@@ -1,26 +1,21 @@
 //! Prometheus metrics: the recorder, the names (distribution's `registry_*` where distribution has one,
-//! `berth_*` for berth's own), the recording helpers the rest of the code calls, and a storage driver
-//! wrapper that times every storage action.
+//! `berth_*` for berth's own) and the recording helpers the rest of the code calls (the storage driver
+//! wrapper that times every storage action is `storage::TimedDriver`).
 //!
 //! The `metrics` facade is a no-op until [`install`] sets the process-wide recorder (the binary does,
 //! when `http.debug.prometheus.enabled`), so the helpers cost next to nothing otherwise.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::storage::{ByteStream, Driver, Meta, Result, Writer};
 
 pub const HTTP_REQUESTS: &str = "registry_http_requests_total";
 pub const HTTP_DURATION: &str = "registry_http_request_duration_seconds";
 pub const HTTP_REQUEST_SIZE: &str = "registry_http_request_size_bytes";
 pub const HTTP_RESPONSE_SIZE: &str = "registry_http_response_size_bytes";
 pub const HTTP_IN_FLIGHT: &str = "registry_http_in_flight_requests";
-pub const STORAGE_ACTION: &str = "registry_storage_action_seconds";
+pub use crate::storage::STORAGE_ACTION;
 pub const NOTIFY_EVENTS: &str = "registry_notifications_events_total";
 pub const NOTIFY_PENDING: &str = "registry_notifications_pending_total";
 pub const NOTIFY_STATUS: &str = "registry_notifications_status_total";
@@ -193,168 +188,4 @@ pub fn notify_pending(endpoint: &str, pending: u64) {
 pub fn notify_status(endpoint: &str, status: &str) {
     counter!(NOTIFY_STATUS, "code" => status.to_owned(), "endpoint" => endpoint.to_owned())
         .increment(1);
-}
-
-/// A storage driver that records how long each action takes, under distribution's action names, and
-/// logs each call at debug level (target `berth::storage`).
-pub struct TimedDriver {
-    inner: Arc<dyn Driver>,
-    name: &'static str,
-}
-
-impl TimedDriver {
-    /// `name` is the driver label: `filesystem`, `inmemory`.
-    pub fn new(inner: Arc<dyn Driver>, name: &'static str) -> TimedDriver {
-        TimedDriver { inner, name }
-    }
-
-    fn done<T>(&self, action: &'static str, path: &str, started: Instant, r: &Result<T>) {
-        let elapsed = started.elapsed();
-        histogram!(STORAGE_ACTION, "driver" => self.name, "action" => action).record(elapsed);
-        tracing::debug!(
-            target: "berth::storage",
-            driver = self.name,
-            action,
-            path,
-            ok = r.is_ok(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            "storage call"
-        );
-    }
-}
-
-#[async_trait]
-impl Driver for TimedDriver {
-    async fn get(&self, path: &str, limit: u64) -> Result<Bytes> {
-        let t = Instant::now();
-        let r = self.inner.get(path, limit).await;
-        self.done("GetContent", path, t, &r);
-        r
-    }
-
-    async fn put(&self, path: &str, data: Bytes) -> Result<()> {
-        let t = Instant::now();
-        let r = self.inner.put(path, data).await;
-        self.done("PutContent", path, t, &r);
-        r
-    }
-
-    async fn stat(&self, path: &str) -> Result<Meta> {
-        let t = Instant::now();
-        let r = self.inner.stat(path).await;
-        self.done("Stat", path, t, &r);
-        r
-    }
-
-    async fn read(&self, path: &str, offset: u64, len: u64) -> Result<ByteStream> {
-        let t = Instant::now();
-        let r = self.inner.read(path, offset, len).await;
-        self.done("Reader", path, t, &r);
-        r
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let t = Instant::now();
-        let r = self.inner.list(prefix).await;
-        self.done("List", prefix, t, &r);
-        r
-    }
-
-    async fn delete(&self, path: &str) -> Result<()> {
-        let t = Instant::now();
-        let r = self.inner.delete(path).await;
-        self.done("Delete", path, t, &r);
-        r
-    }
-
-    async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn Writer>> {
-        let t = Instant::now();
-        let r = self.inner.writer(path, offset).await;
-        self.done("Writer", path, t, &r);
-        r
-    }
-
-    async fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let t = Instant::now();
-        let r = self.inner.rename(from, to).await;
-        self.done("Move", from, t, &r);
-        r
-    }
-
-    async fn list_keys(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        max: usize,
-    ) -> Result<Vec<String>> {
-        let t = Instant::now();
-        let r = self.inner.list_keys(prefix, after, max).await;
-        self.done("List", prefix, t, &r);
-        r
-    }
-
-    async fn redirect_url(&self, path: &str) -> Result<Option<String>> {
-        // Not timed: it is asked on every blob GET, and most drivers answer without any I/O.
-        self.inner.redirect_url(path).await
-    }
-
-    fn is_shared(&self) -> bool {
-        self.inner.is_shared()
-    }
-
-    async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
-        let t = Instant::now();
-        let r = self.inner.open(path).await;
-        self.done("Reader", path, t, &r);
-        r
-    }
-
-    async fn delete_object(&self, path: &str) -> Result<()> {
-        let t = Instant::now();
-        let r = self.inner.delete_object(path).await;
-        self.done("Delete", path, t, &r);
-        r
-    }
-
-    async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()> {
-        let t = Instant::now();
-        let r = self.inner.seal(from, size, to).await;
-        self.done("Move", from, t, &r);
-        r
-    }
-
-    async fn purge_incomplete(&self, before: std::time::SystemTime) -> Result<usize> {
-        let t = Instant::now();
-        let r = self.inner.purge_incomplete(before).await;
-        self.done("Delete", "", t, &r);
-        r
-    }
-
-    async fn put_all(&self, items: Vec<(String, Bytes)>) -> Result<()> {
-        let t = Instant::now();
-        let items_path = items.first().map(|(p, _)| p.clone()).unwrap_or_default();
-        let r = self.inner.put_all(items).await;
-        self.done("PutContent", items_path.as_str(), t, &r);
-        r
-    }
-
-    async fn list_many(&self, prefixes: Vec<String>) -> Result<Vec<Vec<String>>> {
-        let t = Instant::now();
-        let first = prefixes.first().cloned().unwrap_or_default();
-        let r = self.inner.list_many(prefixes).await;
-        self.done("List", first.as_str(), t, &r);
-        r
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::memory::MemoryDriver;
-
-    #[tokio::test]
-    async fn timed_driver_passes_everything_through() {
-        let d = TimedDriver::new(Arc::new(MemoryDriver::new()), "inmemory");
-        crate::storage::conformance::run(&d).await;
-    }
 }

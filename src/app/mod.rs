@@ -198,7 +198,7 @@ fn timed(config: &Config, driver: Arc<dyn Driver>) -> Arc<dyn Driver> {
     let debug_on = tracing::enabled!(target: "berth::storage", tracing::Level::DEBUG);
     if metrics_on || debug_on {
         let name = ops::driver_name(&config.storage.driver);
-        Arc::new(crate::metrics::TimedDriver::new(driver, name))
+        Arc::new(crate::storage::TimedDriver::new(driver, name))
     } else {
         driver
     }

@@ -125,7 +125,7 @@ pub async fn start(
         {
             tracing::warn!(dir = %dir.display(), "no local storage root: undelivered events are kept in a temporary directory; set berth.notifications.queuedir to keep them across restarts");
         }
-        let notifier = Notifier::open(&config.notifications.endpoints, &dir)?;
+        let notifier = Notifier::open(&config.notifications.endpoints, &dir).await?;
         notifier.start_delivery(tasks, shutdown)?;
         ops.notifier = Some(notifier);
     }

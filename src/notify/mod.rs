@@ -2,31 +2,35 @@
 //! through a queue kept on disk, so that events raised while an endpoint is down, or before a restart,
 //! are delivered later.
 //!
-//! [`Notifier::publish`] hands events to one writer thread, which writes each batch, filtered for each
+//! [`Notifier::publish`] hands events to one writer task, which writes each batch, filtered for each
 //! endpoint, as one file per endpoint (`<queuedir>/<endpoint>/<seq>-<count>.json`, the envelope exactly
-//! as it will be posted), fsyncs it and renames it into place; `publish` returns once that is done, so
-//! a request is answered only after its events are durable. Several requests' events share one fsync
-//! (group commit). Each endpoint has one delivery task that posts its files oldest first, deletes a
-//! file once the endpoint answered 2xx or 3xx, and retries otherwise, backing off as distribution's
-//! breaker does (`threshold` failures in a row, then one attempt per `backoff`). A crash between a post
-//! and the delete sends that envelope again: delivery is at least once, and each event has an id that
-//! receivers can deduplicate on.
+//! as it will be posted); `publish` returns once that is done, so a request is answered only after its
+//! events are durable. The files are written through a filesystem storage driver rooted at the queue
+//! directory (`FsDriver::put_all`: atomic, durable, every endpoint's file of a batch in one group
+//! commit), and listed, read and deleted through it too. Each endpoint has one delivery task that
+//! posts its files oldest first, deletes a file once the endpoint answered 2xx or 3xx, and retries
+//! otherwise, backing off as distribution's breaker does (`threshold` failures in a row, then one
+//! attempt per `backoff`). A crash between a post and the delete sends that envelope again: delivery
+//! is at least once, and each event has an id that receivers can deduplicate on.
 
 pub mod event;
 
 use std::collections::BTreeSet;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Notify};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config;
 use crate::metrics;
+use crate::storage::fs::FsDriver;
+use crate::storage::Driver;
 pub use event::{Action, Event};
 
 /// How many events one queue file (one envelope) holds at most.
@@ -41,14 +45,13 @@ pub enum Error {
     QueueDir { path: PathBuf, source: io::Error },
     #[error("notifications.endpoints `{name}`: {detail}")]
     Endpoint { name: String, detail: String },
-    #[error("cannot start the event queue writer: {0}")]
-    Thread(io::Error),
 }
 
 /// One configured endpoint, its queue directory and what its delivery task shares with the writer.
 struct Endpoint {
     config: config::Endpoint,
-    dir: PathBuf,
+    /// The queue directory's name under the queue root (a path of the queue driver).
+    dir: String,
     wake: Notify,
     pending: AtomicU64,
 }
@@ -71,28 +74,57 @@ struct Submit {
 #[derive(Clone)]
 pub struct Notifier {
     endpoints: Arc<Vec<Arc<Endpoint>>>,
-    tx: mpsc::Sender<Submit>,
+    queue: Arc<Queue>,
+    tx: mpsc::UnboundedSender<Submit>,
+}
+
+/// The queue root and the driver its files are written, listed, read and deleted through.
+struct Queue {
+    root: PathBuf,
+    files: FsDriver,
+}
+
+impl Queue {
+    /// The queue files of an endpoint, oldest first. An unreadable directory gives an empty list (and
+    /// a log line).
+    async fn queued(&self, dir: &str) -> Vec<QueueFile> {
+        let names = match self.files.list(dir).await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(queue = %self.root.display(), dir, error = %e, "cannot list the event queue");
+                return Vec::new();
+            }
+        };
+        let mut files: Vec<QueueFile> = names.iter().filter_map(|n| parse_queue_file(n)).collect();
+        files.sort();
+        files
+    }
 }
 
 impl Notifier {
-    /// Opens (creating) the queue of every endpoint under `queuedir` and starts the writer thread.
-    /// Delivery starts with [`Notifier::start_delivery`].
-    pub fn open(endpoints: &[config::Endpoint], queuedir: &Path) -> Result<Notifier, Error> {
+    /// Opens (creating) the queue of every endpoint under `queuedir` and starts the writer task on the
+    /// current runtime. Delivery starts with [`Notifier::start_delivery`].
+    pub async fn open(endpoints: &[config::Endpoint], queuedir: &Path) -> Result<Notifier, Error> {
+        let queue = Arc::new(Queue {
+            root: queuedir.to_owned(),
+            files: FsDriver::new(queuedir),
+        });
         let mut list = Vec::new();
         let mut seen = BTreeSet::new();
+        let mut next_seq = 1;
         for e in endpoints {
-            let dir = queuedir.join(dir_name(&e.name));
+            let dir = dir_name(&e.name);
             if !seen.insert(dir.clone()) {
                 return Err(Error::Endpoint {
                     name: e.name.clone(),
                     detail: "its name clashes with another endpoint's queue directory".into(),
                 });
             }
-            std::fs::create_dir_all(&dir).map_err(|source| Error::QueueDir {
-                path: dir.clone(),
-                source,
-            })?;
-            let pending = queued(&dir).iter().map(|f| f.events).sum();
+            let path = queuedir.join(&dir);
+            std::fs::create_dir_all(&path).map_err(|source| Error::QueueDir { path, source })?;
+            let files = queue.queued(&dir).await;
+            let pending = files.iter().map(|f| f.events).sum();
+            next_seq = files.iter().map(|f| f.seq + 1).fold(next_seq, u64::max);
             metrics::notify_pending(&e.name, pending);
             tracing::info!(endpoint = %e.name, url = %e.url, timeout = ?e.timeout, pending, "configuring notification endpoint");
             list.push(Arc::new(Endpoint {
@@ -102,23 +134,21 @@ impl Notifier {
                 pending: AtomicU64::new(pending),
             }));
         }
-        let next_seq = list
-            .iter()
-            .flat_map(|e| queued(&e.dir))
-            .map(|f| f.seq + 1)
-            .max()
-            .unwrap_or(1);
         let endpoints = Arc::new(list);
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             endpoints: endpoints.clone(),
+            queue: queue.clone(),
             seq: next_seq,
         };
-        std::thread::Builder::new()
-            .name("berth-events".into())
-            .spawn(move || writer.run(rx))
-            .map_err(Error::Thread)?;
-        Ok(Notifier { endpoints, tx })
+        // Not on the application's task tracker: the writer serves requests until the last of them is
+        // answered (it ends when the last `Notifier` is dropped), so it cannot stop with the shutdown.
+        tokio::spawn(writer.run(rx));
+        Ok(Notifier {
+            endpoints,
+            queue,
+            tx,
+        })
     }
 
     /// Whether any endpoint would take `action` events at all (so callers can skip building them).
@@ -154,6 +184,7 @@ impl Notifier {
             let client = client(&e.config)?;
             let task = Delivery {
                 endpoint: e.clone(),
+                queue: self.queue.clone(),
                 client,
                 failures: 0,
             };
@@ -199,32 +230,16 @@ fn parse_queue_file(name: &str) -> Option<QueueFile> {
     })
 }
 
-/// The queue files in `dir`, oldest first. Unreadable directories give an empty list (and a log line).
-fn queued(dir: &Path) -> Vec<QueueFile> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot list the event queue");
-            return Vec::new();
-        }
-    };
-    let mut files: Vec<QueueFile> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| parse_queue_file(&e.file_name().to_string_lossy()))
-        .collect();
-    files.sort();
-    files
-}
-
-/// The thread that makes events durable, one batch (one fsync per endpoint) at a time.
+/// The task that makes events durable, one batch (one group commit for every endpoint) at a time.
 struct Writer {
     endpoints: Arc<Vec<Arc<Endpoint>>>,
+    queue: Arc<Queue>,
     seq: u64,
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Submit>) {
-        while let Ok(first) = rx.recv() {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Submit>) {
+        while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             let mut count = batch[0].events.len();
             while count < MAX_BATCH {
@@ -236,58 +251,66 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let events: Vec<&Event> = batch.iter().flat_map(|s| s.events.iter()).collect();
-            for e in self.endpoints.iter() {
-                let mine: Vec<Event> = events
-                    .iter()
-                    .filter(|ev| e.wants(ev))
-                    .map(|ev| (*ev).clone())
-                    .collect();
-                if mine.is_empty() {
-                    continue;
-                }
-                metrics::notify_event(&e.config.name, "Events", mine.len() as u64);
-                let seq = self.seq;
-                self.seq += 1;
-                match write_queue_file(&e.dir, seq, &mine) {
-                    Ok(()) => {
-                        let pending = e.pending.fetch_add(mine.len() as u64, Ordering::SeqCst)
-                            + mine.len() as u64;
-                        metrics::notify_pending(&e.config.name, pending);
-                        e.wake.notify_one();
-                    }
-                    Err(err) => tracing::error!(
-                        endpoint = %e.config.name,
-                        dir = %e.dir.display(),
-                        events = mine.len(),
-                        error = %err,
-                        "cannot queue events; they are lost"
-                    ),
-                }
-            }
+            self.write(&batch).await;
             for s in batch {
                 let _ = s.done.send(());
             }
         }
     }
-}
 
-/// Writes the envelope durably: temp file, fsync, rename, fsync the directory.
-fn write_queue_file(dir: &Path, seq: u64, events: &[Event]) -> io::Result<()> {
-    let body = serde_json::to_vec(&event::Envelope { events })?;
-    let name = format!("{seq:020}-{}.json", events.len());
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(&name))?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    /// Writes one queue file per endpoint that wants any of the batch's events, all in one `put_all`.
+    async fn write(&mut self, batch: &[Submit]) {
+        let events: Vec<&Event> = batch.iter().flat_map(|s| s.events.iter()).collect();
+        let mut items = Vec::new();
+        let mut queued = Vec::new();
+        for e in self.endpoints.iter() {
+            let mine: Vec<Event> = events
+                .iter()
+                .filter(|ev| e.wants(ev))
+                .map(|ev| (*ev).clone())
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            metrics::notify_event(&e.config.name, "Events", mine.len() as u64);
+            let seq = self.seq;
+            self.seq += 1;
+            match serde_json::to_vec(&event::Envelope { events: &mine }) {
+                Ok(body) => {
+                    let name = format!("{}/{seq:020}-{}.json", e.dir, mine.len());
+                    items.push((name, Bytes::from(body)));
+                    queued.push((e, mine.len() as u64));
+                }
+                Err(err) => tracing::error!(
+                    endpoint = %e.config.name,
+                    events = mine.len(),
+                    error = %err,
+                    "cannot encode events; they are lost"
+                ),
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        let written = self.queue.files.put_all(items).await;
+        for (e, n) in queued {
+            match &written {
+                Ok(()) => {
+                    let pending = e.pending.fetch_add(n, Ordering::SeqCst) + n;
+                    metrics::notify_pending(&e.config.name, pending);
+                }
+                // Any of the batch's files may have been written: the delivery task finds those.
+                Err(err) => tracing::error!(
+                    endpoint = %e.config.name,
+                    queue = %self.queue.root.display(),
+                    events = n,
+                    error = %err,
+                    "cannot queue events; they may be lost"
+                ),
+            }
+            e.wake.notify_one();
+        }
     }
-    result
 }
 
 fn client(e: &config::Endpoint) -> Result<reqwest::Client, Error> {
@@ -321,6 +344,7 @@ fn client(e: &config::Endpoint) -> Result<reqwest::Client, Error> {
 /// One endpoint's delivery loop.
 struct Delivery {
     endpoint: Arc<Endpoint>,
+    queue: Arc<Queue>,
     client: reqwest::Client,
     /// Failures in a row, as distribution's breaker counts them.
     failures: usize,
@@ -330,10 +354,7 @@ impl Delivery {
     async fn run(mut self, shutdown: CancellationToken) {
         let e = self.endpoint.clone();
         loop {
-            let dir = e.dir.clone();
-            let files = tokio::task::spawn_blocking(move || queued(&dir))
-                .await
-                .unwrap_or_default();
+            let files = self.queue.queued(&e.dir).await;
             if files.is_empty() {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -343,12 +364,12 @@ impl Delivery {
                 continue;
             }
             for f in files {
-                let path = e.dir.join(&f.name);
-                let body = match tokio::fs::read(&path).await {
+                let path = format!("{}/{}", e.dir, f.name);
+                let body = match self.queue.files.get(&path, u64::MAX).await {
                     Ok(b) => b,
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                    Err(err) if err.is_not_found() => continue,
                     Err(err) => {
-                        tracing::error!(file = %path.display(), error = %err, "cannot read queued events; retrying later");
+                        tracing::error!(queue = %self.queue.root.display(), file = %path, error = %err, "cannot read queued events; retrying later");
                         break;
                     }
                 };
@@ -356,8 +377,10 @@ impl Delivery {
                     _ = shutdown.cancelled() => return,
                     () = self.deliver(body, f.events) => {}
                 }
-                if let Err(err) = tokio::fs::remove_file(&path).await {
-                    tracing::error!(file = %path.display(), error = %err, "cannot remove delivered events; they will be sent again");
+                // Not made durable: a crash may bring the file back, and its events are sent again, which
+                // at-least-once delivery allows.
+                if let Err(err) = self.queue.files.delete_object(&path).await {
+                    tracing::error!(queue = %self.queue.root.display(), file = %path, error = %err, "cannot remove delivered events; they will be sent again");
                 }
                 let before = e
                     .pending
@@ -372,7 +395,7 @@ impl Delivery {
     }
 
     /// Posts one envelope until the endpoint takes it.
-    async fn deliver(&mut self, body: Vec<u8>, events: u64) {
+    async fn deliver(&mut self, body: Bytes, events: u64) {
         let c = &self.endpoint.config;
         loop {
             if self.failures >= c.threshold {
@@ -445,7 +468,7 @@ mod tests {
                 ignored_mediatypes: vec![event::BLOB_MEDIA_TYPE.into()],
                 ignored_actions: vec!["pull".into()],
             },
-            dir: PathBuf::new(),
+            dir: String::new(),
             wake: Notify::new(),
             pending: AtomicU64::new(0),
         };

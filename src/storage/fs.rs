@@ -568,21 +568,111 @@ impl Driver for FsDriver {
         Ok(Box::new(FsWriter::start(path, file, offset)))
     }
 
-    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+    async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()> {
         let src = self.full(from)?;
         let dst = self.full(to)?;
         let sync = self.sync.clone();
-        blocking(from, move || {
+        let sealed = blocking(from, move || {
+            let file = match OpenOptions::new().write(true).open(&src) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let len = file.metadata()?.len();
+            if len < size {
+                return Ok(false);
+            }
+            if len > size {
+                // Bytes past `size` are a later write that was never acknowledged: cut off, durably,
+                // before the rename can be.
+                file.set_len(size)?;
+                sync.sync(vec![Durable::File(file)])?;
+            }
             let dst_dir = parent_of(&dst)?;
             let mut dirs = Vec::new();
             ensure_dir(dst_dir, &mut dirs)?;
             fs::rename(&src, &dst)?;
             dirs.push(Durable::Dir(dst_dir.to_owned()));
             dirs.push(Durable::Dir(parent_of(&src)?.to_owned()));
-            sync.sync(dirs)
+            sync.sync(dirs)?;
+            Ok(true)
+        })
+        .await?;
+        match sealed {
+            true => Ok(()),
+            false => Err(StorageError::new(ErrorKind::BadOffset, from)),
+        }
+    }
+
+    async fn list_keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<String>> {
+        let full = self.full(prefix)?;
+        let after = after.map(str::to_owned);
+        blocking(prefix, move || {
+            let mut keys = Vec::new();
+            walk_files(&full, "", &mut keys)?;
+            keys.sort_unstable();
+            keys.retain(|k| after.as_ref().is_none_or(|a| k > a));
+            keys.truncate(max);
+            Ok(keys)
         })
         .await
     }
+
+    async fn purge_incomplete(&self, _before: std::time::SystemTime) -> Result<usize> {
+        // A writer's bytes are its file, which `delete` of the upload removes; temp files of a put cut
+        // off by a crash are hidden from listings and never renamed into place.
+        Ok(0)
+    }
+
+    async fn redirect_url(&self, _path: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+}
+
+/// Every file under `dir`, at any depth, as a path relative to the walk's start (`rel` is where `dir`
+/// is), without temp files: one `readdir` per directory, and file types from the directory entries.
+fn walk_files(dir: &Path, rel: &str, out: &mut Vec<String>) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let key = match rel {
+            "" => name,
+            _ => format!("{rel}/{name}"),
+        };
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk_files(&entry.path(), &key, out)?;
+        } else if kind.is_file() || (kind.is_symlink() && entry.path().is_file()) {
+            out.push(key);
+        }
+    }
+    Ok(())
 }
 
 /// `len` bytes of `file` from where it stands. A blocking thread reads ahead into the buffers handed to
@@ -675,12 +765,13 @@ impl Writer for FsWriter {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn conformance() {
+    fn fixture() -> (tempfile::TempDir, FsDriver) {
         let dir = tempfile::tempdir().unwrap();
         let driver = FsDriver::new(dir.path());
-        crate::storage::conformance::run(&driver).await;
+        (dir, driver)
     }
+
+    crate::storage::conformance::contract_tests!(fixture());
 
     #[tokio::test]
     async fn rejects_escaping_paths() {

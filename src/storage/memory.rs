@@ -1,6 +1,7 @@
 //! The in-memory driver: a sorted map from path to bytes, for tests and `storage.inmemory`.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -27,6 +28,12 @@ impl MemoryDriver {
         // or remove), so a poisoned lock is still consistent.
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn object(&self, path: &str) -> Result<Bytes> {
+        let guard = self.lock();
+        let (data, _) = guard.get(path).ok_or_else(|| not_found(path))?;
+        Ok(data.clone())
+    }
 }
 
 fn not_found(path: &str) -> StorageError {
@@ -36,11 +43,7 @@ fn not_found(path: &str) -> StorageError {
 #[async_trait]
 impl Driver for MemoryDriver {
     async fn get(&self, path: &str, limit: u64) -> Result<Bytes> {
-        let (data, _) = self
-            .lock()
-            .get(path)
-            .cloned()
-            .ok_or_else(|| not_found(path))?;
+        let data = self.object(path)?;
         if data.len() as u64 > limit {
             return Err(StorageError::new(ErrorKind::TooLarge, path));
         }
@@ -50,6 +53,15 @@ impl Driver for MemoryDriver {
     async fn put(&self, path: &str, data: Bytes) -> Result<()> {
         self.lock()
             .insert(path.to_owned(), (data, SystemTime::now()));
+        Ok(())
+    }
+
+    async fn put_all(&self, items: Vec<(String, Bytes)>) -> Result<()> {
+        let now = SystemTime::now();
+        let mut guard = self.lock();
+        for (path, data) in items {
+            guard.insert(path, (data, now));
+        }
         Ok(())
     }
 
@@ -63,27 +75,48 @@ impl Driver for MemoryDriver {
     }
 
     async fn read(&self, path: &str, offset: u64, len: u64) -> Result<ByteStream> {
-        let (data, _) = self
-            .lock()
-            .get(path)
-            .cloned()
-            .ok_or_else(|| not_found(path))?;
-        let start = (offset as usize).min(data.len());
-        let end = (start + len as usize).min(data.len());
-        let slice = data.slice(start..end);
-        Ok(futures_util::stream::once(async move { Ok(slice) }).boxed())
+        let data = self.object(path)?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&end| end <= data.len() as u64);
+        let Some(end) = end else {
+            return Err(past_end(path));
+        };
+        Ok(once(data.slice(offset as usize..end as usize)))
+    }
+
+    async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
+        let data = self.object(path)?;
+        Ok((data.len() as u64, once(data)))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let dir = format!("{prefix}/");
+        Ok(children(&self.lock(), prefix))
+    }
+
+    async fn list_many(&self, prefixes: Vec<String>) -> Result<Vec<Vec<String>>> {
         let guard = self.lock();
-        // A set: `a`, `a-b` and `a/b` sort in that order, so the two `a`s are not adjacent.
-        let names: std::collections::BTreeSet<String> = guard
-            .range(dir.clone()..)
+        Ok(prefixes.iter().map(|p| children(&guard, p)).collect())
+    }
+
+    async fn list_keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<String>> {
+        let dir = format!("{prefix}/");
+        let from = match after {
+            Some(a) => Bound::Excluded(format!("{dir}{a}")),
+            None => Bound::Included(dir.clone()),
+        };
+        let guard = self.lock();
+        Ok(guard
+            .range((from, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(&dir))
-            .filter_map(|(k, _)| k[dir.len()..].split('/').next().map(str::to_owned))
-            .collect();
-        Ok(names.into_iter().collect())
+            .take(max)
+            .map(|(k, _)| k[dir.len()..].to_owned())
+            .collect())
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
@@ -91,6 +124,11 @@ impl Driver for MemoryDriver {
         let mut guard = self.lock();
         guard.remove(path);
         guard.retain(|k, _| !k.starts_with(&dir));
+        Ok(())
+    }
+
+    async fn delete_object(&self, path: &str) -> Result<()> {
+        self.lock().remove(path);
         Ok(())
     }
 
@@ -112,11 +150,55 @@ impl Driver for MemoryDriver {
         }))
     }
 
-    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+    async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()> {
         let mut guard = self.lock();
-        let obj = guard.remove(from).ok_or_else(|| not_found(from))?;
-        guard.insert(to.to_owned(), obj);
+        let data = match guard.get(from) {
+            Some((data, _)) if data.len() as u64 >= size => data.slice(..size as usize),
+            _ => return Err(StorageError::new(ErrorKind::BadOffset, from)),
+        };
+        guard.remove(from);
+        guard.insert(to.to_owned(), (data, SystemTime::now()));
         Ok(())
+    }
+
+    async fn purge_incomplete(&self, _before: SystemTime) -> Result<usize> {
+        // A writer's bytes are its object: an interrupted write leaves nothing that no path names.
+        Ok(0)
+    }
+
+    async fn redirect_url(&self, _path: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+}
+
+/// The direct children of `prefix`, sorted, each once.
+fn children(objects: &Objects, prefix: &str) -> Vec<String> {
+    let dir = format!("{prefix}/");
+    // A set: `a`, `a-b` and `a/b` sort in that order, so the two `a`s are not adjacent.
+    let names: std::collections::BTreeSet<&str> = objects
+        .range(dir.clone()..)
+        .take_while(|(k, _)| k.starts_with(&dir))
+        .filter_map(|(k, _)| k[dir.len()..].split('/').next())
+        .collect();
+    names.into_iter().map(str::to_owned).collect()
+}
+
+fn once(data: Bytes) -> ByteStream {
+    futures_util::stream::once(async move { Ok(data) }).boxed()
+}
+
+fn past_end(path: &str) -> StorageError {
+    StorageError {
+        kind: ErrorKind::Io,
+        path: path.to_owned(),
+        source: Some(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "range past the end of the object",
+        )),
     }
 }
 
@@ -144,8 +226,5 @@ impl Writer for MemoryWriter {
 
 #[cfg(test)]
 mod tests {
-    #[tokio::test]
-    async fn conformance() {
-        crate::storage::conformance::run(&super::MemoryDriver::new()).await;
-    }
+    crate::storage::conformance::contract_tests!(((), crate::storage::memory::MemoryDriver::new()));
 }

@@ -1,5 +1,5 @@
-//! The storage driver trait: a small path-keyed object store that the filesystem, in-memory and (later)
-//! S3 drivers implement. Paths are `/`-separated and relative (`docker/registry/v2/...`); the registry
+//! The storage driver trait: a small path-keyed object store that the filesystem, in-memory and S3
+//! drivers implement, each contract stated on its method and tested in [`conformance`]. Paths are `/`-separated and relative (`docker/registry/v2/...`); the registry
 //! layer builds them only from validated names and digests. Nothing here knows HTTP or OCI.
 
 use std::fmt;
@@ -13,6 +13,9 @@ use futures_util::Stream;
 pub mod fs;
 pub mod memory;
 pub mod s3;
+mod timed;
+
+pub use timed::{TimedDriver, STORAGE_ACTION};
 
 #[doc(hidden)]
 pub mod conformance;
@@ -22,13 +25,13 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// The object does not exist.
+    /// The object does not exist (a prefix with objects under it is not an object).
     NotFound,
     /// The object is larger than the caller's limit.
     TooLarge,
     /// The path is not acceptable to the driver.
     InvalidPath,
-    /// A writer cannot start at this offset (none of the object's commits ended there).
+    /// A writer cannot start, or `seal` cannot publish, at this offset (no commit ended there).
     BadOffset,
     /// Any other failure of the backing store.
     Io,
@@ -95,155 +98,119 @@ pub struct Meta {
     pub modified: std::time::SystemTime,
 }
 
-/// A storage backend.
+/// A storage backend: a path-keyed object store.
 ///
-/// Contracts every driver keeps (checked by the shared conformance suite):
-/// - `put` and `rename` are atomic: no reader ever sees a partial object.
-/// - Everything acknowledged (`put`, `rename`, `Writer::commit`) is durable when the call returns.
-/// - `delete` of a missing path is `Ok`.
-/// - `list` of a missing prefix is an empty list.
+/// Every method is implemented by every driver (there are no default bodies, so a wrapper that forgets
+/// to forward one does not compile), and each contract below is a named test in [`conformance`], which
+/// the filesystem, in-memory and timed drivers run as unit tests and the S3 driver runs against Garage.
+///
+/// Terms used in the contracts:
+/// - An *object* is what `put`, `put_all` or `seal` stored at a path. A *prefix* is a path with objects
+///   under it (`a` for `a/b`); a prefix is not an object: `stat`, `get`, `read` and `open` of it are
+///   `NotFound`.
+/// - *Atomic*: no reader ever sees a partial object; a reader sees the old object or the new one.
+/// - *Durable*: once the call returns `Ok`, a crash (of the process or the machine) does not undo it.
+///   The registry acknowledges nothing to a client before the calls it relies on have returned.
+/// - `NotFound` is only ever "this object does not exist"; what that means (unknown blob, unknown
+///   manifest) is for the caller to say.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
-    /// Reads a whole small object; `TooLarge` if it is over `limit` bytes.
+    /// Reads a whole small object into memory.
+    ///
+    /// `TooLarge` if it holds more than `limit` bytes (an object of exactly `limit` bytes is returned);
+    /// `NotFound` if there is no object at `path`.
     async fn get(&self, path: &str, limit: u64) -> Result<Bytes>;
 
-    /// Atomically and durably creates or replaces an object.
+    /// Creates or replaces an object: atomic and durable. The prefixes above it need not exist.
     async fn put(&self, path: &str, data: Bytes) -> Result<()>;
 
-    /// `put` of several objects: each is atomic and all are durable when the call returns (a driver may
-    /// make them durable together). On error, any subset may have been written.
-    async fn put_all(&self, items: Vec<(String, Bytes)>) -> Result<()> {
-        for (path, data) in items {
-            self.put(&path, data).await?;
-        }
-        Ok(())
-    }
+    /// `put` of several objects: each is atomic, and all are durable when the call returns. Costs less
+    /// than a `put` each (the filesystem makes the whole batch durable in two group-commit rounds; an
+    /// object store sends the PUTs concurrently). On error, any subset may have been written, each
+    /// object whole. An empty batch is `Ok`.
+    async fn put_all(&self, items: Vec<(String, Bytes)>) -> Result<()>;
 
-    /// Size and modification time of an object; `NotFound` if it does not exist.
+    /// Size and modification time of an object; `NotFound` if there is none at `path`.
     async fn stat(&self, path: &str) -> Result<Meta>;
 
-    /// Streams `len` bytes from `offset`. The range must lie within the object.
+    /// Streams exactly `len` bytes of an object from `offset`.
+    ///
+    /// `NotFound` (from the call) if there is no object. A range that does not lie within the object is
+    /// an error, from the call or from the stream; it never yields fewer bytes than asked for. `len` 0
+    /// gives an empty stream.
     async fn read(&self, path: &str, offset: u64, len: u64) -> Result<ByteStream>;
 
-    /// A whole object: its size and a stream of its bytes (one request on an object store).
-    async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
-        let size = self.stat(path).await?.size;
-        if size == 0 {
-            return Ok((0, Box::pin(futures_util::stream::empty())));
-        }
-        Ok((size, self.read(path, 0, size).await?))
-    }
+    /// A whole object: its size and a stream of exactly that many bytes, in one request on an object
+    /// store and one blocking call on the filesystem (where `stat` and `read` would take two).
+    /// `NotFound` (from the call) if there is no object.
+    async fn open(&self, path: &str) -> Result<(u64, ByteStream)>;
 
-    /// The names of the direct children of a prefix (objects and sub-prefixes), sorted byte-wise.
+    /// The names of the direct children of `prefix` (objects and prefixes alike), each once, sorted
+    /// byte-wise. A missing prefix is an empty list, not `NotFound`. Reflects every write that returned
+    /// before the call, whoever made it (the filesystem's listing cache checks the directory first).
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
 
-    /// `list` of several prefixes, in order, in one call (a driver may do them in one round trip).
-    async fn list_many(&self, prefixes: Vec<String>) -> Result<Vec<Vec<String>>> {
-        let mut out = Vec::with_capacity(prefixes.len());
-        for p in prefixes {
-            out.push(self.list(&p).await?);
-        }
-        Ok(out)
-    }
+    /// `list` of each prefix, in order, in one call: one blocking hand-off on the filesystem,
+    /// concurrent requests on an object store.
+    async fn list_many(&self, prefixes: Vec<String>) -> Result<Vec<Vec<String>>>;
 
-    /// Every object key under `prefix/` (recursively, relative to it), sorted byte-wise, after `after`,
-    /// at most `max`. An object store answers this in one request per page.
-    async fn list_keys(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        max: usize,
-    ) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut pending = vec![String::new()];
-        while let Some(rel) = pending.pop() {
-            let dir = if rel.is_empty() {
-                prefix.to_owned()
-            } else {
-                format!("{prefix}/{rel}")
-            };
-            for name in self.list(&dir).await? {
-                let child = if rel.is_empty() {
-                    name
-                } else {
-                    format!("{rel}/{name}")
-                };
-                if self.stat(&format!("{prefix}/{child}")).await.is_ok() {
-                    out.push(child.clone());
-                }
-                pending.push(child);
-            }
-        }
-        out.sort_unstable();
-        out.retain(|k| after.is_none_or(|a| k.as_str() > a));
-        out.truncate(max);
-        Ok(out)
-    }
+    /// Every object key under `prefix/`, at any depth, relative to it, sorted byte-wise, strictly after
+    /// `after`, at most `max`. A missing prefix is an empty list. Costs one request per 1,000 keys on an
+    /// object store; on the filesystem, a walk of the tree (one `readdir` per directory) in one
+    /// blocking call, whatever `max` is.
+    async fn list_keys(&self, prefix: &str, after: Option<&str>, max: usize)
+        -> Result<Vec<String>>;
 
-    /// Deletes an object, or every object under a prefix.
+    /// Deletes the object at `path` and every object under `path/` (not those whose names merely start
+    /// with `path`), with any writer state there: durable. Deleting what does not exist is `Ok`.
     async fn delete(&self, path: &str) -> Result<()>;
 
-    /// Deletes one object, known to have nothing under it (cheaper than `delete` on an object store).
-    /// Unlike the rest, this need not be durable when it returns: a crash may bring the object back, so
-    /// callers use it only where that is harmless (an upload's superseded hash state).
-    async fn delete_object(&self, path: &str) -> Result<()> {
-        self.delete(path).await
-    }
+    /// Deletes the one object at `path` (nothing under it), for less than `delete`: one request on an
+    /// object store, no group-commit round on the filesystem. Deleting what does not exist is `Ok`.
+    /// Not durable: a crash may bring the object back, so callers use it only where that is harmless
+    /// (an upload's superseded hash state, a delivered event file).
+    async fn delete_object(&self, path: &str) -> Result<()>;
 
-    /// Opens an object for writing from `offset`: anything after `offset` is discarded. `offset` is 0
-    /// (a new object) or the size returned by one of the last two `commit`s of a writer on this path.
-    /// What was written is readable once `rename` has moved it into place (an object store has nothing
-    /// to read before that; the filesystem shows the bytes at once).
+    /// Opens a streamed write of the object at `path` from `offset`, discarding anything after it.
+    ///
+    /// `offset` is 0 (a new write) or the size returned by one of the last two `commit`s of writers on
+    /// this path; `BadOffset` if it lies past what was committed. What a writer writes is published by
+    /// `seal`; before that, whether `get`/`read` of `path` see it depends on the driver (the filesystem
+    /// shows the bytes, an object store has no object yet), so callers never read it.
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn Writer>>;
 
-    /// Atomically moves an object to `to`, replacing what was there. An object written through
-    /// [`Driver::writer`] becomes a plain object here.
-    async fn rename(&self, from: &str, to: &str) -> Result<()>;
+    /// Publishes what writers on `from` committed, up to `size`, as the object at `to`: `to` then holds
+    /// exactly the first `size` bytes (bytes of a later write that was never acknowledged are cut off),
+    /// atomically (it replaces any object there) and durably, and `from` and its writer state are gone.
+    ///
+    /// `size` is a size one of the writers' `commit`s returned; `BadOffset` if it lies past what was
+    /// committed (a driver that records commits, S3, also refuses a size no commit ended at).
+    async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()>;
 
-    /// Moves what writers on `from` committed up to `size` (a size one of its writers' `commit`s returned)
-    /// to `to`, which then holds exactly those bytes. `BadOffset` if no commit ended at `size`.
-    async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()> {
-        let len = match self.stat(from).await {
-            Ok(meta) => meta.size,
-            Err(e) if e.is_not_found() => {
-                return Err(StorageError::new(ErrorKind::BadOffset, from))
-            }
-            Err(e) => return Err(e),
-        };
-        if len < size {
-            return Err(StorageError::new(ErrorKind::BadOffset, from));
-        }
-        if len > size {
-            // Bytes past `size` are a later commit that was never acknowledged: cut them off.
-            let w = self.writer(from, size).await?;
-            w.commit().await?;
-        }
-        self.rename(from, to).await
-    }
+    /// Removes what interrupted writes left that no path names any more and that were started before
+    /// `before` (an object store's multipart uploads); returns how many. Never touches an object, nor a
+    /// writer started after `before`. The filesystem and memory have nothing of the kind: 0. Upload
+    /// purging calls it.
+    async fn purge_incomplete(&self, before: std::time::SystemTime) -> Result<usize>;
 
-    /// Removes what interrupted writes left that no path names any more (an object store's multipart
-    /// uploads), when started before `before`; returns how many. Upload purging calls it.
-    async fn purge_incomplete(&self, _before: std::time::SystemTime) -> Result<usize> {
-        Ok(0)
-    }
-
-    /// A URL a client may fetch the object from directly (a presigned URL), if the driver redirects.
-    async fn redirect_url(&self, _path: &str) -> Result<Option<String>> {
-        Ok(None)
-    }
+    /// A URL a client may fetch the object's bytes from directly (a presigned URL) when the driver
+    /// redirects, else `None`. Asked on every blob GET: it does no request to the store.
+    async fn redirect_url(&self, path: &str) -> Result<Option<String>>;
 
     /// Whether other processes write to this store as a matter of course (several instances on one
-    /// bucket): listings must then come from the store, not from what this process has seen.
-    fn is_shared(&self) -> bool {
-        false
-    }
+    /// bucket): listings must then come from the store, not from what this process has seen. Fixed for
+    /// the driver's life.
+    fn is_shared(&self) -> bool;
 }
 
-/// An open write to one object. Dropping it without `commit` may leave any prefix of the written bytes.
+/// An open streamed write to one object (see [`Driver::writer`]). Dropping it without `commit` may
+/// leave any prefix of the written bytes; a later writer at a committed offset discards them.
 #[async_trait]
 pub trait Writer: Send {
+    /// Appends `data` (a writer may buffer it until `commit`). After an error the writer is unusable.
     async fn write(&mut self, data: Bytes) -> Result<()>;
 
-    /// Makes everything written durable and returns the object's total size.
+    /// Makes everything written durable and returns the object's total size (the writer's offset plus
+    /// what it wrote): the offset a later writer may start from, and the size `seal` may publish.
     async fn commit(self: Box<Self>) -> Result<u64>;
 }

@@ -27,7 +27,7 @@ async fn the_driver_keeps_the_storage_contract_on_garage() {
     let garage = Garage::spawn();
     let settings = s3_settings(&garage, "contract");
     let d = S3Driver::new(&settings).unwrap();
-    conformance::run(&d).await;
+    conformance::run_all(&d).await;
     // Parts of 5 MiB from chunks of 1 MiB, three chunks per commit: tails carried across commits.
     conformance::large_write(&d, 12 * MIB + 123, MIB, 3).await;
     // One chunk larger than two parts.

@@ -303,8 +303,9 @@ impl TestServer {
 
     /// The application as `berth serve` builds it from `yaml`, on a listener of its own.
     pub async fn from_yaml(store: &TestStore, yaml: &str) -> TestServer {
-        let (config, _warnings) = berth::config::Config::load(Some(("config.yml", yaml)), Vec::new())
-            .unwrap_or_else(|e| panic!("the test configuration does not load: {e}\n{yaml}"));
+        let (config, _warnings) =
+            berth::config::Config::load(Some(("config.yml", yaml)), Vec::new())
+                .unwrap_or_else(|e| panic!("the test configuration does not load: {e}\n{yaml}"));
         let app = berth::app::App::from_config(&config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -363,20 +364,33 @@ pub fn config_yaml(store: &TestStore, api: &ApiConfig) -> String {
     writeln!(y, "  accesslog:\n    disabled: {}", api.access_log_disabled).unwrap();
     y.push_str("storage:\n");
     match &store.s3 {
-        None => writeln!(y, "  filesystem:\n    rootdirectory: '{}'", store.root.display()).unwrap(),
+        None => writeln!(
+            y,
+            "  filesystem:\n    rootdirectory: '{}'",
+            store.root.display()
+        )
+        .unwrap(),
         Some(s3) => {
             y.push_str("  s3:\n");
             for (k, v) in [
                 ("accesskey", s3.accesskey.clone().unwrap_or_default()),
                 ("secretkey", s3.secretkey.clone().unwrap_or_default()),
                 ("region", s3.region.clone()),
-                ("regionendpoint", s3.regionendpoint.clone().unwrap_or_default()),
+                (
+                    "regionendpoint",
+                    s3.regionendpoint.clone().unwrap_or_default(),
+                ),
                 ("bucket", s3.bucket.clone()),
                 ("rootdirectory", s3.rootdirectory.clone()),
             ] {
                 writeln!(y, "    {k}: '{v}'").unwrap();
             }
-            writeln!(y, "    forcepathstyle: {}\n    secure: {}\n    chunksize: {}", s3.forcepathstyle, s3.secure, s3.chunksize).unwrap();
+            writeln!(
+                y,
+                "    forcepathstyle: {}\n    secure: {}\n    chunksize: {}",
+                s3.forcepathstyle, s3.secure, s3.chunksize
+            )
+            .unwrap();
             writeln!(y, "  redirect:\n    disable: {}", !s3.redirect).unwrap();
         }
     }
@@ -404,7 +418,12 @@ pub fn config_yaml(store: &TestStore, api: &ApiConfig) -> String {
             writeln!(y, "    {}: [{}]", name, values.join(", ")).unwrap();
         }
     }
-    writeln!(y, "catalog:\n  maxentries: {}\ntags:\n  maxtags: {}", api.catalog_max_entries, api.max_tags).unwrap();
+    writeln!(
+        y,
+        "catalog:\n  maxentries: {}\ntags:\n  maxtags: {}",
+        api.catalog_max_entries, api.max_tags
+    )
+    .unwrap();
     y
 }
 
