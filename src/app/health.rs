@@ -19,8 +19,7 @@ use crate::config::{FileHealth, HttpHealth, StorageDriverHealth, TcpHealth};
 use crate::metrics;
 use crate::storage::Driver;
 
-/// Where the storage probe writes, beside distribution's layout.
-pub const PROBE_PATH: &str = "docker/registry/v2/_berth/health";
+use crate::registry::paths::HEALTH_PROBE as PROBE_PATH;
 
 /// The registered checks and their last verdicts.
 #[derive(Default)]

@@ -58,7 +58,7 @@ pub fn queue_dir(config: &Config) -> PathBuf {
     }
     match &config.storage.driver {
         StorageDriver::Filesystem { rootdirectory } => {
-            rootdirectory.join("docker/registry/v2/_berth/events")
+            rootdirectory.join(crate::registry::paths::EVENT_QUEUE)
         }
         StorageDriver::Inmemory | StorageDriver::S3(_) => {
             std::env::temp_dir().join(format!("berth-events-{}", std::process::id()))

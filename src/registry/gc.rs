@@ -168,10 +168,10 @@ fn digest_of_hex(hex: &str) -> Option<Digest> {
 }
 
 /// Every repository directory (one holding `_manifests`, `_layers` or `_uploads`), with those entries.
-pub(crate) async fn repositories(
+pub(super) async fn repositories(
     driver: &dyn Driver,
 ) -> Result<Vec<(RepoName, Vec<String>)>, StorageError> {
-    Ok(crate::registry::repository_dirs(driver)
+    Ok(super::repository_dirs(driver)
         .await?
         .into_iter()
         .filter_map(|(name, markers)| Some((RepoName::parse(&name).ok()?, markers)))

@@ -13,6 +13,12 @@ pub fn blob_data(d: &Digest) -> String {
 /// repository, `<CATALOG>/<name>`, so that one listing request answers a catalog page.
 pub const CATALOG: &str = "docker/registry/v2/_berth/catalog";
 
+/// The object the storage health check writes and reads back.
+pub const HEALTH_PROBE: &str = "docker/registry/v2/_berth/health";
+
+/// The webhook event queue beside the layout on a filesystem root (relative to the root).
+pub const EVENT_QUEUE: &str = "docker/registry/v2/_berth/events";
+
 pub fn catalog_marker(name: &RepoName) -> String {
     format!("{CATALOG}/{name}")
 }

@@ -186,7 +186,7 @@ impl Registry {
     }
 
     /// Removes an upload for upload purging, waiting for any request working on it.
-    pub(crate) async fn purge_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+    pub(super) async fn purge_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         let _held = self.upload_locks.lock(id).await;
         self.discard_upload(repo, id).await
     }

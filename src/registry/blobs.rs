@@ -1,0 +1,96 @@
+//! Blobs and their per-repository links: sizes, reads, redirects, mounts and deletes.
+
+use super::*;
+
+impl Registry {
+    /// The size of a blob that the repository may serve: a layer linked into it, or one of its manifests.
+    pub async fn blob_size(&self, repo: &RepoName, d: &Digest) -> Result<u64> {
+        self.check_blob_link(repo, d).await?;
+        self.stored_blob_size(d).await
+    }
+
+    /// Whether the repository may serve a blob: a layer linked into it, or one of its manifests.
+    pub async fn check_blob_link(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+        // A client that finds a blob present may push a manifest on it next: keep it through a collection.
+        self.fence.touch(d);
+        let linked = self.read_link(&paths::layer_link(repo, d)).await?.as_ref() == Some(d)
+            || self
+                .read_link(&paths::revision_link(repo, d))
+                .await?
+                .as_ref()
+                == Some(d);
+        if !linked {
+            return Err(Error::BlobUnknown(d.clone()));
+        }
+        Ok(())
+    }
+
+    /// The size of a stored blob (the caller has checked the repository may serve it).
+    pub async fn stored_blob_size(&self, d: &Digest) -> Result<u64> {
+        match self.driver.stat(&paths::blob_data(d)).await {
+            Ok(meta) => Ok(meta.size),
+            Err(e) if e.is_not_found() => Err(Error::BlobUnknown(d.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A whole blob: its size and its bytes, in one storage request where the driver can (the caller has
+    /// checked the repository may serve it).
+    pub async fn open_blob(&self, d: &Digest) -> Result<(u64, ByteStream)> {
+        match self.driver.open(&paths::blob_data(d)).await {
+            Ok(opened) => Ok(opened),
+            Err(e) if e.is_not_found() => Err(Error::BlobUnknown(d.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Where a client may fetch a blob directly, when the driver redirects (`storage.redirect`).
+    pub async fn blob_redirect(&self, d: &Digest) -> Result<Option<String>> {
+        Ok(self.driver.redirect_url(&paths::blob_data(d)).await?)
+    }
+
+    /// Streams part of a blob whose size the caller has checked.
+    pub async fn read_blob(&self, d: &Digest, offset: u64, len: u64) -> Result<ByteStream> {
+        match self.driver.read(&paths::blob_data(d), offset, len).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.is_not_found() => Err(Error::BlobUnknown(d.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Cross-repository mount: links a blob into `repo` if it is in `from` (or, without `from`, anywhere
+    /// in the registry). Returns whether it was mounted.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<bool> {
+        // The blob itself is checked below, under the ticket.
+        let source_ok = match from {
+            Some(from) => self.check_blob_link(from, d).await.is_ok(),
+            None => true,
+        };
+        if !source_ok {
+            return Ok(false);
+        }
+        let _ticket = self.fence.write().await;
+        self.fence.touch(d);
+        match self.driver.stat(&paths::blob_data(d)).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        self.link(&paths::layer_link(repo, d), d).await?;
+        Ok(true)
+    }
+
+    /// Removes a blob from a repository (its layer link); the data stays for garbage collection.
+    pub async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+        if self.read_link(&paths::layer_link(repo, d)).await?.as_ref() != Some(d) {
+            return Err(Error::BlobUnknown(d.clone()));
+        }
+        self.driver.delete(&paths::layer_dir(repo, d)).await?;
+        Ok(())
+    }
+}
