@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::outcome::Outcome;
 use super::{
     header_value, parse_digest, repo_path, ApiError, ApiResult, Ctx, CONTENT_DIGEST, UPLOAD_UUID,
 };
@@ -69,31 +70,31 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResu
     let d = parse_digest(digest)?;
     let registry = ctx.registry();
     registry.check_blob_link(name, &d).await?;
+    let pulled = |size: u64| Outcome::BlobPulled {
+        repo: name.clone(),
+        digest: d.clone(),
+        size,
+    };
     let is_get = ctx.method == axum::http::Method::GET;
     if is_get {
         // `storage.redirect`: the client fetches the bytes from the store (a presigned URL), once the
         // data is known to be there (a link whose data is gone is BLOB_UNKNOWN, not a redirect to an error).
         if let Some(url) = registry.blob_redirect(&d).await? {
-            registry.stored_blob_size(&d).await?;
+            let size = registry.stored_blob_size(&d).await?;
             let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
             let h = resp.headers_mut();
             h.insert(header::LOCATION, header_value(&url));
             h.insert(CONTENT_DIGEST, header_value(&d.to_string()));
-            return Ok(resp);
+            // A blob GET answered by a redirect to the store is a pull too, as in distribution.
+            return Ok(pulled(size).record(resp));
         }
     }
     let range = ctx.header(&header::RANGE);
     if is_get && range.is_none() {
         // The whole blob: size and bytes from one storage request.
         let (size, stream) = registry.open_blob(&d).await?;
-        return Ok(blob_response(
-            StatusCode::OK,
-            Body::from_stream(stream),
-            &d,
-            0,
-            size,
-            size,
-        ));
+        let body = Body::from_stream(stream);
+        return Ok(pulled(size).record(blob_response(StatusCode::OK, body, &d, 0, size, size)));
     }
     let size = registry.stored_blob_size(&d).await?;
     let (status, start, len) = match parse_range(range, size) {
@@ -113,7 +114,7 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResu
     } else {
         Body::from_stream(registry.read_blob(&d, start, len).await?)
     };
-    Ok(blob_response(status, body, &d, start, len, size))
+    Ok(pulled(size).record(blob_response(status, body, &d, start, len, size)))
 }
 
 /// A blob's response: `len` bytes from `start` of a blob of `size` bytes (206 with Content-Range for a
@@ -158,7 +159,11 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiR
     }
     let d = parse_digest(digest)?;
     ctx.registry().delete_blob(name, &d).await?;
-    Ok(accepted_empty())
+    let deleted = Outcome::BlobDeleted {
+        repo: name.clone(),
+        digest: d,
+    };
+    Ok(deleted.record(accepted_empty()))
 }
 
 fn accepted_empty() -> Response {
@@ -166,6 +171,14 @@ fn accepted_empty() -> Response {
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     resp
+}
+
+fn pushed(name: &RepoName, d: &Digest, size: u64) -> Outcome {
+    Outcome::BlobPushed {
+        repo: name.clone(),
+        digest: d.clone(),
+        size,
+    }
 }
 
 /// 201 Created for a blob now in the repository.
@@ -236,8 +249,15 @@ pub(crate) async fn start_upload(ctx: &mut Ctx<'_>, name: &RepoName) -> ApiResul
             },
         };
         for from in sources {
-            if ctx.registry().mount_blob(name, &d, from.as_ref()).await? {
-                return Ok(blob_created(ctx, name, &d));
+            if let Some(size) = ctx.registry().mount_blob(name, &d, from.as_ref()).await? {
+                let from = ctx.query("from").and(from);
+                let mounted = Outcome::BlobMounted {
+                    repo: name.clone(),
+                    from,
+                    digest: d.clone(),
+                    size,
+                };
+                return Ok(mounted.record(blob_created(ctx, name, &d)));
             }
         }
     } else if let Some(digest) = ctx.query("digest") {
@@ -247,8 +267,8 @@ pub(crate) async fn start_upload(ctx: &mut Ctx<'_>, name: &RepoName) -> ApiResul
             len: ctx.content_length(),
         };
         let body = ctx.take_body();
-        ctx.registry().put_blob(name, &d, check, body).await?;
-        return Ok(blob_created(ctx, name, &d));
+        let size = ctx.registry().put_blob(name, &d, check, body).await?;
+        return Ok(pushed(name, &d, size).record(blob_created(ctx, name, &d)));
     }
     let up = ctx.registry().start_upload(name).await?;
     Ok(upload_progress(ctx, name, StatusCode::ACCEPTED, &up))
@@ -345,7 +365,7 @@ pub(crate) async fn finish_upload(ctx: &mut Ctx<'_>, name: &RepoName, id: &str) 
         Some((check, ctx.take_body()))
     };
     match ctx.registry().finish_upload(name, id, &d, last).await {
-        Ok(()) => Ok(blob_created(ctx, name, &d)),
+        Ok(size) => Ok(pushed(name, &d, size).record(blob_created(ctx, name, &d))),
         Err(e) => Err(with_progress(ctx, name, id, e)),
     }
 }

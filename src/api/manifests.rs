@@ -4,6 +4,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{json, Value};
 
+use super::outcome::{tag_of, ManifestFacts, Outcome};
 use super::{
     header_value, json_response, parse_digest, parse_reference, repo_path, ApiError, ApiResult,
     Ctx, CONTENT_DIGEST,
@@ -93,7 +94,17 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, reference: &str) -> ApiR
     }
     h.insert(CONTENT_DIGEST, header_value(&m.digest.to_string()));
     h.insert(header::ETAG, header_value(&etag));
-    Ok(resp)
+    if not_modified {
+        return Ok(resp);
+    }
+    let pulled = Outcome::ManifestPulled(ManifestFacts {
+        repo: name.clone(),
+        tag: tag_of(&reference),
+        digest: m.digest,
+        media_type: m.media_type,
+        size: len as u64,
+    });
+    Ok(pulled.record(resp))
 }
 
 pub(crate) async fn put(ctx: &mut Ctx<'_>, name: &RepoName, reference: &str) -> ApiResult {
@@ -129,10 +140,17 @@ pub(crate) async fn put(ctx: &mut Ctx<'_>, name: &RepoName, reference: &str) -> 
     );
     h.insert(CONTENT_DIGEST, header_value(&pushed.digest.to_string()));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-    if let Some(subject) = pushed.subject {
+    if let Some(subject) = &pushed.subject {
         h.insert(OCI_SUBJECT, header_value(&subject.to_string()));
     }
-    Ok(resp)
+    let outcome = Outcome::ManifestPushed(ManifestFacts {
+        repo: name.clone(),
+        tag: tag_of(&reference),
+        digest: pushed.digest,
+        media_type: pushed.media_type,
+        size: pushed.size,
+    });
+    Ok(outcome.record(resp))
 }
 
 pub(crate) async fn delete(ctx: &Ctx<'_>, name: &RepoName, reference: &str) -> ApiResult {
@@ -147,7 +165,11 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, name: &RepoName, reference: &str) -> A
     let mut resp = StatusCode::ACCEPTED.into_response();
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-    Ok(resp)
+    let deleted = Outcome::ManifestDeleted {
+        repo: name.clone(),
+        reference,
+    };
+    Ok(deleted.record(resp))
 }
 
 pub(crate) async fn referrers(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResult {

@@ -24,6 +24,7 @@ pub mod error;
 mod listing;
 mod manifests;
 mod observe;
+pub mod outcome;
 pub mod route;
 mod token;
 

@@ -3,8 +3,9 @@
 //! bytes really sent), and the webhook events distribution raises for pushes, pulls, mounts and deletes.
 //!
 //! `api::entry` calls [`begin`] first and [`Observation::finish`] last; nothing else in the API knows
-//! about any of this. Events are derived from the route, the status and the response headers, the way
-//! distribution's notification bridge derives them from the storage calls.
+//! about any of this. Events are built from the [`Outcome`] the handler recorded (what it pushed,
+//! pulled, mounted or deleted, with digest, size and media type), as distribution's notification bridge
+//! builds them from the storage calls: no second storage read, no response header parsed.
 //!
 //! **Invariant:** nothing secret is logged: headers are never logged, and query values that can carry
 //! credentials (`_state`, anything named like a token, password, secret or signature) are masked.
@@ -18,11 +19,12 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
+use crate::api::outcome::{ManifestFacts, Outcome};
 use crate::api::route::{percent_decode, Route};
 use crate::api::{ApiConfig, ApiError, AppState};
 use crate::metrics::{self, InFlight, RequestRecord as MetricsRecord};
@@ -37,8 +39,6 @@ pub(crate) struct Observation {
     /// The path and the query with secrets masked.
     log_path: String,
     handler: &'static str,
-    route: Option<Route>,
-    mount_from: Option<Option<String>>,
     request: RequestRecord,
     base_url: String,
     /// The authenticated user; empty until authentication fills it in.
@@ -78,7 +78,6 @@ pub(crate) fn begin(state: &AppState, req: Request) -> (Observation, Request) {
             | (Some(Route::Upload(..)), &Method::PATCH)
             | (Some(Route::Upload(..)), &Method::PUT)
     );
-    let mount_from = query_value(query, "mount").map(|_| query_value(query, "from"));
     let header = |name: &str| {
         parts
             .headers
@@ -109,8 +108,6 @@ pub(crate) fn begin(state: &AppState, req: Request) -> (Observation, Request) {
         method,
         log_path,
         handler,
-        route,
-        mount_from,
         request,
         // Where event URLs point, as the API's own URLs (scheme from TLS or X-Forwarded-Proto).
         base_url: match &state.notifier {
@@ -146,9 +143,7 @@ impl Observation {
     /// with its body counted; metrics and the access log are written when the body is done.
     pub(crate) async fn finish(self, state: &AppState, resp: Response) -> Response {
         if let Some(notifier) = &state.notifier {
-            // The response is not `Sync`: hand over what events need from it.
-            let (status, headers) = (resp.status(), resp.headers().clone());
-            let events = self.events(state, notifier, status, &headers).await;
+            let events = self.events(state, notifier, resp.extensions().get::<Outcome>());
             notifier.publish(events).await;
         }
         let status = resp.status().as_u16();
@@ -202,147 +197,58 @@ impl Observation {
         Response::from_parts(parts, body)
     }
 
-    /// distribution's events for this request, given how it was answered.
-    async fn events(
+    /// distribution's events for what the request did, as its handler recorded it.
+    fn events(
         &self,
         state: &AppState,
         notifier: &Notifier,
-        status: StatusCode,
-        h: &HeaderMap,
+        outcome: Option<&Outcome>,
     ) -> Vec<Event> {
-        let Some(route) = &self.route else {
+        let Some(outcome) = outcome else {
             return Vec::new();
         };
-        // A blob GET answered by a redirect to the store is a pull too, as in distribution.
-        let redirected =
-            status == StatusCode::TEMPORARY_REDIRECT && matches!(route, Route::Blob(..));
-        if !status.is_success() && !redirected {
+        let (action, target) = match outcome {
+            Outcome::ManifestPulled(m) => (Action::Pull, self.manifest_target(state, m)),
+            Outcome::ManifestPushed(m) => (Action::Push, self.manifest_target(state, m)),
+            Outcome::ManifestDeleted { repo, reference } => {
+                let mut target = Target {
+                    repository: repo.to_string(),
+                    ..Target::default()
+                };
+                match reference {
+                    Reference::Digest(d) => target.digest = d.to_string(),
+                    Reference::Tag(t) => target.tag = t.clone(),
+                }
+                (Action::Delete, target)
+            }
+            Outcome::BlobPulled { repo, digest, size } => {
+                (Action::Pull, self.blob_target(state, repo, digest, *size))
+            }
+            Outcome::BlobPushed { repo, digest, size } => {
+                (Action::Push, self.blob_target(state, repo, digest, *size))
+            }
+            Outcome::BlobMounted {
+                repo,
+                from,
+                digest,
+                size,
+            } => {
+                let mut target = self.blob_target(state, repo, digest, *size);
+                target.from_repository = from.as_ref().map(|f| f.to_string()).unwrap_or_default();
+                (Action::Mount, target)
+            }
+            Outcome::BlobDeleted { repo, digest } => {
+                let target = Target {
+                    digest: digest.to_string(),
+                    repository: repo.to_string(),
+                    ..Target::default()
+                };
+                (Action::Delete, target)
+            }
+        };
+        if !notifier.wants_action(action) {
             return Vec::new();
         }
-        let resp_digest =
-            header_str(h, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
-        let m = &self.method;
-        let read = m == Method::GET || m == Method::HEAD;
-        let (action, target) = match route {
-            Route::Manifest(name, r) if read && status == StatusCode::OK => {
-                if !notifier.wants_action(Action::Pull) {
-                    return Vec::new();
-                }
-                let Some(d) = resp_digest else {
-                    return Vec::new();
-                };
-                let size = header_str(h, "content-length")
-                    .and_then(|l| l.parse().ok())
-                    .unwrap_or(0);
-                let media_type = header_str(h, "content-type").unwrap_or_default().to_owned();
-                (
-                    Action::Pull,
-                    self.manifest_target(state, name, &d, media_type, size, r),
-                )
-            }
-            Route::Manifest(name, r) if m == Method::PUT && status == StatusCode::CREATED => {
-                let Some(d) = resp_digest else {
-                    return Vec::new();
-                };
-                if !notifier.wants_action(Action::Push) {
-                    return Vec::new();
-                }
-                let stored = match state
-                    .registry
-                    .get_manifest(name, &Reference::Digest(d.clone()))
-                    .await
-                {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(repo = %name, digest = %d, error = %e, "cannot read a pushed manifest for its event");
-                        return Vec::new();
-                    }
-                };
-                let size = stored.body.len() as u64;
-                (
-                    Action::Push,
-                    self.manifest_target(state, name, &d, stored.media_type, size, r),
-                )
-            }
-            Route::Manifest(name, r) if m == Method::DELETE && status == StatusCode::ACCEPTED => {
-                let mut target = Target {
-                    repository: name.to_string(),
-                    ..Target::default()
-                };
-                match Reference::parse(r) {
-                    Ok(Reference::Digest(d)) => target.digest = d.to_string(),
-                    Ok(Reference::Tag(t)) => target.tag = t,
-                    Err(_) => return Vec::new(),
-                }
-                (Action::Delete, target)
-            }
-            Route::Blob(name, d) if read => {
-                if !notifier.wants_action(Action::Pull) {
-                    return Vec::new();
-                }
-                let Some(d) = resp_digest.or_else(|| percent_decode(d).parse().ok()) else {
-                    return Vec::new();
-                };
-                let size = if redirected {
-                    state.registry.stored_blob_size(&d).await.ok()
-                } else if status == StatusCode::PARTIAL_CONTENT {
-                    header_str(h, "content-range")
-                        .and_then(|r| r.rsplit('/').next())
-                        .and_then(|s| s.parse().ok())
-                } else {
-                    header_str(h, "content-length").and_then(|l| l.parse().ok())
-                };
-                (
-                    Action::Pull,
-                    self.blob_target(state, name, &d, size.unwrap_or(0)),
-                )
-            }
-            Route::Blob(name, d) if m == Method::DELETE && status == StatusCode::ACCEPTED => {
-                let Ok(d) = percent_decode(d).parse::<Digest>() else {
-                    return Vec::new();
-                };
-                let target = Target {
-                    digest: d.to_string(),
-                    repository: name.to_string(),
-                    ..Target::default()
-                };
-                (Action::Delete, target)
-            }
-            Route::UploadStart(name) | Route::Upload(name, _)
-                if status == StatusCode::CREATED && (m == Method::POST || m == Method::PUT) =>
-            {
-                let Some(d) = resp_digest else {
-                    return Vec::new();
-                };
-                let action = if self.mount_from.is_some() && m == Method::POST {
-                    Action::Mount
-                } else {
-                    Action::Push
-                };
-                if !notifier.wants_action(action) {
-                    return Vec::new();
-                }
-                let size = match state.registry.blob_size(name, &d).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(repo = %name, digest = %d, error = %e, "cannot stat a pushed blob for its event");
-                        return Vec::new();
-                    }
-                };
-                let mut target = self.blob_target(state, name, &d, size);
-                if action == Action::Mount {
-                    target.from_repository = self
-                        .mount_from
-                        .clone()
-                        .flatten()
-                        .and_then(|f| RepoName::parse(&f).ok())
-                        .map(|f| f.to_string())
-                        .unwrap_or_default();
-                }
-                (action, target)
-            }
-            _ => return Vec::new(),
-        };
         vec![Event::new(
             action,
             target,
@@ -354,26 +260,18 @@ impl Observation {
         )]
     }
 
-    fn manifest_target(
-        &self,
-        state: &AppState,
-        name: &RepoName,
-        d: &Digest,
-        media_type: String,
-        size: u64,
-        reference: &str,
-    ) -> Target {
+    fn manifest_target(&self, state: &AppState, m: &ManifestFacts) -> Target {
         Target {
-            media_type,
-            size,
-            digest: d.to_string(),
-            length: size,
-            repository: name.to_string(),
-            url: self.url(&state.config, &format!("/v2/{name}/manifests/{d}")),
-            tag: match Reference::parse(reference) {
-                Ok(Reference::Tag(t)) => t,
-                _ => String::new(),
-            },
+            media_type: m.media_type.clone(),
+            size: m.size,
+            digest: m.digest.to_string(),
+            length: m.size,
+            repository: m.repo.to_string(),
+            url: self.url(
+                &state.config,
+                &format!("/v2/{}/manifests/{}", m.repo, m.digest),
+            ),
+            tag: m.tag.clone().unwrap_or_default(),
             ..Target::default()
         }
     }
@@ -430,13 +328,6 @@ fn remote_addr(headers: &HeaderMap, peer: Option<String>) -> String {
         .or_else(|| first("x-real-ip"))
         .or(peer)
         .unwrap_or_default()
-}
-
-fn query_value(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (percent_decode(k) == key).then(|| percent_decode(&v.replace('+', " ")))
-    })
 }
 
 /// Whether a query parameter's value may be a credential.
@@ -554,15 +445,5 @@ mod tests {
             axum::http::HeaderValue::from_static("10.0.0.1, 10.0.0.9"),
         );
         assert_eq!(remote_addr(&h, None), "10.0.0.1");
-    }
-
-    #[test]
-    fn query_values() {
-        assert_eq!(
-            query_value("mount=sha256%3Aab&from=a%2Fb", "from").as_deref(),
-            Some("a/b")
-        );
-        assert_eq!(query_value("mount=x", "from"), None);
-        assert_eq!(query_value("mount", "mount").as_deref(), Some(""));
     }
 }

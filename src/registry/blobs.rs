@@ -59,30 +59,30 @@ impl Registry {
     }
 
     /// Cross-repository mount: links a blob into `repo` if it is in `from` (or, without `from`, anywhere
-    /// in the registry). Returns whether it was mounted.
+    /// in the registry). Returns its size if it was mounted.
     pub async fn mount_blob(
         &self,
         repo: &RepoName,
         d: &Digest,
         from: Option<&RepoName>,
-    ) -> Result<bool> {
+    ) -> Result<Option<u64>> {
         // The blob itself is checked below, under the ticket.
         let source_ok = match from {
             Some(from) => self.check_blob_link(from, d).await.is_ok(),
             None => true,
         };
         if !source_ok {
-            return Ok(false);
+            return Ok(None);
         }
         let _ticket = self.fence.write().await;
         self.fence.touch(d);
-        match self.driver.stat(&paths::blob_data(d)).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => return Ok(false),
+        let size = match self.driver.stat(&paths::blob_data(d)).await {
+            Ok(meta) => meta.size,
+            Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),
-        }
+        };
         self.link(&paths::layer_link(repo, d), d).await?;
-        Ok(true)
+        Ok(Some(size))
     }
 
     /// Removes a blob from a repository (its layer link); the data stays for garbage collection.

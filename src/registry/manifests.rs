@@ -166,10 +166,16 @@ impl Registry {
                 .record(repo.as_str(), Change::TagAdded(tag.clone()));
         }
         // What a fetch of the stored bytes would report, whatever the push said.
-        self.cache_manifest(&digest, &manifest::stored_media_type(&body), &body);
+        let media_type = manifest::stored_media_type(&body);
+        self.cache_manifest(&digest, &media_type, &body);
         let subject = m.subject.as_ref().map(|s| s.digest.clone());
         self.remember(&digest, summarize(&m, body.len() as u64));
-        Ok(PushedManifest { digest, subject })
+        Ok(PushedManifest {
+            digest,
+            subject,
+            media_type,
+            size: body.len() as u64,
+        })
     }
 
     /// Deletes by digest (the revision and every tag pointing at it) or by tag (only the tag).

@@ -113,6 +113,9 @@ pub struct StoredManifest {
 pub struct PushedManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    /// The media type it is stored and served with.
+    pub media_type: String,
+    pub size: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

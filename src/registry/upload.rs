@@ -128,14 +128,14 @@ impl Registry {
     }
 
     /// Completes an upload with an optional last chunk, verifies the digest, and makes the blob visible
-    /// in the repository.
+    /// in the repository; returns its size.
     pub async fn finish_upload(
         &self,
         repo: &RepoName,
         id: &str,
         expected: &Digest,
         last_chunk: Option<(ChunkCheck, ByteStream)>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let (_held, mut state) = self.open_upload(repo, id).await?;
         if let Some((check, body)) = last_chunk {
             state = self.append(repo, id, state, check, body).await?;
@@ -176,7 +176,8 @@ impl Registry {
         self.fence.touch(expected);
         self.link(&paths::layer_link(repo, expected), expected)
             .await?;
-        self.discard_upload(repo, id).await
+        self.discard_upload(repo, id).await?;
+        Ok(state.offset)
     }
 
     /// Cancels an upload and discards its data.
@@ -215,7 +216,7 @@ impl Registry {
         digest: &Digest,
         check: ChunkCheck,
         body: ByteStream,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let status = self.start_upload(repo).await?;
         let result = self
             .finish_upload(repo, &status.id, digest, Some((check, body)))
