@@ -69,7 +69,7 @@ pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
 pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResult {
     let d = parse_digest(digest)?;
     let registry = ctx.registry();
-    registry.check_blob_link(name, &d).await?;
+    let blob = registry.linked_blob(name, &d).await?;
     let pulled = |size: u64| Outcome::BlobPulled {
         repo: name.clone(),
         digest: d.clone(),
@@ -79,8 +79,8 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResu
     if is_get {
         // `storage.redirect`: the client fetches the bytes from the store (a presigned URL), once the
         // data is known to be there (a link whose data is gone is BLOB_UNKNOWN, not a redirect to an error).
-        if let Some(url) = registry.blob_redirect(&d).await? {
-            let size = registry.stored_blob_size(&d).await?;
+        if let Some(url) = registry.blob_redirect(&blob).await? {
+            let size = registry.stored_blob_size(&blob).await?;
             let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
             let h = resp.headers_mut();
             h.insert(header::LOCATION, header_value(&url));
@@ -92,11 +92,11 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResu
     let range = ctx.header(&header::RANGE);
     if is_get && range.is_none() {
         // The whole blob: size and bytes from one storage request.
-        let (size, stream) = registry.open_blob(&d).await?;
+        let (size, stream) = registry.open_blob(&blob).await?;
         let body = Body::from_stream(stream);
         return Ok(pulled(size).record(blob_response(StatusCode::OK, body, &d, 0, size, size)));
     }
-    let size = registry.stored_blob_size(&d).await?;
+    let size = registry.stored_blob_size(&blob).await?;
     let (status, start, len) = match parse_range(range, size) {
         RangeRequest::Whole => (StatusCode::OK, 0, size),
         RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
@@ -112,7 +112,7 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResu
     let body = if !is_get || len == 0 {
         Body::empty()
     } else {
-        Body::from_stream(registry.read_blob(&d, start, len).await?)
+        Body::from_stream(registry.read_blob(&blob, start, len).await?)
     };
     Ok(pulled(size).record(blob_response(status, body, &d, start, len, size)))
 }

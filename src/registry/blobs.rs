@@ -2,15 +2,34 @@
 
 use super::*;
 
+/// A blob a repository may serve, as [`Registry::linked_blob`] found it: the only way to read a blob's
+/// bytes or size through the registry, so that no read skips the repository's link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedBlob {
+    digest: Digest,
+}
+
+impl LinkedBlob {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+}
+
 impl Registry {
     /// The size of a blob that the repository may serve: a layer linked into it, or one of its manifests.
     pub async fn blob_size(&self, repo: &RepoName, d: &Digest) -> Result<u64> {
+        let blob = self.linked_blob(repo, d).await?;
+        self.stored_blob_size(&blob).await
+    }
+
+    /// The blob, if the repository may serve it: a layer linked into it, or one of its manifests.
+    pub async fn linked_blob(&self, repo: &RepoName, d: &Digest) -> Result<LinkedBlob> {
         self.check_blob_link(repo, d).await?;
-        self.stored_blob_size(d).await
+        Ok(LinkedBlob { digest: d.clone() })
     }
 
     /// Whether the repository may serve a blob: a layer linked into it, or one of its manifests.
-    pub async fn check_blob_link(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+    pub(super) async fn check_blob_link(&self, repo: &RepoName, d: &Digest) -> Result<()> {
         // A client that finds a blob present may push a manifest on it next: keep it through a collection.
         self.fence.touch(d);
         let linked = self.read_link(&paths::layer_link(repo, d)).await?.as_ref() == Some(d)
@@ -25,8 +44,9 @@ impl Registry {
         Ok(())
     }
 
-    /// The size of a stored blob (the caller has checked the repository may serve it).
-    pub async fn stored_blob_size(&self, d: &Digest) -> Result<u64> {
+    /// The size of a stored blob; BLOB_UNKNOWN if its data is gone.
+    pub async fn stored_blob_size(&self, blob: &LinkedBlob) -> Result<u64> {
+        let d = &blob.digest;
         match self.driver.stat(&paths::blob_data(d)).await {
             Ok(meta) => Ok(meta.size),
             Err(e) if e.is_not_found() => Err(Error::BlobUnknown(d.clone())),
@@ -34,9 +54,9 @@ impl Registry {
         }
     }
 
-    /// A whole blob: its size and its bytes, in one storage request where the driver can (the caller has
-    /// checked the repository may serve it).
-    pub async fn open_blob(&self, d: &Digest) -> Result<(u64, ByteStream)> {
+    /// A whole blob: its size and its bytes, in one storage request where the driver can.
+    pub async fn open_blob(&self, blob: &LinkedBlob) -> Result<(u64, ByteStream)> {
+        let d = &blob.digest;
         match self.driver.open(&paths::blob_data(d)).await {
             Ok(opened) => Ok(opened),
             Err(e) if e.is_not_found() => Err(Error::BlobUnknown(d.clone())),
@@ -45,12 +65,16 @@ impl Registry {
     }
 
     /// Where a client may fetch a blob directly, when the driver redirects (`storage.redirect`).
-    pub async fn blob_redirect(&self, d: &Digest) -> Result<Option<String>> {
-        Ok(self.driver.redirect_url(&paths::blob_data(d)).await?)
+    pub async fn blob_redirect(&self, blob: &LinkedBlob) -> Result<Option<String>> {
+        Ok(self
+            .driver
+            .redirect_url(&paths::blob_data(&blob.digest))
+            .await?)
     }
 
-    /// Streams part of a blob whose size the caller has checked.
-    pub async fn read_blob(&self, d: &Digest, offset: u64, len: u64) -> Result<ByteStream> {
+    /// Streams `len` bytes of a blob from `offset` (within its size, which the caller has read).
+    pub async fn read_blob(&self, blob: &LinkedBlob, offset: u64, len: u64) -> Result<ByteStream> {
+        let d = &blob.digest;
         match self.driver.read(&paths::blob_data(d), offset, len).await {
             Ok(s) => Ok(s),
             Err(e) if e.is_not_found() => Err(Error::BlobUnknown(d.clone())),

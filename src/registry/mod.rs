@@ -25,6 +25,7 @@ mod listing;
 mod manifests;
 mod referrers;
 
+pub use blobs::LinkedBlob;
 pub use referrers::{Referrer, Summary};
 
 use listing::{remove_marker, repository_dirs};
