@@ -10,7 +10,7 @@ use super::{
     header_value, parse_digest, repo_path, ApiError, ApiResult, Ctx, CONTENT_DIGEST, UPLOAD_UUID,
 };
 use crate::auth::Pullable;
-use crate::oci::{Digest, ErrorCode, RepoName};
+use crate::oci::{Digest, RepoName};
 use crate::registry::{self, ChunkCheck, UploadStatus};
 
 /// A byte range resolved against a blob's size.
@@ -100,14 +100,7 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResu
     let (status, start, len) = match parse_range(range, size) {
         RangeRequest::Whole => (StatusCode::OK, 0, size),
         RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        RangeRequest::Unsatisfiable => {
-            return Err(
-                ApiError::from(registry::Error::RangeInvalid { size }).with_header(
-                    header::CONTENT_RANGE,
-                    header_value(&format!("bytes */{size}")),
-                ),
-            )
-        }
+        RangeRequest::Unsatisfiable => return Err(ApiError::RangeUnsatisfiable { size }),
     };
     let body = if !is_get || len == 0 {
         Body::empty()
@@ -299,12 +292,8 @@ fn chunk_check(ctx: &Ctx<'_>) -> ApiResult<ChunkCheck> {
     match ctx.header(&header::CONTENT_RANGE) {
         None => Ok(ChunkCheck { start: None, len }),
         Some(v) => {
-            let (a, b) = parse_content_range(v).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::RangeInvalid,
-                    format!("Content-Range `{v}` is not of the form start-end"),
-                )
-            })?;
+            let (a, b) = parse_content_range(v)
+                .ok_or_else(|| ApiError::ContentRangeInvalid(v.to_owned()))?;
             let range_len = b - a + 1;
             if len.is_some_and(|l| l != range_len) {
                 return Err(registry::Error::SizeInvalid(format!(
@@ -322,21 +311,15 @@ fn chunk_check(ctx: &Ctx<'_>) -> ApiResult<ChunkCheck> {
 
 /// Turns an out-of-order chunk into the 416 the spec asks for, with the upload's real progress.
 fn with_progress(ctx: &Ctx<'_>, name: &RepoName, id: &str, e: registry::Error) -> ApiError {
-    let offset = match &e {
-        registry::Error::UploadOutOfOrder { expected, .. } => Some(*expected),
-        _ => None,
-    };
-    let mut err = ApiError::from(e);
-    if let Some(offset) = offset {
-        err = err
-            .with_header(
-                header::LOCATION,
-                header_value(&upload_location(ctx, name, id)),
-            )
-            .with_header(header::RANGE, upload_range(offset))
-            .with_header(UPLOAD_UUID, header_value(id));
+    match e {
+        registry::Error::UploadOutOfOrder { expected, got } => ApiError::UploadOutOfOrder {
+            offset: expected,
+            got,
+            location: upload_location(ctx, name, id),
+            id: id.to_owned(),
+        },
+        other => other.into(),
     }
-    err
 }
 
 pub(crate) async fn patch_upload(ctx: &mut Ctx<'_>, name: &RepoName, id: &str) -> ApiResult {
@@ -352,10 +335,9 @@ pub(crate) async fn patch_upload(ctx: &mut Ctx<'_>, name: &RepoName, id: &str) -
 pub(crate) async fn finish_upload(ctx: &mut Ctx<'_>, name: &RepoName, id: &str) -> ApiResult {
     ctx.check_writable()?;
     let Some(digest) = ctx.query("digest") else {
-        return Err(registry::Error::DigestInvalid(
+        return Err(ApiError::DigestInvalid(
             "the digest query parameter is required".into(),
-        )
-        .into());
+        ));
     };
     let d = parse_digest(digest)?;
     let check = chunk_check(ctx)?;

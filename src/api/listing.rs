@@ -5,9 +5,9 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use serde_json::json;
 
+use super::ApiError;
 use super::{header_value, json_response, parse_n, ApiResult, Ctx};
 use crate::oci::RepoName;
-use crate::registry;
 
 fn with_link(
     mut resp: Response,
@@ -30,10 +30,9 @@ pub(crate) async fn catalog(ctx: &Ctx<'_>) -> ApiResult {
     let max = ctx.state.config.catalog_max_entries;
     let n = match parse_n(ctx)? {
         Some(n) if n > max => {
-            return Err(registry::Error::PaginationInvalid(format!(
+            return Err(ApiError::PaginationInvalid(format!(
                 "n must not be above {max} (catalog.maxentries)"
-            ))
-            .into())
+            )))
         }
         Some(n) => n,
         None => max,

@@ -10,7 +10,7 @@ use super::{
     Ctx, CONTENT_DIGEST,
 };
 use crate::oci::manifest::{accepted_types, is_index_type, MAX_MANIFEST_SIZE, OCI_INDEX};
-use crate::oci::{ErrorCode, Manifest, Reference, RepoName};
+use crate::oci::{Manifest, Reference, RepoName};
 use crate::registry::{self, StoredManifest};
 
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
@@ -54,7 +54,7 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, reference: &str) -> ApiR
     // Nothing can be stored under a reference that is not a valid tag: fetching one is MANIFEST_UNKNOWN,
     // as the OCI spec and registry:2 answer (a push under it is TAG_INVALID).
     let reference = match parse_reference(reference) {
-        Err(e) if e.code == ErrorCode::TagInvalid => {
+        Err(ApiError::TagInvalid(_)) => {
             return Err(registry::Error::ManifestUnknown(format!("{name}:{reference}")).into())
         }
         r => r?,

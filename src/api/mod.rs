@@ -15,8 +15,8 @@ use crate::auth::tokenserver::TokenServer;
 use crate::auth::{Authenticator, Credentials, Identity, Scope};
 use crate::notify::event::SourceRecord;
 use crate::notify::Notifier;
-use crate::oci::{Digest, ErrorCode, Reference, RepoName};
-use crate::registry::{self, Registry};
+use crate::oci::{Digest, Reference, RepoName};
+use crate::registry::Registry;
 use crate::storage::ByteStream;
 
 mod blobs;
@@ -293,7 +293,7 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult {
         // The root answers 200, as registry:2's does (load balancers and scripts probe it).
         _ if read && parts.uri.path() == "/" => return Ok(StatusCode::OK.into_response()),
         None | Some(Err(RouteError::NotFound)) => return Err(not_found()),
-        Some(Err(RouteError::Name(msg))) => return Err(ApiError::new(ErrorCode::NameInvalid, msg)),
+        Some(Err(RouteError::Name(msg))) => return Err(ApiError::NameInvalid(msg)),
     };
     let query = parse_query(parts.uri.query());
     let creds = Credentials::from_header(
@@ -312,8 +312,10 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult {
         .await
         .map_err(|refusal| {
             tracing::debug!(method = %parts.method, route = ?route, reason = %refusal.message, "auth refused");
-            ApiError::new(ErrorCode::Unauthorized, refusal.message)
-                .with_header(header::WWW_AUTHENTICATE, header_value(&refusal.challenge))
+            ApiError::Unauthorized {
+                message: refusal.message,
+                challenge: refusal.challenge,
+            }
         })?;
     tracing::debug!(method = %parts.method, route = ?route, user = %identity.user, "auth passed");
     let mut ctx = Ctx {
@@ -356,7 +358,7 @@ async fn handle(ctx: &mut Ctx<'_>, route: Route) -> ApiResult {
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NameUnknown, "no such endpoint").with_status(404)
+    ApiError::NoSuchEndpoint
 }
 
 /// The client address of a request, as the listener recorded it (axum's `ConnectInfo`).
@@ -378,15 +380,13 @@ pub(crate) fn header_value(s: &str) -> HeaderValue {
 
 pub(crate) fn parse_digest(s: &str) -> ApiResult<Digest> {
     s.parse::<Digest>()
-        .map_err(|e| ApiError::from(registry::Error::DigestInvalid(e.to_string())))
+        .map_err(|e| ApiError::DigestInvalid(e.to_string()))
 }
 
 pub(crate) fn parse_reference(s: &str) -> ApiResult<Reference> {
     Reference::parse(s).map_err(|e| match e {
-        crate::oci::name::ReferenceError::Digest(e) => {
-            registry::Error::DigestInvalid(e.to_string()).into()
-        }
-        crate::oci::name::ReferenceError::Tag(t) => registry::Error::TagInvalid(t).into(),
+        crate::oci::name::ReferenceError::Digest(e) => ApiError::DigestInvalid(e.to_string()),
+        crate::oci::name::ReferenceError::Tag(t) => ApiError::TagInvalid(t),
     })
 }
 
@@ -395,10 +395,7 @@ pub(crate) fn parse_n(ctx: &Ctx<'_>) -> ApiResult<Option<usize>> {
     match ctx.query("n") {
         None | Some("") => Ok(None),
         Some(v) => v.parse::<usize>().map(Some).map_err(|_| {
-            registry::Error::PaginationInvalid(format!(
-                "n must be a non-negative integer, not `{v}`"
-            ))
-            .into()
+            ApiError::PaginationInvalid(format!("n must be a non-negative integer, not `{v}`"))
         }),
     }
 }

@@ -24,13 +24,14 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
+use crate::api::error::Fault;
 use crate::api::outcome::{ManifestFacts, Outcome};
 use crate::api::route::{percent_decode, Route};
 use crate::api::{ApiConfig, ApiError, AppState};
 use crate::metrics::{self, InFlight, RequestRecord as MetricsRecord};
 use crate::notify::event::{ActorRecord, RequestRecord, Target, BLOB_MEDIA_TYPE};
 use crate::notify::{Action, Event, Notifier};
-use crate::oci::{Digest, ErrorCode, Reference, RepoName};
+use crate::oci::{Digest, Reference, RepoName};
 
 /// One request on its way through the API.
 pub(crate) struct Observation {
@@ -133,10 +134,7 @@ impl Observation {
         if health.is_healthy() {
             return None;
         }
-        let mut err = ApiError::new(ErrorCode::Unavailable, ErrorCode::Unavailable.message());
-        err.detail =
-            serde_json::Value::String("health check failed: please see /debug/health".to_owned());
-        Some(err.into_response())
+        Some(ApiError::Unavailable.into_response())
     }
 
     /// Raises the request's events (waiting until they are queued durably), then returns the response
@@ -147,6 +145,10 @@ impl Observation {
             notifier.publish(events).await;
         }
         let status = resp.status().as_u16();
+        // Server faults are logged here, once, with what the client was not told.
+        if let Some(Fault(fault)) = resp.extensions().get::<Fault>() {
+            tracing::error!(method = %self.method, path = %self.log_path, status, error = %fault, "request failed");
+        }
         let access_log = !state.config.access_log_disabled;
         let Observation {
             started,

@@ -16,8 +16,6 @@ pub enum Error {
     #[error("content digest {got} does not match {expected}")]
     DigestMismatch { expected: Digest, got: Digest },
     #[error("{0}")]
-    DigestInvalid(String),
-    #[error("{0}")]
     SizeInvalid(String),
     #[error("manifest unknown: {0}")]
     ManifestUnknown(String),
@@ -31,12 +29,6 @@ pub enum Error {
     ManifestBlobUnknown(Digest),
     #[error("repository name not known to registry: {0}")]
     NameUnknown(String),
-    #[error("tag `{0}` is not valid: tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")]
-    TagInvalid(String),
-    #[error("range is not satisfiable for a blob of {size} bytes")]
-    RangeInvalid { size: u64 },
-    #[error("{0}")]
-    PaginationInvalid(String),
     #[error("the request body could not be read: {0}")]
     Body(std::io::Error),
     #[error("storage failure: {0}")]
@@ -52,7 +44,7 @@ impl Error {
             Error::UploadOutOfOrder { .. } | Error::UploadInvalid(_) | Error::Body(_) => {
                 ErrorCode::BlobUploadInvalid
             }
-            Error::DigestMismatch { .. } | Error::DigestInvalid(_) => ErrorCode::DigestInvalid,
+            Error::DigestMismatch { .. } => ErrorCode::DigestInvalid,
             Error::SizeInvalid(_) => ErrorCode::SizeInvalid,
             Error::ManifestUnknown(_) => ErrorCode::ManifestUnknown,
             Error::ManifestInvalid(_)
@@ -60,9 +52,6 @@ impl Error {
             | Error::ManifestTooLarge { .. } => ErrorCode::ManifestInvalid,
             Error::ManifestBlobUnknown(_) => ErrorCode::ManifestBlobUnknown,
             Error::NameUnknown(_) => ErrorCode::NameUnknown,
-            Error::TagInvalid(_) => ErrorCode::TagInvalid,
-            Error::RangeInvalid { .. } => ErrorCode::RangeInvalid,
-            Error::PaginationInvalid(_) => ErrorCode::PaginationNumberInvalid,
             Error::Storage(_) => ErrorCode::Unknown,
         }
     }
