@@ -23,6 +23,15 @@ const READ_PARALLELISM: usize = 16;
 /// such batch.
 const SWEEP_BATCH: usize = 32;
 
+/// Why a manifest revision's references are unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unreadable {
+    /// Its manifest blob is gone from the store: reported, and references nothing.
+    Missing,
+    /// It cannot be parsed or is too large: nothing it may reference can be swept.
+    Bad(String),
+}
+
 /// How a collection runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
@@ -115,7 +124,7 @@ pub enum GcError {
 struct Node {
     refs: References,
     /// Why its references are unknown, if they are.
-    unreadable: Option<String>,
+    unreadable: Option<Unreadable>,
     /// Linked within the grace period.
     young: bool,
 }
@@ -207,12 +216,14 @@ async fn read_repo(
         {
             Ok(body) => match manifest::references(&body) {
                 Ok(refs) => (refs, None),
-                Err(e) => (References::default(), Some(e.to_string())),
+                Err(e) => (References::default(), Some(Unreadable::Bad(e.to_string()))),
             },
-            Err(e) if e.is_not_found() => (References::default(), Some("missing".to_owned())),
+            Err(e) if e.is_not_found() => (References::default(), Some(Unreadable::Missing)),
             Err(e) if e.kind == ErrorKind::TooLarge => (
                 References::default(),
-                Some(format!("larger than {MAX_MANIFEST_SIZE} bytes")),
+                Some(Unreadable::Bad(format!(
+                    "larger than {MAX_MANIFEST_SIZE} bytes"
+                ))),
             ),
             Err(e) => return Err(e),
         };
@@ -358,7 +369,7 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
         }
         let Some(graph) = graph else { continue };
         for (d, node) in &graph.revisions {
-            if node.unreadable.as_deref() == Some("missing") {
+            if node.unreadable == Some(Unreadable::Missing) {
                 report.missing.push((graph.name.to_string(), d.clone()));
             }
         }
@@ -377,14 +388,12 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
         };
         for d in &kept {
             let node = graph.revisions.get(*d);
-            if let Some(reason) = node.and_then(|n| n.unreadable.as_deref()) {
-                if reason != "missing" {
-                    return Err(GcError::UnreadableManifest {
-                        repo: graph.name.to_string(),
-                        digest: (*d).clone(),
-                        reason: reason.to_owned(),
-                    });
-                }
+            if let Some(Unreadable::Bad(reason)) = node.and_then(|n| n.unreadable.as_ref()) {
+                return Err(GcError::UnreadableManifest {
+                    repo: graph.name.to_string(),
+                    digest: (*d).clone(),
+                    reason: reason.clone(),
+                });
             }
             mark(&mut marked, d, node);
         }
@@ -442,14 +451,12 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
             let graph = &doomed[i].0;
             for k in graph.closure([d], &referrers[i]) {
                 let node = graph.revisions.get(k);
-                if let Some(reason) = node.and_then(|n| n.unreadable.as_deref()) {
-                    if reason != "missing" {
-                        unsafe_to_sweep = Some(GcError::UnreadableManifest {
-                            repo: graph.name.to_string(),
-                            digest: k.clone(),
-                            reason: reason.to_owned(),
-                        });
-                    }
+                if let Some(Unreadable::Bad(reason)) = node.and_then(|n| n.unreadable.as_ref()) {
+                    unsafe_to_sweep = Some(GcError::UnreadableManifest {
+                        repo: graph.name.to_string(),
+                        digest: k.clone(),
+                        reason: reason.clone(),
+                    });
                 }
                 mark(&mut marked, k, node);
                 rescued.insert((i, k));
