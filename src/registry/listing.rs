@@ -189,21 +189,25 @@ pub(super) async fn build_index(driver: &dyn Driver, index: &ListingIndex) -> Re
 }
 
 impl Registry {
-    /// Starts building the listing index in the background, unless it is built or being built. Does nothing
-    /// outside a tokio runtime.
+    /// Starts building the listing index (on a shared store: checking the catalog markers) in the
+    /// background, unless it is built or being built. Does nothing outside a tokio runtime.
     pub fn start_index(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if self.driver.is_shared() {
-            return self.start_markers(&runtime);
+        match &self.listing {
+            Listing::Local(index) => self.start_local_index(index, &runtime),
+            Listing::Shared(markers) => self.start_markers(markers, &runtime),
         }
-        if !self.index.claim_build() {
+    }
+
+    fn start_local_index(&self, index: &Arc<ListingIndex>, runtime: &tokio::runtime::Handle) {
+        if !index.claim_build() {
             return;
         }
         let driver = self.driver.clone();
-        let index = self.index.clone();
-        self.tasks.spawn_on(async move {
+        let index = index.clone();
+        let build = async move {
             let started = std::time::Instant::now();
             match build_index(driver.as_ref(), &index).await {
                 Ok(repos) => tracing::info!(
@@ -216,21 +220,22 @@ impl Registry {
                     tracing::warn!(error = %e, "cannot build the listing index; listings walk the store");
                 }
             }
-        }, &runtime);
+        };
+        self.tasks.spawn_on(build, runtime);
     }
 
     /// A store shared with other instances has no process-wide index: every instance writes a catalog
     /// marker with a repository's first manifest, and catalog pages are listings of the markers. This
     /// walks the layout once and writes the markers missing for repositories written before (by
     /// registry:2, or by a berth before this one), then answers the catalog from the markers.
-    pub(super) fn start_markers(&self, runtime: &tokio::runtime::Handle) {
+    fn start_markers(&self, markers: &Arc<Markers>, runtime: &tokio::runtime::Handle) {
         use std::sync::atomic::Ordering;
-        if self.markers.claimed.swap(true, Ordering::AcqRel) {
+        if markers.claimed.swap(true, Ordering::AcqRel) {
             return;
         }
         let driver = self.driver.clone();
-        let markers = self.markers.clone();
-        self.tasks.spawn_on(async move {
+        let markers = markers.clone();
+        let check = async move {
             let started = std::time::Instant::now();
             match sync_markers(driver.as_ref()).await {
                 Ok((repos, added, removed)) => {
@@ -248,33 +253,35 @@ impl Registry {
                     tracing::warn!(error = %e, "cannot check the catalog markers; the catalog walks the store");
                 }
             }
-        }, runtime);
+        };
+        self.tasks.spawn_on(check, runtime);
     }
 
     /// Whether listings are answered from the index or the catalog markers (rather than by walking the
     /// store).
     pub fn index_ready(&self) -> bool {
-        if self.driver.is_shared() {
-            return self
-                .markers
-                .complete
-                .load(std::sync::atomic::Ordering::Acquire);
+        match &self.listing {
+            Listing::Local(index) => index.is_ready(),
+            Listing::Shared(markers) => markers.complete.load(std::sync::atomic::Ordering::Acquire),
         }
-        self.index.is_ready()
     }
 
     /// One page of the catalog: the repositories after `last`, at most `n`, and whether more follow.
     pub async fn catalog_page(&self, last: Option<&str>, n: usize) -> Result<Page> {
-        if self.driver.is_shared() && self.index_ready() {
-            let mut items = self
-                .driver
-                .list_keys(paths::CATALOG, last, n.saturating_add(1))
-                .await?;
-            let more = items.len() > n;
-            items.truncate(n);
-            return Ok((items, more));
-        }
-        if let Some(page) = self.index.catalog_page(last, n) {
+        let ready = match &self.listing {
+            Listing::Shared(_) if self.index_ready() => {
+                let mut items = self
+                    .driver
+                    .list_keys(paths::CATALOG, last, n.saturating_add(1))
+                    .await?;
+                let more = items.len() > n;
+                items.truncate(n);
+                return Ok((items, more));
+            }
+            Listing::Shared(_) => None,
+            Listing::Local(index) => index.catalog_page(last, n),
+        };
+        if let Some(page) = ready {
             return Ok(page);
         }
         self.start_index();
@@ -291,8 +298,8 @@ impl Registry {
         n: Option<usize>,
     ) -> Result<Page> {
         // A shared store's tags are listed from the store: another instance may have moved them.
-        if !self.driver.is_shared() {
-            match self.index.tags_page(repo.as_str(), last, n) {
+        if let Listing::Local(index) = &self.listing {
+            match index.tags_page(repo.as_str(), last, n) {
                 Some(Some(page)) => return Ok(page),
                 Some(None) => {}
                 None => self.start_index(),

@@ -133,7 +133,7 @@ impl Registry {
         }
         // The manifest, its revision link and the tag's index entry are made durable together, then
         // the tag is moved: a tag never points at a manifest that a crash could lose.
-        let shared = self.driver.is_shared();
+        let shared = self.listing.is_shared();
         let mut writes = Vec::new();
         let blob = paths::blob_data(&digest);
         // Writes that would store bytes already there are skipped where reading is the cheaper (see
@@ -159,11 +159,10 @@ impl Registry {
             }
         }
         self.driver.put_all(writes).await?;
-        self.index.record(repo.as_str(), Change::Manifests(true));
+        self.listing.record(repo, Change::Manifests(true));
         if let Reference::Tag(tag) = reference {
             self.link(&paths::tag_current(repo, tag), &digest).await?;
-            self.index
-                .record(repo.as_str(), Change::TagAdded(tag.clone()));
+            self.listing.record(repo, Change::TagAdded(tag.clone()));
         }
         // What a fetch of the stored bytes would report, whatever the push said.
         let media_type = manifest::stored_media_type(&body);
@@ -191,8 +190,7 @@ impl Registry {
                     return Err(Error::ManifestUnknown(format!("{repo}:{tag}")));
                 }
                 self.driver.delete(&paths::tag_dir(repo, tag)).await?;
-                self.index
-                    .record(repo.as_str(), Change::TagRemoved(tag.clone()));
+                self.listing.record(repo, Change::TagRemoved(tag.clone()));
             }
             Reference::Digest(d) => {
                 self.resolve(repo, reference).await?;
@@ -204,7 +202,7 @@ impl Registry {
                         == Some(d)
                     {
                         self.driver.delete(&paths::tag_dir(repo, &tag)).await?;
-                        self.index.record(repo.as_str(), Change::TagRemoved(tag));
+                        self.listing.record(repo, Change::TagRemoved(tag));
                     }
                 }
                 self.driver.delete(&paths::revision_dir(repo, d)).await?;
@@ -234,8 +232,8 @@ impl Registry {
             .await?
             .iter()
             .any(|c| c == "_manifests");
-        self.index.record(repo.as_str(), Change::Manifests(present));
-        if self.driver.is_shared() && !present {
+        self.listing.record(repo, Change::Manifests(present));
+        if self.listing.is_shared() && !present {
             // An object store has no empty directories: the repository left the layout's catalog, so it
             // leaves the markers' too.
             remove_marker(self.driver.as_ref(), repo).await?;

@@ -72,15 +72,36 @@ pub struct Registry {
     /// Serialises changes to one repository's manifests and tags, so the index sees them in order.
     repo_locks: locks::KeyedLocks,
     fence: Fence,
-    index: Arc<ListingIndex>,
+    /// How listings are answered, chosen once from the store.
+    listing: Listing,
     manifests: Mutex<ManifestCache>,
     /// The background tasks the registry starts (the listing index, catalog markers).
     tasks: tokio_util::task::TaskTracker,
-    /// For a store shared with other instances: the catalog markers known to exist, and whether the
-    /// markers cover the repositories written before (see [`Registry::start_index`]).
-    markers: Arc<Markers>,
 }
 
+/// Where listings come from. A store this process owns has the in-memory listing index, kept current by
+/// this process's writes; a store shared with other instances (S3) has catalog markers in the store, and
+/// tags are listed from the store, since another instance may have moved them.
+enum Listing {
+    Local(Arc<ListingIndex>),
+    Shared(Arc<Markers>),
+}
+
+impl Listing {
+    /// Records a change of a repository's manifests or tags in the index (a shared store has none).
+    fn record(&self, repo: &RepoName, change: Change) {
+        if let Listing::Local(index) = self {
+            index.record(repo.as_str(), change);
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        matches!(self, Listing::Shared(_))
+    }
+}
+
+/// For a store shared with other instances: whether the catalog markers cover the repositories written
+/// before (see [`Registry::start_index`]).
 #[derive(Default)]
 struct Markers {
     complete: std::sync::atomic::AtomicBool,
@@ -131,6 +152,11 @@ impl Registry {
 
     /// A registry whose in-memory caches hold at most `limits`.
     pub fn with_caches(driver: Arc<dyn Driver>, limits: CacheLimits) -> Registry {
+        let listing = if driver.is_shared() {
+            Listing::Shared(Arc::default())
+        } else {
+            Listing::Local(Arc::default())
+        };
         Registry {
             driver,
             upload_locks: Default::default(),
@@ -138,10 +164,9 @@ impl Registry {
             limits,
             repo_locks: Default::default(),
             fence: Fence::default(),
-            index: Arc::default(),
+            listing,
             manifests: Mutex::default(),
             tasks: tokio_util::task::TaskTracker::new(),
-            markers: Arc::default(),
         }
     }
 
