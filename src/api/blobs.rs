@@ -7,10 +7,14 @@ use axum::response::{IntoResponse, Response};
 
 use super::outcome::Outcome;
 use super::{
-    header_value, parse_digest, repo_path, ApiError, ApiResult, Ctx, CONTENT_DIGEST, UPLOAD_UUID,
+    header_value, parse_digest, repo_path, routed_digest, ApiError, ApiResult, Ctx, CONTENT_DIGEST,
+    UPLOAD_UUID,
 };
 use crate::auth::Pullable;
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Digest, DigestError, RepoName};
+
+/// A digest as the route parsed it.
+type Routed = Result<Digest, DigestError>;
 use crate::registry::{self, ChunkCheck, UploadStatus};
 
 /// A byte range resolved against a blob's size.
@@ -66,8 +70,8 @@ pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
     }
 }
 
-pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResult {
-    let d = parse_digest(digest)?;
+pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &Routed) -> ApiResult {
+    let d = routed_digest(digest)?;
     let registry = ctx.registry();
     let blob = registry.linked_blob(name, &d).await?;
     let pulled = |size: u64| Outcome::BlobPulled {
@@ -143,14 +147,14 @@ fn blob_response(
     resp
 }
 
-pub(crate) async fn delete(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResult {
+pub(crate) async fn delete(ctx: &Ctx<'_>, name: &RepoName, digest: &Routed) -> ApiResult {
     ctx.check_writable()?;
     if !ctx.state.config.delete_enabled {
         return Err(ApiError::unsupported(
             "deletion is disabled (storage.delete.enabled is false)",
         ));
     }
-    let d = parse_digest(digest)?;
+    let d = routed_digest(digest)?;
     ctx.registry().delete_blob(name, &d).await?;
     let deleted = Outcome::BlobDeleted {
         repo: name.clone(),

@@ -6,11 +6,15 @@ use serde_json::{json, Value};
 
 use super::outcome::{tag_of, ManifestFacts, Outcome};
 use super::{
-    header_value, json_response, parse_digest, parse_reference, repo_path, ApiError, ApiResult,
+    header_value, json_response, repo_path, routed_digest, routed_reference, ApiError, ApiResult,
     Ctx, CONTENT_DIGEST,
 };
 use crate::oci::manifest::{accepted_types, is_index_type, MAX_MANIFEST_SIZE, OCI_INDEX};
-use crate::oci::{Manifest, Reference, RepoName};
+use crate::oci::name::ReferenceError;
+use crate::oci::{Digest, DigestError, Manifest, Reference, RepoName};
+
+/// A reference as the route parsed it.
+type Routed = Result<Reference, ReferenceError>;
 use crate::registry::{self, StoredManifest};
 
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
@@ -50,12 +54,12 @@ async fn platform_fallback(
     }
 }
 
-pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, reference: &str) -> ApiResult {
+pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, reference: &Routed) -> ApiResult {
     // Nothing can be stored under a reference that is not a valid tag: fetching one is MANIFEST_UNKNOWN,
     // as the OCI spec and registry:2 answer (a push under it is TAG_INVALID).
-    let reference = match parse_reference(reference) {
-        Err(ApiError::TagInvalid(_)) => {
-            return Err(registry::Error::ManifestUnknown(format!("{name}:{reference}")).into())
+    let reference = match routed_reference(reference) {
+        Err(ApiError::TagInvalid(t)) => {
+            return Err(registry::Error::ManifestUnknown(format!("{name}:{t}")).into())
         }
         r => r?,
     };
@@ -107,9 +111,9 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, reference: &str) -> ApiR
     Ok(pulled.record(resp))
 }
 
-pub(crate) async fn put(ctx: &mut Ctx<'_>, name: &RepoName, reference: &str) -> ApiResult {
+pub(crate) async fn put(ctx: &mut Ctx<'_>, name: &RepoName, reference: &Routed) -> ApiResult {
     ctx.check_writable()?;
-    let reference = parse_reference(reference)?;
+    let reference = routed_reference(reference)?;
     let limit = MAX_MANIFEST_SIZE;
     if ctx.content_length().is_some_and(|l| l > limit as u64) {
         return Err(registry::Error::ManifestTooLarge { limit }.into());
@@ -153,14 +157,14 @@ pub(crate) async fn put(ctx: &mut Ctx<'_>, name: &RepoName, reference: &str) -> 
     Ok(outcome.record(resp))
 }
 
-pub(crate) async fn delete(ctx: &Ctx<'_>, name: &RepoName, reference: &str) -> ApiResult {
+pub(crate) async fn delete(ctx: &Ctx<'_>, name: &RepoName, reference: &Routed) -> ApiResult {
     ctx.check_writable()?;
     if !ctx.state.config.delete_enabled {
         return Err(ApiError::unsupported(
             "deletion is disabled (storage.delete.enabled is false)",
         ));
     }
-    let reference = parse_reference(reference)?;
+    let reference = routed_reference(reference)?;
     ctx.registry().delete_manifest(name, &reference).await?;
     let mut resp = StatusCode::ACCEPTED.into_response();
     resp.headers_mut()
@@ -172,8 +176,12 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, name: &RepoName, reference: &str) -> A
     Ok(deleted.record(resp))
 }
 
-pub(crate) async fn referrers(ctx: &Ctx<'_>, name: &RepoName, digest: &str) -> ApiResult {
-    let subject = parse_digest(digest)?;
+pub(crate) async fn referrers(
+    ctx: &Ctx<'_>,
+    name: &RepoName,
+    digest: &Result<Digest, DigestError>,
+) -> ApiResult {
+    let subject = routed_digest(digest)?;
     let filter = ctx
         .query("artifactType")
         .filter(|s| !s.is_empty())

@@ -15,7 +15,8 @@ use crate::auth::tokenserver::TokenServer;
 use crate::auth::{Authenticator, Credentials, Identity, Scope};
 use crate::notify::event::SourceRecord;
 use crate::notify::Notifier;
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::name::ReferenceError;
+use crate::oci::{Digest, DigestError, Reference, RepoName};
 use crate::registry::Registry;
 use crate::storage::ByteStream;
 
@@ -383,10 +384,17 @@ pub(crate) fn parse_digest(s: &str) -> ApiResult<Digest> {
         .map_err(|e| ApiError::DigestInvalid(e.to_string()))
 }
 
-pub(crate) fn parse_reference(s: &str) -> ApiResult<Reference> {
-    Reference::parse(s).map_err(|e| match e {
-        crate::oci::name::ReferenceError::Digest(e) => ApiError::DigestInvalid(e.to_string()),
-        crate::oci::name::ReferenceError::Tag(t) => ApiError::TagInvalid(t),
+/// A digest the route parsed, or the error it is answered with.
+pub(crate) fn routed_digest(d: &Result<Digest, DigestError>) -> ApiResult<Digest> {
+    d.clone()
+        .map_err(|e| ApiError::DigestInvalid(e.to_string()))
+}
+
+/// A reference the route parsed, or the error it is answered with.
+pub(crate) fn routed_reference(r: &Result<Reference, ReferenceError>) -> ApiResult<Reference> {
+    r.clone().map_err(|e| match e {
+        ReferenceError::Digest(e) => ApiError::DigestInvalid(e.to_string()),
+        ReferenceError::Tag(t) => ApiError::TagInvalid(t),
     })
 }
 

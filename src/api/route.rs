@@ -1,18 +1,22 @@
-//! Parses a `/v2/...` request path into an API route. Repository names contain `/`, so routes are
-//! recognised from the end of the path, as distribution does.
+//! Parses a `/v2/...` request path into an API route, once: the repository name, and the reference or
+//! digest already parsed (percent-decoded first). Repository names contain `/`, so routes are recognised
+//! from the end of the path, as distribution does. A malformed reference or digest is kept as its parse
+//! error: what it means depends on the method, and it is answered after authorization, by the handler.
 
-use crate::oci::RepoName;
+use crate::oci::name::ReferenceError;
+use crate::oci::{Digest, DigestError, Reference, RepoName};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Base,
     Catalog,
     Tags(RepoName),
-    Manifest(RepoName, String),
-    Blob(RepoName, String),
+    Manifest(RepoName, Result<Reference, ReferenceError>),
+    Blob(RepoName, Result<Digest, DigestError>),
     UploadStart(RepoName),
+    /// The upload id as sent: ids are the registry's own, checked where uploads are found.
     Upload(RepoName, String),
-    Referrers(RepoName, String),
+    Referrers(RepoName, Result<Digest, DigestError>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,13 +74,13 @@ impl Route {
             return Ok(Route::Upload(name(n)?, last));
         }
         if let Some(n) = head.strip_suffix("/blobs") {
-            return Ok(Route::Blob(name(n)?, last));
+            return Ok(Route::Blob(name(n)?, last.parse()));
         }
         if let Some(n) = head.strip_suffix("/manifests") {
-            return Ok(Route::Manifest(name(n)?, last));
+            return Ok(Route::Manifest(name(n)?, Reference::parse(&last)));
         }
         if let Some(n) = head.strip_suffix("/referrers") {
-            return Ok(Route::Referrers(name(n)?, last));
+            return Ok(Route::Referrers(name(n)?, last.parse()));
         }
         Err(RouteError::NotFound)
     }
@@ -100,15 +104,15 @@ mod tests {
         check("/v2/a/b/tags/list", Ok(Route::Tags(n("a/b"))));
         check(
             "/v2/a/manifests/latest",
-            Ok(Route::Manifest(n("a"), "latest".into())),
+            Ok(Route::Manifest(n("a"), Reference::parse("latest"))),
         );
         check(
             "/v2/a/manifests/b/manifests/x",
-            Ok(Route::Manifest(n("a/manifests/b"), "x".into())),
+            Ok(Route::Manifest(n("a/manifests/b"), Reference::parse("x"))),
         );
         check(
             "/v2/a/blobs/sha256%3Aab",
-            Ok(Route::Blob(n("a"), "sha256:ab".into())),
+            Ok(Route::Blob(n("a"), "sha256:ab".parse())),
         );
         check("/v2/a/b/blobs/uploads/", Ok(Route::UploadStart(n("a/b"))));
         check("/v2/a/blobs/uploads", Ok(Route::UploadStart(n("a"))));
@@ -118,7 +122,7 @@ mod tests {
         );
         check(
             "/v2/a/referrers/sha256:x",
-            Ok(Route::Referrers(n("a"), "sha256:x".into())),
+            Ok(Route::Referrers(n("a"), "sha256:x".parse())),
         );
         check(
             "/v2/A/tags/list",

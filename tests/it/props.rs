@@ -232,12 +232,12 @@ fn route_parts() -> impl Strategy<Value = (Route, String, &'static str, Option<S
             match kind {
                 0 => (Route::Tags(name), n, "tags/list", None),
                 1 => (
-                    Route::Manifest(name, reference.clone()),
+                    Route::Manifest(name, Reference::parse(&reference)),
                     n,
                     "manifests",
                     Some(reference),
                 ),
-                2 => (Route::Blob(name, digest.clone()), n, "blobs", Some(digest)),
+                2 => (Route::Blob(name, digest.parse()), n, "blobs", Some(digest)),
                 3 => (
                     Route::UploadStart(name),
                     n,
@@ -255,7 +255,7 @@ fn route_parts() -> impl Strategy<Value = (Route, String, &'static str, Option<S
                     Some(id),
                 ),
                 _ => (
-                    Route::Referrers(name, digest.clone()),
+                    Route::Referrers(name, digest.parse()),
                     n,
                     "referrers",
                     Some(digest),
