@@ -2,10 +2,13 @@
 # berth's benchmark against Debian's docker-registry (distribution 2.8.2) in the same run, with nginx as
 # the ceiling for downloads and small GETs. Prints one table. See bench/README.md.
 #
-#   bench/run.sh                 # the full run (about 6 minutes)
-#   SCALE=8 W4_SECS=1 bench/run.sh   # a quick smoke run with 1/8 of the blob sizes
+#   bench/run.sh                 # the full run (about 12 minutes: 6 of them W9's soak)
+#   SCALE=8 W4_SECS=1 SOAK_SECS=20 bench/run.sh   # a quick smoke run with 1/8 of the blob sizes
 #   KEEP=1 bench/run.sh          # keep the work directory (storage roots, results.json, logs)
 #   ONLY=w4,w5 bench/run.sh      # some workloads only (w3 uploads one blob first; w6 runs w5 first)
+#   ONLY=w9 SOAK_SECS=180 bench/run.sh   # the mixed soak only, 180 s per registry (the default)
+#   SOAK_MIX=all=0,blob_push=1 ONLY=w9 bench/run.sh   # the soak with other weights (see bench/README.md)
+#   SOAK_CLIENTS=4               # the soak's concurrent clients
 #   CARGO_LOCK=/tmp/cargo.lock   # run cargo under flock on a shared machine
 set -euo pipefail
 
@@ -85,5 +88,7 @@ echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
     --berth "127.0.0.1:$bport" --berth-pid "$bpid" \
     --registry "127.0.0.1:$rport" --registry-pid "$rpid" \
     --nginx "127.0.0.1:$nport" --nginx-root "$work/nginx/root" \
-    --work "$work/loadgen" --scale "${SCALE:-1}" --w4-secs "${W4_SECS:-3}" ${ONLY:+--only "$ONLY"}
+    --work "$work/loadgen" --scale "${SCALE:-1}" --w4-secs "${W4_SECS:-3}" ${ONLY:+--only "$ONLY"} \
+    ${SOAK_SECS:+--soak-secs "$SOAK_SECS"} ${SOAK_CLIENTS:+--soak-clients "$SOAK_CLIENTS"} \
+    ${SOAK_MIX:+--soak-mix "$SOAK_MIX"}
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

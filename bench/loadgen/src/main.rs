@@ -1,4 +1,4 @@
-//! berth's benchmark: runs the workloads W1–W8 of the performance issue against berth and registry:2 (and
+//! berth's benchmark: runs the workloads W1–W9 of the performance issue against berth and registry:2 (and
 //! the ceilings against nginx) in one run, and prints one table. `bench/run.sh` starts the servers;
 //! `bench/s3.sh` runs a subset against berth on the filesystem, berth on S3 and registry:2 on S3 (with
 //! `--target` and `--table s3`). See bench/README.md. Every loop here is bounded in count and in time.
@@ -16,6 +16,7 @@ use http::Method;
 
 mod client;
 mod ops;
+mod soak;
 mod table;
 
 use client::{Conn, Fetcher};
@@ -34,6 +35,9 @@ pub struct Target {
 
 /// Results by target name (`berth`, `registry`, `ceiling`, or a `--target`'s name), then by metric key.
 pub type Results = HashMap<&'static str, HashMap<String, f64>>;
+
+/// W9's VmRSS samples by target name: (seconds since the soak started, MiB).
+pub type Samples = HashMap<&'static str, Vec<(f64, f64)>>;
 
 struct Args {
     targets: Vec<Target>,
@@ -55,6 +59,8 @@ struct Args {
     w5_runs: Vec<String>,
     /// Which table to print: `main` (berth against registry:2 and the ceilings) or `s3`.
     table: String,
+    /// W9's soak: duration per target, clients, mix.
+    soak: soak::Config,
 }
 
 impl Args {
@@ -76,6 +82,7 @@ fn parse_args() -> Result<Args> {
         w5_runs: vec!["one".to_owned(), "many".to_owned()],
         table: "main".to_owned(),
         redirects: Vec::new(),
+        soak: soak::Config::new(180.0),
     };
     let mut it = std::env::args().skip(1);
     let mut pending: HashMap<&'static str, (Option<SocketAddr>, Option<u32>)> = HashMap::new();
@@ -100,6 +107,10 @@ fn parse_args() -> Result<Args> {
             }
             "--w5" => a.w5_runs = val()?.split(',').map(str::to_owned).collect(),
             "--table" => a.table = val()?,
+            "--soak-secs" => a.soak.secs = val()?.parse()?,
+            "--soak-clients" => a.soak.clients = val()?.parse()?,
+            "--soak-sample-secs" => a.soak.sample_secs = val()?.parse()?,
+            "--soak-mix" => a.soak.set_mix(&val()?)?,
             "--backend-log" => {
                 let path = PathBuf::from(val()?);
                 if let Ok(mut log) = BACKEND_LOG.lock() {
@@ -128,7 +139,7 @@ fn parse_args() -> Result<Args> {
         }
     }
     if a.targets.is_empty() {
-        bail!("usage: loadgen --berth ADDR [--berth-pid PID] [--registry ADDR --registry-pid PID] [--target NAME=ADDR[,pid=PID][,backend=PID][,redirect]]... [--backend-log FILE] [--nginx ADDR --nginx-root DIR] [--work DIR] [--scale N] [--w4-secs S] [--w4-conns 1,16,64] [--w5 one,many] [--only w1,..] [--table main|s3]");
+        bail!("usage: loadgen --berth ADDR [--berth-pid PID] [--registry ADDR --registry-pid PID] [--target NAME=ADDR[,pid=PID][,backend=PID][,redirect]]... [--backend-log FILE] [--nginx ADDR --nginx-root DIR] [--work DIR] [--scale N] [--w4-secs S] [--w4-conns 1,16,64] [--w5 one,many] [--soak-secs S] [--soak-clients N] [--soak-sample-secs S] [--soak-mix kind=weight,..] [--only w1,..] [--table main|s3]");
     }
     Ok(a)
 }
@@ -166,9 +177,16 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let results = rt.block_on(run(&args))?;
+    let mut samples = Samples::new();
+    let results = rt.block_on(run(&args, &mut samples))?;
     std::fs::create_dir_all(&args.work)?;
-    let json: HashMap<&str, &HashMap<String, f64>> = results.iter().map(|(k, v)| (*k, v)).collect();
+    let mut json = serde_json::Map::new();
+    for (k, v) in &results {
+        json.insert((*k).to_owned(), serde_json::to_value(v)?);
+    }
+    if !samples.is_empty() {
+        json.insert("w9.rss_samples".to_owned(), serde_json::to_value(&samples)?);
+    }
     std::fs::write(
         args.work.join("results.json"),
         serde_json::to_vec_pretty(&json)?,
@@ -188,7 +206,7 @@ fn log(msg: &str) {
     eprintln!("[loadgen] {msg}");
 }
 
-async fn run(a: &Args) -> Result<Results> {
+async fn run(a: &Args, samples: &mut Samples) -> Result<Results> {
     let mut r = Results::new();
     let mib = |n: u64| (n * MIB / a.scale) as usize;
 
@@ -673,6 +691,40 @@ async fn run(a: &Args) -> Result<Results> {
     for t in &a.targets {
         let p = ops::proc_sample(t.pid);
         put(&mut r, t.name, "w8.peak_rss", p.hwm_mib);
+    }
+
+    // ---- W9: a mixed soak, VmRSS sampled (after W8's peak, which it would otherwise set).
+    for t in a.targets.iter().filter(|_| a.wants("w9")) {
+        log(&format!(
+            "W9 {}: soak of {:.0} s, {} clients, mix {}",
+            t.name,
+            a.soak.secs,
+            a.soak.clients,
+            a.soak.describe()
+        ));
+        let o = soak::run(t, &a.soak).await?;
+        let (quarter, end) = (o.rss_at(0.25), o.rss_end());
+        put(&mut r, t.name, "w9.rps", o.total() as f64 / o.secs);
+        put(&mut r, t.name, "w9.rss_quarter", quarter);
+        put(&mut r, t.name, "w9.rss_end", end);
+        put(&mut r, t.name, "w9.rss_growth", end - quarter);
+        put(&mut r, t.name, "w9.rss_peak", o.rss_peak());
+        for ((kind, _), n) in soak::KINDS.iter().zip(&o.requests) {
+            put(&mut r, t.name, &format!("w9.requests.{kind}"), *n as f64);
+        }
+        log(&format!(
+            "W9 {}: {} requests in {:.0} s; RSS MiB at 0, 1/4, 1/2, 3/4, end: {:.1} {:.1} {:.1} {:.1} {:.1}, peak {:.1}",
+            t.name,
+            o.total(),
+            o.secs,
+            o.rss_at(0.0),
+            quarter,
+            o.rss_at(0.5),
+            o.rss_at(0.75),
+            end,
+            o.rss_peak()
+        ));
+        samples.insert(t.name, o.samples);
     }
     Ok(r)
 }

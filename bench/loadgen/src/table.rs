@@ -235,6 +235,29 @@ const ROWS: &[Row] = &[
         false,
         Goal::None,
     ),
+    row(
+        "w9.rps",
+        "W9 soak, mixed requests",
+        "req/s",
+        true,
+        Goal::None,
+    ),
+    row(
+        "w9.rss_quarter",
+        "W9 soak RSS at 1/4",
+        "MiB",
+        false,
+        Goal::None,
+    ),
+    row("w9.rss_end", "W9 soak RSS at end", "MiB", false, Goal::None),
+    row(
+        "w9.rss_growth",
+        "W9 soak RSS growth 1/4 to end",
+        "MiB",
+        false,
+        Goal::None,
+    ),
+    row("w9.rss_peak", "W9 soak RSS peak", "MiB", false, Goal::None),
 ];
 
 fn num(v: Option<f64>) -> String {
