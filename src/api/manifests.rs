@@ -13,6 +13,9 @@ use crate::oci::manifest::{accepted_types, is_index_type, MAX_MANIFEST_SIZE, OCI
 use crate::oci::name::ReferenceError;
 use crate::oci::{Digest, DigestError, Manifest, Reference, RepoName};
 
+/// The referrers of a subject answered in one page, at most (about: summaries as kept in memory).
+const REFERRERS_PAGE_BYTES: usize = 4 << 20;
+
 /// A reference as the route parsed it.
 type Routed = Result<Reference, ReferenceError>;
 use crate::registry::{self, StoredManifest};
@@ -186,12 +189,26 @@ pub(crate) async fn referrers(
         .query("artifactType")
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
+    // `last` is ours: it comes back only in the Link of the page before.
+    let after = match ctx.query("last").filter(|s| !s.is_empty()) {
+        Some(l) => Some(
+            l.parse::<Digest>()
+                .map_err(|e| ApiError::PaginationInvalid(format!("last: {e}")))?,
+        ),
+        None => None,
+    };
     let mut manifests = Vec::new();
-    let referrers = ctx
+    let page = ctx
         .registry()
-        .referrers(name, &subject, filter.as_deref())
+        .referrers(
+            name,
+            &subject,
+            filter.as_deref(),
+            after.as_ref(),
+            REFERRERS_PAGE_BYTES,
+        )
         .await?;
-    for r in referrers {
+    for r in page.referrers {
         let s = &r.summary;
         let mut d =
             json!({ "mediaType": s.media_type, "digest": r.digest.to_string(), "size": s.size });
@@ -205,13 +222,33 @@ pub(crate) async fn referrers(
     }
     let body =
         json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests }).to_string();
+    // The OCI spec lets a registry page referrers with a `Link` header; berth does once a page holds
+    // about `REFERRERS_PAGE_BYTES`, so that a subject with many large referrers stays bounded in memory.
+    let mut next = page.next.map(|last| {
+        format!(
+            "{}/v2/{name}/referrers/{subject}?last={last}",
+            ctx.state.config.prefix
+        )
+    });
     let mut resp = json_response(StatusCode::OK, body);
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
-    if filter.is_some() {
+    if let Some(filter) = &filter {
         resp.headers_mut().insert(
             OCI_FILTERS_APPLIED,
             HeaderValue::from_static("artifactType"),
+        );
+        if let Some(next) = &mut next {
+            next.push_str(&format!(
+                "&artifactType={}",
+                percent_encoding::utf8_percent_encode(filter, percent_encoding::NON_ALPHANUMERIC)
+            ));
+        }
+    }
+    if let Some(next) = next {
+        resp.headers_mut().insert(
+            header::LINK,
+            header_value(&format!("<{next}>; rel=\"next\"")),
         );
     }
     Ok(resp)

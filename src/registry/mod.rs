@@ -26,7 +26,7 @@ mod manifests;
 mod referrers;
 
 pub use blobs::LinkedBlob;
-pub use referrers::{Referrer, Summary};
+pub use referrers::{Referrer, ReferrersPage, Summary};
 
 use listing::{remove_marker, repository_dirs};
 use referrers::summarize;

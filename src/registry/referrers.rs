@@ -14,21 +14,31 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// About what the summary costs in memory: its strings and annotations (JSON values take a few times
-    /// their text; counted at twice), plus an entry's overhead.
-    fn cost(&self) -> usize {
+    /// About what the summary costs in memory: its strings, and its annotations as a `serde_json::Map` (a
+    /// B-tree whose smallest node is about 640 bytes; each entry's strings with their allocations and
+    /// slot, counted at three times their text), plus an entry's overhead.
+    pub fn cost(&self) -> usize {
         let annotations: usize = self.annotations.as_ref().map_or(0, |a| {
-            a.iter()
+            640 + a
+                .iter()
                 .map(|(k, v)| {
-                    2 * (k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len)) + 64
+                    3 * (k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len)) + 96
                 })
-                .sum()
+                .sum::<usize>()
         });
         ENTRY_OVERHEAD
             + self.media_type.len()
             + self.artifact_type.as_ref().map_or(0, String::len)
             + annotations
     }
+}
+
+/// One page of referrers, and where the next starts.
+#[derive(Debug, Clone)]
+pub struct ReferrersPage {
+    pub referrers: Vec<Referrer>,
+    /// When more follow: the digest the next page starts after.
+    pub next: Option<Digest>,
 }
 
 /// A referrer of a subject, as listed by the referrers API.
@@ -39,29 +49,45 @@ pub struct Referrer {
 }
 
 impl Registry {
-    /// The manifests in `repo` whose subject is `subject`, sorted by digest.
     /// The manifests of `repo` whose subject is `subject`, of `artifact_type` if given (filtered here, so
-    /// that what does not match is never held).
+    /// that what does not match is never held), sorted by digest, after `after`, and at most about
+    /// `budget` bytes of them (at least one): a subject with many large referrers is answered in pages.
     pub async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Vec<Referrer>> {
-        let mut out = Vec::new();
+        after: Option<&Digest>,
+        budget: usize,
+    ) -> Result<ReferrersPage> {
+        let mut page = ReferrersPage {
+            referrers: Vec::new(),
+            next: None,
+        };
+        let mut held = 0usize;
         for hex in self.driver.list(&paths::revisions(repo)).await? {
             let Ok(d) = format!("sha256:{hex}").parse::<Digest>() else {
                 continue;
             };
+            if after.is_some_and(|a| d <= *a) {
+                continue;
+            }
             let Some(summary) = self.summary(&d).await? else {
                 continue;
             };
             let wanted = artifact_type.is_none_or(|t| summary.artifact_type.as_deref() == Some(t));
-            if wanted && summary.subject.as_ref() == Some(subject) {
-                out.push(Referrer { digest: d, summary });
+            if !wanted || summary.subject.as_ref() != Some(subject) {
+                continue;
             }
+            let cost = summary.cost();
+            if held + cost > budget && !page.referrers.is_empty() {
+                page.next = page.referrers.last().map(|r| r.digest.clone());
+                break;
+            }
+            held += cost;
+            page.referrers.push(Referrer { digest: d, summary });
         }
-        Ok(out)
+        Ok(page)
     }
 
     pub(super) async fn summary(&self, d: &Digest) -> Result<Option<Arc<Summary>>> {

@@ -361,3 +361,77 @@ fn memory_stays_bounded_while_manifests_with_large_annotations_are_pushed() {
     assert!(end < start + 24 * MIB, "RSS kept growing: {mib:?}");
     assert!(end < 160 * MIB, "RSS too high: {mib:?}");
 }
+
+#[tokio::test]
+async fn referrers_of_a_subject_with_many_large_ones_come_in_pages() {
+    let s = crate::support::TestServer::start(crate::support::test_config()).await;
+    let c = s.client();
+    let config = c.push_blob("pages", b"{}").await;
+    let subject = image_manifest(&config, 2, &[], "");
+    let sd = digest(&subject);
+    c.put_manifest(
+        "pages",
+        "base",
+        "application/vnd.oci.image.manifest.v1+json",
+        &subject,
+    )
+    .await
+    .assert_status(201);
+    let mut pushed = std::collections::BTreeSet::new();
+    for n in 0..120 {
+        let extra = format!(
+            r#","artifactType":"application/x-big","subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{sd}","size":{}}},"annotations":{{"n":"{n}","filler":"{}"}}"#,
+            subject.len(),
+            "y".repeat(64 * 1024)
+        );
+        let m = image_manifest(&config, 2, &[], &extra);
+        let d = digest(&m);
+        c.put_manifest(
+            "pages",
+            &d,
+            "application/vnd.oci.image.manifest.v1+json",
+            &m,
+        )
+        .await
+        .assert_status(201);
+        pushed.insert(d);
+    }
+    // Every referrer exactly once, over several pages joined by Link, with the filter kept.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut next = Some(format!(
+        "/v2/pages/referrers/{sd}?artifactType=application/x-big"
+    ));
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        pages += 1;
+        assert!(pages <= 50, "the pages never end");
+        let r = c.get(&url).await;
+        r.assert_status(200);
+        assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
+        let body = r.json();
+        let page = body["manifests"].as_array().unwrap();
+        assert!(
+            !page.is_empty() && page.len() < 120,
+            "a page of {}",
+            page.len()
+        );
+        for m in page {
+            assert!(
+                seen.insert(m["digest"].as_str().unwrap().to_owned()),
+                "listed twice"
+            );
+        }
+        next = r.header("link").map(|l| {
+            let url = l
+                .trim_start_matches('<')
+                .split_once('>')
+                .unwrap()
+                .0
+                .to_owned();
+            assert!(l.ends_with("rel=\"next\""), "{l}");
+            url
+        });
+    }
+    assert!(pages > 1, "120 referrers of 64 KiB came in one page");
+    assert_eq!(seen, pushed);
+}
