@@ -71,8 +71,8 @@ impl TokenVerifier {
         let mut keys = HashMap::new();
         let mut roots = Vec::new();
         if let Some(bundle) = &cfg.rootcertbundle {
-            for der in read_certs(bundle)? {
-                let cert = parse_cert(&der)?;
+            for der in read_certs(bundle).map_err(|e| e.to_string())? {
+                let cert = parse_cert(&der).map_err(|e| e.to_string())?;
                 let key = cert_key(&cert).map_err(|e| format!("{}: {e}", bundle.display()))?;
                 keys.insert(key.kid.clone(), key);
                 roots.push(der);
@@ -157,7 +157,8 @@ impl TokenVerifier {
         let certs: Vec<_> = ders
             .iter()
             .map(|d| parse_cert(d))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
         let Some(leaf) = certs.first() else {
             return Err("x5c is empty".into());
         };
@@ -183,7 +184,7 @@ impl TokenVerifier {
         if !anchored {
             return Err("x5c chain does not lead to a certificate in rootcertbundle".into());
         }
-        cert_key(leaf)
+        cert_key(leaf).map_err(|e| e.to_string())
     }
 
     /// Verifies a token's signature and claims; returns its subject and access.

@@ -130,8 +130,8 @@ impl TokenServer {
             };
         let x5c = match &cfg.certificate {
             Some(path) => {
-                let certs = read_certs(path)?;
-                let leaf = super::keys::parse_cert(&certs[0])?;
+                let certs = read_certs(path).map_err(|e| e.to_string())?;
+                let leaf = super::keys::parse_cert(&certs[0]).map_err(|e| e.to_string())?;
                 if leaf.public_key().raw != spki.as_slice() {
                     return Err(format!(
                         "{}: the certificate is not for berth.tokenserver.token.key",
