@@ -39,6 +39,8 @@ pub enum CommandError {
     Gc(#[from] GcError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Htpasswd(#[from] crate::auth::htpasswd::HtpasswdError),
     #[error("cannot read the password: {0}")]
     Password(std::io::Error),
     #[error("cannot write into {}: {source}", path.display())]
@@ -163,7 +165,7 @@ pub fn htpasswd(
         }
         (false, None) => read_password()?,
     };
-    let entry = crate::auth::htpasswd::entry(user, &password, cost).map_err(CommandError::Usage)?;
+    let entry = crate::auth::htpasswd::entry(user, &password, cost)?;
     println!("{entry}");
     Ok(())
 }

@@ -26,7 +26,7 @@ pub enum StartupError {
     #[error("http.headers: {0}")]
     Header(String),
     #[error("auth.htpasswd: {0}")]
-    Htpasswd(String),
+    Htpasswd(#[from] crate::auth::htpasswd::HtpasswdError),
     #[error("auth.token: {0}")]
     Token(String),
     #[error("berth.tokenserver: {0}")]
@@ -180,9 +180,9 @@ fn security(config: &Config) -> Result<(Authenticator, Option<TokenServer>), Sta
     };
     let auth = match &config.auth {
         None => Authenticator::Open,
-        Some(Auth::Htpasswd(h)) => Authenticator::Htpasswd(Arc::new(
-            HtpasswdAuth::load(&h.realm, &h.path).map_err(StartupError::Htpasswd)?,
-        )),
+        Some(Auth::Htpasswd(h)) => {
+            Authenticator::Htpasswd(Arc::new(HtpasswdAuth::load(&h.realm, &h.path)?))
+        }
         Some(Auth::Token(t)) => {
             let extra = tokenserver.iter().map(TokenServer::verify_key).collect();
             Authenticator::Token(TokenVerifier::new(t, extra).map_err(StartupError::Token)?)
