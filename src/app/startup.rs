@@ -28,7 +28,7 @@ pub enum StartupError {
     #[error("auth.htpasswd: {0}")]
     Htpasswd(#[from] crate::auth::htpasswd::HtpasswdError),
     #[error("auth.token: {0}")]
-    Token(String),
+    Token(#[from] crate::auth::token::VerifierError),
     #[error("berth.tokenserver: {0}")]
     TokenServer(String),
     #[error("{0}")]
@@ -185,7 +185,7 @@ fn security(config: &Config) -> Result<(Authenticator, Option<TokenServer>), Sta
         }
         Some(Auth::Token(t)) => {
             let extra = tokenserver.iter().map(TokenServer::verify_key).collect();
-            Authenticator::Token(TokenVerifier::new(t, extra).map_err(StartupError::Token)?)
+            Authenticator::Token(TokenVerifier::new(t, extra)?)
         }
     };
     Ok((auth, tokenserver))
