@@ -30,7 +30,7 @@ pub enum StartupError {
     #[error("auth.token: {0}")]
     Token(#[from] crate::auth::token::VerifierError),
     #[error("berth.tokenserver: {0}")]
-    TokenServer(String),
+    TokenServer(#[from] crate::auth::tokenserver::TokenServerError),
     #[error("{0}")]
     Tls(String),
     #[error("http.tls.letsencrypt: {0}")]
@@ -175,7 +175,7 @@ fn api_config(config: &Config) -> Result<ApiConfig, StartupError> {
 /// `auth.token` under the same issuer is checked when the configuration loads.)
 fn security(config: &Config) -> Result<(Authenticator, Option<TokenServer>), StartupError> {
     let tokenserver = match &config.tokenserver {
-        Some(ts) => Some(TokenServer::new(ts).map_err(StartupError::TokenServer)?),
+        Some(ts) => Some(TokenServer::new(ts)?),
         None => None,
     };
     let auth = match &config.auth {
