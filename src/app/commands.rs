@@ -41,6 +41,8 @@ pub enum CommandError {
     Usage(String),
     #[error(transparent)]
     Htpasswd(#[from] crate::auth::htpasswd::HtpasswdError),
+    #[error(transparent)]
+    Cert(#[from] super::tls::GenerateError),
     #[error("cannot read the password: {0}")]
     Password(std::io::Error),
     #[error("cannot write into {}: {source}", path.display())]
@@ -209,8 +211,7 @@ pub fn cert(req: &CertRequest<'_>) -> Result<(), CommandError> {
                 .into(),
         ));
     }
-    let generated = super::tls::generate(req.hosts, req.dns, req.days, req.client)
-        .map_err(CommandError::Usage)?;
+    let generated = super::tls::generate(req.hosts, req.dns, req.days, req.client)?;
     super::tls::write(req.out, &generated).map_err(|source| CommandError::Write {
         path: req.out.to_owned(),
         source,

@@ -31,8 +31,8 @@ pub enum StartupError {
     Token(#[from] crate::auth::token::VerifierError),
     #[error("berth.tokenserver: {0}")]
     TokenServer(#[from] crate::auth::tokenserver::TokenServerError),
-    #[error("{0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] crate::app::tls::TlsError),
     #[error("http.tls.letsencrypt: {0}")]
     Acme(#[from] crate::app::acme::Error),
     #[error("storage.{driver}: {detail}")]
@@ -93,18 +93,15 @@ pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
         _ => None,
     };
     let tls = match &config.http.tls {
-        Some(t) => Some(
-            crate::app::tls::server_config(
-                t,
-                !config.http.http2_disabled,
-                acme.as_ref().map(crate::app::acme::Acme::resolver),
-            )
-            .map_err(StartupError::Tls)?,
-        ),
+        Some(t) => Some(crate::app::tls::server_config(
+            t,
+            !config.http.http2_disabled,
+            acme.as_ref().map(crate::app::acme::Acme::resolver),
+        )?),
         None => None,
     };
     let acme_challenge = match &acme {
-        Some(a) => Some(a.challenge_config().map_err(StartupError::Tls)?),
+        Some(a) => Some(a.challenge_config()?),
         None => None,
     };
     let (driver, root): (Arc<dyn Driver>, Option<PathBuf>) = match &config.storage.driver {
