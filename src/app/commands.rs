@@ -131,10 +131,9 @@ pub fn garbage_collect(
                 "storage.inmemory has nothing to collect".into(),
             ))
         }
-        StorageDriver::S3(s3) => Arc::new(
-            crate::storage::s3::S3Driver::new(s3)
-                .map_err(|e| CommandError::Usage(format!("storage.s3: {e}")))?,
-        ),
+        StorageDriver::S3(s3) => {
+            Arc::new(crate::storage::s3::S3Driver::new(s3).map_err(startup::StartupError::S3)?)
+        }
     };
     let registry = Registry::new(driver);
     let options = gc::Options {

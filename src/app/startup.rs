@@ -35,6 +35,8 @@ pub enum StartupError {
     Tls(#[from] crate::app::tls::TlsError),
     #[error("http.tls.letsencrypt: {0}")]
     Acme(#[from] crate::app::acme::Error),
+    #[error("storage.s3: {0}")]
+    S3(#[from] crate::storage::s3::S3ConfigError),
     #[error("storage.{driver}: {detail}")]
     Storage {
         driver: &'static str,
@@ -122,11 +124,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
         }
         StorageDriver::Inmemory => (Arc::new(MemoryDriver::new()), None),
         StorageDriver::S3(s3) => {
-            let driver =
-                crate::storage::s3::S3Driver::new(s3).map_err(|detail| StartupError::Storage {
-                    driver: "s3",
-                    detail,
-                })?;
+            let driver = crate::storage::s3::S3Driver::new(s3)?;
             (Arc::new(driver), None)
         }
     };
