@@ -1,7 +1,7 @@
 //! Parses a `/v2/...` request path into an API route. Repository names contain `/`, so routes are
 //! recognised from the end of the path, as distribution does.
 
-use crate::oci::RepoName;
+use crate::oci::{NameError, RepoName};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -20,7 +20,7 @@ pub enum RouteError {
     /// Not an API path at all.
     NotFound,
     /// An API path whose repository name is invalid.
-    Name(String),
+    Name(NameError),
 }
 
 /// Decodes `%XX` escapes (clients may send `sha256%3A...`); a malformed escape is kept as is.
@@ -122,9 +122,7 @@ mod tests {
         );
         check(
             "/v2/A/tags/list",
-            Err(RouteError::Name(
-                "invalid repository name component `A`".into(),
-            )),
+            Err(RouteError::Name(NameError::Component("A".into()))),
         );
         check("/v3/a/tags/list", Err(RouteError::NotFound));
         check("/v2/a/other/x", Err(RouteError::NotFound));

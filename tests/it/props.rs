@@ -148,7 +148,7 @@ proptest! {
 
     #[test]
     fn generated_names_round_trip(s in repo_name()) {
-        let name = RepoName::parse(&s).map_err(TestCaseError::fail)?;
+        let name = RepoName::parse(&s).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(name.to_string(), s.clone());
         prop_assert_eq!(RepoName::parse(&name.to_string()), Ok(name));
     }
