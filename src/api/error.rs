@@ -8,7 +8,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::oci::ErrorCode;
+use crate::oci::{ErrorCode, NameError};
 use crate::registry;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +19,8 @@ pub enum ApiError {
     DigestInvalid(String),
     #[error("tag `{0}` is not valid: tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")]
     TagInvalid(String),
-    #[error("{0}")]
-    NameInvalid(String),
+    #[error(transparent)]
+    NameInvalid(NameError),
     #[error("{0}")]
     PaginationInvalid(String),
     /// A `Range` that no part of the blob satisfies.

@@ -4,7 +4,7 @@
 //! error: what it means depends on the method, and it is answered after authorization, by the handler.
 
 use crate::oci::name::ReferenceError;
-use crate::oci::{Digest, DigestError, Reference, RepoName};
+use crate::oci::{Digest, DigestError, NameError, Reference, RepoName};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -24,7 +24,7 @@ pub enum RouteError {
     /// Not an API path at all.
     NotFound,
     /// An API path whose repository name is invalid.
-    Name(String),
+    Name(NameError),
 }
 
 /// Decodes `%XX` escapes (clients may send `sha256%3A...`); a malformed escape is kept as is.
@@ -126,9 +126,7 @@ mod tests {
         );
         check(
             "/v2/A/tags/list",
-            Err(RouteError::Name(
-                "invalid repository name component `A`".into(),
-            )),
+            Err(RouteError::Name(NameError::Component("A".into()))),
         );
         check("/v3/a/tags/list", Err(RouteError::NotFound));
         check("/v2/a/other/x", Err(RouteError::NotFound));

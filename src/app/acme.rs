@@ -57,6 +57,9 @@ pub enum Error {
     Order(String),
     #[error("the certificate: {0}")]
     Certificate(String),
+    /// The TLS configuration of TLS-ALPN-01 validations cannot be built.
+    #[error("the TLS configuration of challenges: {0}")]
+    ChallengeTls(#[source] rustls::Error),
 }
 
 fn protocol(step: &'static str) -> impl FnOnce(instant_acme::Error) -> Error {
@@ -156,10 +159,10 @@ impl Acme {
 
     /// The TLS configuration for handshakes that offer only `acme-tls/1`: the ACME server validating
     /// a challenge. It asks for no client certificate, even when `http.tls.clientcas` is set.
-    pub fn challenge_config(&self) -> Result<Arc<ServerConfig>, String> {
+    pub fn challenge_config(&self) -> Result<Arc<ServerConfig>, Error> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-            .map_err(|e| format!("http.tls: {e}"))?
+            .map_err(Error::ChallengeTls)?
             .with_no_client_auth()
             .with_cert_resolver(self.challenges.clone());
         config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];

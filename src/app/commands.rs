@@ -39,6 +39,10 @@ pub enum CommandError {
     Gc(#[from] GcError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Htpasswd(#[from] crate::auth::htpasswd::HtpasswdError),
+    #[error(transparent)]
+    Cert(#[from] super::tls::GenerateError),
     #[error("cannot read the password: {0}")]
     Password(std::io::Error),
     #[error("cannot write into {}: {source}", path.display())]
@@ -127,10 +131,9 @@ pub fn garbage_collect(
                 "storage.inmemory has nothing to collect".into(),
             ))
         }
-        StorageDriver::S3(s3) => Arc::new(
-            crate::storage::s3::S3Driver::new(s3)
-                .map_err(|e| CommandError::Usage(format!("storage.s3: {e}")))?,
-        ),
+        StorageDriver::S3(s3) => {
+            Arc::new(crate::storage::s3::S3Driver::new(s3).map_err(startup::StartupError::S3)?)
+        }
     };
     let registry = Registry::new(driver);
     let options = gc::Options {
@@ -163,7 +166,7 @@ pub fn htpasswd(
         }
         (false, None) => read_password()?,
     };
-    let entry = crate::auth::htpasswd::entry(user, &password, cost).map_err(CommandError::Usage)?;
+    let entry = crate::auth::htpasswd::entry(user, &password, cost)?;
     println!("{entry}");
     Ok(())
 }
@@ -207,8 +210,7 @@ pub fn cert(req: &CertRequest<'_>) -> Result<(), CommandError> {
                 .into(),
         ));
     }
-    let generated = super::tls::generate(req.hosts, req.dns, req.days, req.client)
-        .map_err(CommandError::Usage)?;
+    let generated = super::tls::generate(req.hosts, req.dns, req.days, req.client)?;
     super::tls::write(req.out, &generated).map_err(|source| CommandError::Write {
         path: req.out.to_owned(),
         source,

@@ -26,15 +26,17 @@ pub enum StartupError {
     #[error("http.headers: {0}")]
     Header(String),
     #[error("auth.htpasswd: {0}")]
-    Htpasswd(String),
+    Htpasswd(#[from] crate::auth::htpasswd::HtpasswdError),
     #[error("auth.token: {0}")]
-    Token(String),
+    Token(#[from] crate::auth::token::VerifierError),
     #[error("berth.tokenserver: {0}")]
-    TokenServer(String),
-    #[error("{0}")]
-    Tls(String),
+    TokenServer(#[from] crate::auth::tokenserver::TokenServerError),
+    #[error(transparent)]
+    Tls(#[from] crate::app::tls::TlsError),
     #[error("http.tls.letsencrypt: {0}")]
     Acme(#[from] crate::app::acme::Error),
+    #[error("storage.s3: {0}")]
+    S3(#[from] crate::storage::s3::S3ConfigError),
     #[error("storage.{driver}: {detail}")]
     Storage {
         driver: &'static str,
@@ -93,18 +95,15 @@ pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
         _ => None,
     };
     let tls = match &config.http.tls {
-        Some(t) => Some(
-            crate::app::tls::server_config(
-                t,
-                !config.http.http2_disabled,
-                acme.as_ref().map(crate::app::acme::Acme::resolver),
-            )
-            .map_err(StartupError::Tls)?,
-        ),
+        Some(t) => Some(crate::app::tls::server_config(
+            t,
+            !config.http.http2_disabled,
+            acme.as_ref().map(crate::app::acme::Acme::resolver),
+        )?),
         None => None,
     };
     let acme_challenge = match &acme {
-        Some(a) => Some(a.challenge_config().map_err(StartupError::Tls)?),
+        Some(a) => Some(a.challenge_config()?),
         None => None,
     };
     let (driver, root): (Arc<dyn Driver>, Option<PathBuf>) = match &config.storage.driver {
@@ -125,11 +124,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
         }
         StorageDriver::Inmemory => (Arc::new(MemoryDriver::new()), None),
         StorageDriver::S3(s3) => {
-            let driver =
-                crate::storage::s3::S3Driver::new(s3).map_err(|detail| StartupError::Storage {
-                    driver: "s3",
-                    detail,
-                })?;
+            let driver = crate::storage::s3::S3Driver::new(s3)?;
             (Arc::new(driver), None)
         }
     };
@@ -175,17 +170,17 @@ fn api_config(config: &Config) -> Result<ApiConfig, StartupError> {
 /// `auth.token` under the same issuer is checked when the configuration loads.)
 fn security(config: &Config) -> Result<(Authenticator, Option<TokenServer>), StartupError> {
     let tokenserver = match &config.tokenserver {
-        Some(ts) => Some(TokenServer::new(ts).map_err(StartupError::TokenServer)?),
+        Some(ts) => Some(TokenServer::new(ts)?),
         None => None,
     };
     let auth = match &config.auth {
         None => Authenticator::Open,
-        Some(Auth::Htpasswd(h)) => Authenticator::Htpasswd(Arc::new(
-            HtpasswdAuth::load(&h.realm, &h.path).map_err(StartupError::Htpasswd)?,
-        )),
+        Some(Auth::Htpasswd(h)) => {
+            Authenticator::Htpasswd(Arc::new(HtpasswdAuth::load(&h.realm, &h.path)?))
+        }
         Some(Auth::Token(t)) => {
             let extra = tokenserver.iter().map(TokenServer::verify_key).collect();
-            Authenticator::Token(TokenVerifier::new(t, extra).map_err(StartupError::Token)?)
+            Authenticator::Token(TokenVerifier::new(t, extra)?)
         }
     };
     Ok((auth, tokenserver))

@@ -3,16 +3,54 @@
 //! users need no openssl recipe.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::PrivateKeyDer;
 
-use crate::auth::keys::read_certs;
+use crate::auth::keys::{read_certs, KeyError};
 use crate::config::{CertSource, ClientAuth, Tls};
+
+/// Why `http.tls` cannot be served. Each message names the configuration key.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The protocol versions of `http.tls.minimumtls` do not fit the crypto provider.
+    #[error("http.tls: {0}")]
+    Versions(#[source] rustls::Error),
+    #[error("http.tls.clientcas: {0}")]
+    ClientCas(#[source] KeyError),
+    /// A certificate of `http.tls.clientcas` that cannot be a trust anchor.
+    #[error("http.tls.clientcas: {}: {source}", path.display())]
+    ClientCa {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("http.tls.clientcas: {0}")]
+    ClientVerifier(#[source] VerifierBuilderError),
+    #[error("http.tls.certificate: {0}")]
+    Certificate(#[source] KeyError),
+    #[error("http.tls.key: cannot read a private key from {}: {source}", path.display())]
+    Key { path: PathBuf, source: pem::Error },
+    #[error("http.tls: the certificate and key do not fit together: {0}")]
+    KeyMismatch(#[source] rustls::Error),
+    #[error("http.tls.letsencrypt: no ACME client to serve the certificate")]
+    NoAcmeClient,
+}
+
+/// Why `berth cert` cannot make its certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("cannot generate a key: {0}")]
+    Key(#[source] rcgen::Error),
+    /// A `--dns` name that cannot go in a certificate.
+    #[error("{0}")]
+    Names(#[source] rcgen::Error),
+    #[error("cannot sign a certificate: {0}")]
+    Sign(#[source] rcgen::Error),
+}
 
 /// Builds the rustls configuration for `http.tls`. With `http.tls.letsencrypt`, `acme` serves the
 /// certificate (see [`crate::app::acme`]); with files, it is unused.
@@ -20,7 +58,7 @@ pub fn server_config(
     tls: &Tls,
     http2: bool,
     acme: Option<Arc<dyn ResolvesServerCert>>,
-) -> Result<Arc<ServerConfig>, String> {
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = if tls.minimumtls == "tls1.3" {
         &[&rustls::version::TLS13]
@@ -29,46 +67,38 @@ pub fn server_config(
     };
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| format!("http.tls: {e}"))?;
+        .map_err(TlsError::Versions)?;
     let builder = if tls.clientcas.is_empty() {
         builder.with_no_client_auth()
     } else {
         let mut roots = RootCertStore::empty();
         for path in &tls.clientcas {
-            for cert in read_certs(path).map_err(|e| format!("http.tls.clientcas: {e}"))? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("http.tls.clientcas: {}: {e}", path.display()))?;
+            for cert in read_certs(path).map_err(TlsError::ClientCas)? {
+                roots.add(cert).map_err(|source| TlsError::ClientCa {
+                    path: path.clone(),
+                    source,
+                })?;
             }
         }
         let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
         if tls.clientauth == Some(ClientAuth::VerifyClientCertIfGiven) {
             verifier = verifier.allow_unauthenticated();
         }
-        builder.with_client_cert_verifier(
-            verifier
-                .build()
-                .map_err(|e| format!("http.tls.clientcas: {e}"))?,
-        )
+        builder.with_client_cert_verifier(verifier.build().map_err(TlsError::ClientVerifier)?)
     };
     let mut config = match (&tls.source, acme) {
         (CertSource::Files { certificate, key }, _) => {
-            let certs =
-                read_certs(certificate).map_err(|e| format!("http.tls.certificate: {e}"))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                format!(
-                    "http.tls.key: cannot read a private key from {}: {e}",
-                    key.display()
-                )
+            let certs = read_certs(certificate).map_err(TlsError::Certificate)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
+                path: key.clone(),
+                source,
             })?;
-            builder.with_single_cert(certs, key).map_err(|e| {
-                format!("http.tls: the certificate and key do not fit together: {e}")
-            })?
+            builder
+                .with_single_cert(certs, key)
+                .map_err(TlsError::KeyMismatch)?
         }
         (CertSource::LetsEncrypt { .. }, Some(resolver)) => builder.with_cert_resolver(resolver),
-        (CertSource::LetsEncrypt { .. }, None) => {
-            return Err("http.tls.letsencrypt: no ACME client to serve the certificate".into())
-        }
+        (CertSource::LetsEncrypt { .. }, None) => return Err(TlsError::NoAcmeClient),
     };
     config.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
@@ -94,17 +124,16 @@ pub fn generate(
     dns: &[String],
     days: u32,
     client_name: Option<&str>,
-) -> Result<Generated, String> {
+) -> Result<Generated, GenerateError> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose, SanType,
     };
-    let err = |e: rcgen::Error| e.to_string();
     let now = time_now();
     let until = now + std::time::Duration::from_secs(u64::from(days) * 86_400);
 
-    let ca_key = KeyPair::generate().map_err(err)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    let ca_key = KeyPair::generate().map_err(GenerateError::Key)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(GenerateError::Names)?;
     ca.distinguished_name
         .push(DnType::CommonName, "berth registry CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -115,11 +144,11 @@ pub fn generate(
     ];
     ca.not_before = now.into();
     ca.not_after = until.into();
-    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(GenerateError::Sign)?;
     let issuer = Issuer::new(ca, ca_key);
 
-    let server_key = KeyPair::generate().map_err(err)?;
-    let mut server = CertificateParams::new(dns.to_vec()).map_err(err)?;
+    let server_key = KeyPair::generate().map_err(GenerateError::Key)?;
+    let mut server = CertificateParams::new(dns.to_vec()).map_err(GenerateError::Names)?;
     server
         .subject_alt_names
         .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
@@ -136,18 +165,23 @@ pub fn generate(
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server.not_before = now.into();
     server.not_after = until.into();
-    let server_cert = server.signed_by(&server_key, &issuer).map_err(err)?;
+    let server_cert = server
+        .signed_by(&server_key, &issuer)
+        .map_err(GenerateError::Sign)?;
 
     let client = match client_name {
         Some(name) => {
-            let key = KeyPair::generate().map_err(err)?;
-            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+            let key = KeyPair::generate().map_err(GenerateError::Key)?;
+            let mut params =
+                CertificateParams::new(Vec::<String>::new()).map_err(GenerateError::Names)?;
             params.distinguished_name.push(DnType::CommonName, name);
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             params.not_before = now.into();
             params.not_after = until.into();
-            let cert = params.signed_by(&key, &issuer).map_err(err)?;
+            let cert = params
+                .signed_by(&key, &issuer)
+                .map_err(GenerateError::Sign)?;
             Some((cert.pem(), key.serialize_pem()))
         }
         None => None,
@@ -236,8 +270,8 @@ mod tests {
             },
             ..tls
         };
-        assert!(server_config(&bad, true, None)
-            .unwrap_err()
-            .contains("do not fit"));
+        let err = server_config(&bad, true, None).unwrap_err();
+        assert!(matches!(err, TlsError::KeyMismatch(_)), "{err}");
+        assert!(err.to_string().contains("do not fit"), "{err}");
     }
 }

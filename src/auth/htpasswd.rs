@@ -18,6 +18,47 @@ use crate::config::is_bcrypt;
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 const CACHE_LIMIT: usize = 10_000;
 
+/// The bcrypt costs `entry` accepts (those of the bcrypt crate).
+const COSTS: std::ops::RangeInclusive<u32> = 4..=31;
+
+/// Why an htpasswd file, or an entry for one, is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HtpasswdError {
+    /// At start-up: the file berth would authenticate against is missing or unreadable.
+    #[error(
+        "cannot read the htpasswd file {} ({source}); create it with `berth htpasswd -Bbn USER PASSWORD > {}`",
+        path.display(),
+        path.display()
+    )]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Once serving: the file changed but cannot be read again.
+    #[error("cannot read {}: {source}", path.display())]
+    Reread {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}, line {line}: not of the form user:hash")]
+    NotUserHash { file: String, line: usize },
+    #[error(
+        "{file}, line {line}: the entry for `{user}` is not a bcrypt hash; only bcrypt ($2y$, $2a$, $2b$) is \
+         accepted: recreate it with `berth htpasswd -Bbn {user} PASSWORD`"
+    )]
+    NotBcrypt {
+        file: String,
+        line: usize,
+        user: String,
+    },
+    #[error("a user name cannot contain `:`")]
+    ColonInUser,
+    #[error("the bcrypt cost must be between {min} and {max}, got {0}", min = COSTS.start(), max = COSTS.end())]
+    Cost(u32),
+    #[error("cannot hash the password: {0}")]
+    Hash(#[source] bcrypt::BcryptError),
+}
+
 /// Remembers successful bcrypt verifications.
 #[derive(Default)]
 pub struct PasswordCache {
@@ -58,7 +99,7 @@ impl PasswordCache {
 }
 
 /// Parses htpasswd text: `user:hash` lines, bcrypt only; blank lines and `#` comments are skipped.
-pub fn parse(text: &str, name: &str) -> Result<HashMap<String, String>, String> {
+pub fn parse(text: &str, name: &str) -> Result<HashMap<String, String>, HtpasswdError> {
     let mut entries = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -66,14 +107,17 @@ pub fn parse(text: &str, name: &str) -> Result<HashMap<String, String>, String> 
             continue;
         }
         let Some((user, hash)) = line.split_once(':') else {
-            return Err(format!("{name}, line {}: not of the form user:hash", i + 1));
+            return Err(HtpasswdError::NotUserHash {
+                file: name.to_owned(),
+                line: i + 1,
+            });
         };
         if !is_bcrypt(hash) {
-            return Err(format!(
-                "{name}, line {}: the entry for `{user}` is not a bcrypt hash; only bcrypt ($2y$, $2a$, $2b$) is \
-                 accepted: recreate it with `berth htpasswd -Bbn {user} PASSWORD`",
-                i + 1
-            ));
+            return Err(HtpasswdError::NotBcrypt {
+                file: name.to_owned(),
+                line: i + 1,
+                user: user.to_owned(),
+            });
         }
         entries.insert(user.to_owned(), hash.to_owned());
     }
@@ -95,13 +139,10 @@ pub struct HtpasswdAuth {
 
 impl HtpasswdAuth {
     /// Loads the file; a missing or invalid file is an error (berth never starts open by accident).
-    pub fn load(realm: &str, path: &Path) -> Result<HtpasswdAuth, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "cannot read the htpasswd file {} ({e}); create it with `berth htpasswd -Bbn USER PASSWORD > {}`",
-                path.display(),
-                path.display()
-            )
+    pub fn load(realm: &str, path: &Path) -> Result<HtpasswdAuth, HtpasswdError> {
+        let text = std::fs::read_to_string(path).map_err(|source| HtpasswdError::Unreadable {
+            path: path.to_owned(),
+            source,
         })?;
         let entries = parse(&text, &path.display().to_string())?;
         Ok(HtpasswdAuth {
@@ -115,7 +156,7 @@ impl HtpasswdAuth {
 
     /// Re-reads the file if its modification time or size changed. On a read or parse error the previous
     /// entries stay in force.
-    pub fn reload_if_changed(&self) -> Result<bool, String> {
+    pub fn reload_if_changed(&self) -> Result<bool, HtpasswdError> {
         let now = stamp(&self.path);
         {
             let mut last = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,8 +165,10 @@ impl HtpasswdAuth {
             }
             *last = now;
         }
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        let text = std::fs::read_to_string(&self.path).map_err(|source| HtpasswdError::Reread {
+            path: self.path.clone(),
+            source,
+        })?;
         let entries = parse(&text, &self.path.display().to_string())?;
         *self.entries.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(entries);
         Ok(true)
@@ -183,11 +226,14 @@ impl HtpasswdAuth {
 }
 
 /// An htpasswd line for `user` with `password` hashed by bcrypt at `cost`, as `htpasswd -Bbn` prints it.
-pub fn entry(user: &str, password: &str, cost: u32) -> Result<String, String> {
+pub fn entry(user: &str, password: &str, cost: u32) -> Result<String, HtpasswdError> {
     if user.contains(':') {
-        return Err("a user name cannot contain `:`".into());
+        return Err(HtpasswdError::ColonInUser);
     }
-    let hash = bcrypt::hash_with_result(password, cost).map_err(|e| e.to_string())?;
+    if !COSTS.contains(&cost) {
+        return Err(HtpasswdError::Cost(cost));
+    }
+    let hash = bcrypt::hash_with_result(password, cost).map_err(HtpasswdError::Hash)?;
     Ok(format!(
         "{user}:{}",
         hash.format_for_version(bcrypt::Version::TwoY)
@@ -204,12 +250,16 @@ mod tests {
         assert!(line.starts_with("alice:$2y$04$"), "{line}");
         let parsed = parse(&format!("# users\n\n{line}\n"), "h").unwrap();
         assert!(bcrypt::verify("s3cret", &parsed["alice"]).unwrap());
-        let err = |t: &str| parse(t, "h").unwrap_err();
+        let err = |t: &str| parse(t, "h").unwrap_err().to_string();
         assert!(err("bob:{SHA}fCIvspJ9goryL1khNOiTJIBjfA0=").contains("line 1"));
         assert!(err("x\nbob:$apr1$abc$def").contains("line 1"));
         assert!(err(&format!("{line}\nbob:$apr1$abc$def")).contains("line 2"));
         assert!(err(&format!("{line}\nbob:$apr1$abc$def")).contains("`bob`"));
-        assert!(entry("a:b", "p", 4).is_err());
+        assert!(matches!(
+            entry("a:b", "p", 4),
+            Err(HtpasswdError::ColonInUser)
+        ));
+        assert!(matches!(entry("a", "p", 3), Err(HtpasswdError::Cost(3))));
     }
 
     #[tokio::test]
@@ -255,6 +305,7 @@ mod tests {
         assert!(HtpasswdAuth::load("r", &dir.path().join("missing"))
             .err()
             .unwrap()
+            .to_string()
             .contains("berth htpasswd"));
     }
 }

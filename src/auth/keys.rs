@@ -1,14 +1,32 @@
 //! Keys and certificates for tokens: PEM loading, the libtrust key ID that distribution and docker_auth
 //! put in a token's `kid`, and conversion of a certificate's public key into a JWT verification key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use jsonwebtoken::{Algorithm, DecodingKey};
-use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest as _, Sha256};
+use x509_parser::error::X509Error;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
+
+/// Why a certificate bundle or a certificate's key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: pem::Error },
+    #[error("{}: bad PEM: {source}", path.display())]
+    BadPem { path: PathBuf, source: pem::Error },
+    #[error("{} holds no certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("bad certificate: {0}")]
+    BadCertificate(#[source] x509_parser::nom::Err<X509Error>),
+    #[error("unreadable public key: {0}")]
+    UnreadablePublicKey(#[source] X509Error),
+    #[error("unsupported public key type (use RSA, EC P-256/P-384/P-521 or Ed25519)")]
+    UnsupportedPublicKey,
+}
 
 /// The libtrust key ID of a DER SubjectPublicKeyInfo: the first 240 bits of its SHA-256, in base32,
 /// as twelve groups of four characters joined by `:`.
@@ -55,14 +73,11 @@ pub struct VerifyKey {
 }
 
 /// The verification key of a certificate's subject public key.
-pub fn cert_key(cert: &X509Certificate<'_>) -> Result<VerifyKey, String> {
+pub fn cert_key(cert: &X509Certificate<'_>) -> Result<VerifyKey, KeyError> {
     let spki = cert.public_key();
     let kid = libtrust_key_id(spki.raw);
     let mut p521_point = None;
-    let (key, family) = match spki
-        .parsed()
-        .map_err(|e| format!("unreadable public key: {e}"))?
-    {
+    let (key, family) = match spki.parsed().map_err(KeyError::UnreadablePublicKey)? {
         PublicKey::EC(point) if point.data().len() == P521_POINT_LEN => {
             p521_point = Some(point.data().to_vec());
             (DecodingKey::from_ec_der(point.data()), KeyFamily::Ec)
@@ -76,11 +91,7 @@ pub fn cert_key(cert: &X509Certificate<'_>) -> Result<VerifyKey, String> {
             DecodingKey::from_ed_der(&spki.subject_public_key.data),
             KeyFamily::Ed,
         ),
-        _ => {
-            return Err(
-                "unsupported public key type (use RSA, EC P-256/P-384/P-521 or Ed25519)".into(),
-            )
-        }
+        _ => return Err(KeyError::UnsupportedPublicKey),
     };
     Ok(VerifyKey {
         key,
@@ -91,22 +102,30 @@ pub fn cert_key(cert: &X509Certificate<'_>) -> Result<VerifyKey, String> {
 }
 
 /// Reads every certificate of a PEM bundle.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, KeyError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .map_err(|source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+        .map_err(|source| KeyError::BadPem {
+            path: path.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("{} holds no certificate", path.display()));
+        return Err(KeyError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
 /// Parses a DER certificate.
-pub fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+pub fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, KeyError> {
     X509Certificate::from_der(der)
         .map(|(_, c)| c)
-        .map_err(|e| format!("bad certificate: {e}"))
+        .map_err(KeyError::BadCertificate)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! every scope the request needs.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use base64::Engine as _;
@@ -14,12 +14,97 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{cert_key, parse_cert, read_certs, KeyFamily, VerifyKey};
+use super::keys::{cert_key, parse_cert, read_certs, KeyError, KeyFamily, VerifyKey};
 use super::{quoted, Credentials, Identity, Pullable, Refusal, Scope};
 use crate::config::TokenAuth;
 
 /// Clock skew tolerated on `exp` and `nbf`, as distribution.
 pub const LEEWAY_SECS: u64 = 60;
+
+/// Why `auth.token` cannot verify tokens as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    /// `rootcertbundle` cannot be read or holds an unusable certificate.
+    #[error(transparent)]
+    Bundle(#[from] KeyError),
+    /// A certificate of `rootcertbundle` has a key that cannot verify tokens.
+    #[error("{}: {source}", path.display())]
+    BundleKey { path: PathBuf, source: KeyError },
+    #[error("cannot read {}: {source}", path.display())]
+    JwksUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a JWK set: {source}", path.display())]
+    NotJwks {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("auth.token needs rootcertbundle or jwks (or berth.tokenserver) to verify tokens")]
+    NoKeys,
+    #[error(
+        "auth.token.signingalgorithms: `{0}` is not supported (use RS256/384/512, PS256/384/512, ES256/384/512 or EdDSA)"
+    )]
+    UnsupportedAlgorithm(String),
+}
+
+/// Why a bearer token is refused. The `Display` text is the message of the 401 answer.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("malformed token: {0}")]
+    MalformedHeader(#[source] jsonwebtoken::errors::Error),
+    #[error("malformed signature")]
+    MalformedSignature,
+    /// An algorithm `auth.token.signingalgorithms` leaves out.
+    #[error("token algorithm {0} is not accepted")]
+    AlgorithmNotAccepted(String),
+    /// An algorithm of another family than the key's (an RSA key for ES256, say).
+    #[error("token algorithm {0} does not fit its key")]
+    AlgorithmMismatch(String),
+    #[error("token has neither kid nor x5c")]
+    NoKeyId,
+    #[error("token signed by unknown key `{0}`")]
+    UnknownKey(String),
+    #[error("unusable JWK `{kid}`: {source}")]
+    UnusableJwk {
+        kid: String,
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("unusable P-521 key")]
+    UnusableP521Key,
+    #[error("x5c is not base64")]
+    X5cNotBase64,
+    #[error("x5c is empty")]
+    X5cEmpty,
+    /// A certificate of the chain cannot be parsed, or its key cannot verify tokens.
+    #[error(transparent)]
+    X5cCertificate(#[from] KeyError),
+    #[error("x5c holds a certificate outside its validity period")]
+    X5cOutsideValidity,
+    #[error("x5c chain does not verify")]
+    X5cBroken,
+    #[error("x5c chain does not lead to a certificate in rootcertbundle")]
+    X5cUnanchored,
+    /// Refused by the JWT library: signature, expiry, not-before, issuer, audience or claims.
+    #[error("invalid token: {0}")]
+    Invalid(#[source] jsonwebtoken::errors::Error),
+    #[error("invalid token: bad signature")]
+    BadSignature,
+    #[error("invalid token: wrong issuer")]
+    WrongIssuer,
+    #[error("invalid token: wrong audience")]
+    WrongAudience,
+    #[error("invalid token: no exp")]
+    NoExpiry,
+    #[error("invalid token: expired")]
+    Expired,
+    #[error("invalid token: not yet valid")]
+    NotYetValid,
+    #[error("invalid token: {0}")]
+    BadClaims(#[source] serde_json::Error),
+}
 
 /// One entry of a token's `access` claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,13 +152,16 @@ pub struct TokenVerifier {
 
 impl TokenVerifier {
     /// Builds the verifier from `auth.token`, also trusting `extra` keys (berth's own token server).
-    pub fn new(cfg: &TokenAuth, extra: Vec<VerifyKey>) -> Result<TokenVerifier, String> {
+    pub fn new(cfg: &TokenAuth, extra: Vec<VerifyKey>) -> Result<TokenVerifier, VerifierError> {
         let mut keys = HashMap::new();
         let mut roots = Vec::new();
         if let Some(bundle) = &cfg.rootcertbundle {
             for der in read_certs(bundle)? {
                 let cert = parse_cert(&der)?;
-                let key = cert_key(&cert).map_err(|e| format!("{}: {e}", bundle.display()))?;
+                let key = cert_key(&cert).map_err(|source| VerifierError::BundleKey {
+                    path: bundle.clone(),
+                    source,
+                })?;
                 keys.insert(key.kid.clone(), key);
                 roots.push(der);
             }
@@ -86,10 +174,7 @@ impl TokenVerifier {
             None => None,
         };
         if keys.is_empty() && jwks.is_none() {
-            return Err(
-                "auth.token needs rootcertbundle or jwks (or berth.tokenserver) to verify tokens"
-                    .into(),
-            );
+            return Err(VerifierError::NoKeys);
         }
         let es512 =
             cfg.signingalgorithms.is_empty() || cfg.signingalgorithms.iter().any(|a| a == "ES512");
@@ -101,9 +186,7 @@ impl TokenVerifier {
                 .filter(|a| *a != "ES512")
                 .map(|a| match Algorithm::from_str(a) {
                     Ok(alg) if SUPPORTED.contains(&alg) => Ok(alg),
-                    _ => Err(format!(
-                        "auth.token.signingalgorithms: `{a}` is not supported (use RS256/384/512, PS256/384/512, ES256/384/512 or EdDSA)"
-                    )),
+                    _ => Err(VerifierError::UnsupportedAlgorithm(a.clone())),
                 })
                 .collect::<Result<_, _>>()?
         };
@@ -123,35 +206,35 @@ impl TokenVerifier {
     fn key_for(
         &self,
         header: &jsonwebtoken::Header,
-    ) -> Result<(DecodingKey, Option<KeyFamily>), String> {
+    ) -> Result<(DecodingKey, Option<KeyFamily>), TokenError> {
         if let Some(chain) = &header.x5c {
             let key = self.verify_chain(chain)?;
             return Ok((key.key, Some(key.family)));
         }
-        let kid = header
-            .kid
-            .as_deref()
-            .ok_or("token has neither kid nor x5c")?;
+        let kid = header.kid.as_deref().ok_or(TokenError::NoKeyId)?;
         if let Some(key) = self.keys.get(kid) {
             return Ok((key.key.clone(), Some(key.family)));
         }
         if let Some(jwk) = self.jwks.as_ref().and_then(|set| set.find(kid)) {
             return DecodingKey::from_jwk(jwk)
                 .map(|k| (k, None))
-                .map_err(|e| format!("unusable JWK `{kid}`: {e}"));
+                .map_err(|source| TokenError::UnusableJwk {
+                    kid: kid.to_owned(),
+                    source,
+                });
         }
-        Err(format!("token signed by unknown key `{kid}`"))
+        Err(TokenError::UnknownKey(kid.to_owned()))
     }
 
     /// Verifies an `x5c` chain: each certificate signed by the next, the last one in (or signed by a
     /// certificate in) the root bundle, all currently valid. Returns the leaf's key.
-    fn verify_chain(&self, chain: &[String]) -> Result<VerifyKey, String> {
+    fn verify_chain(&self, chain: &[String]) -> Result<VerifyKey, TokenError> {
         let ders: Vec<Vec<u8>> = chain
             .iter()
             .map(|c| {
                 base64::engine::general_purpose::STANDARD
                     .decode(c)
-                    .map_err(|_| "x5c is not base64".to_owned())
+                    .map_err(|_| TokenError::X5cNotBase64)
             })
             .collect::<Result<_, _>>()?;
         let certs: Vec<_> = ders
@@ -159,21 +242,21 @@ impl TokenVerifier {
             .map(|d| parse_cert(d))
             .collect::<Result<_, _>>()?;
         let Some(leaf) = certs.first() else {
-            return Err("x5c is empty".into());
+            return Err(TokenError::X5cEmpty);
         };
         for c in &certs {
             if !c.validity().is_valid() {
-                return Err("x5c holds a certificate outside its validity period".into());
+                return Err(TokenError::X5cOutsideValidity);
             }
         }
         for pair in certs.windows(2) {
             pair[0]
                 .verify_signature(Some(pair[1].public_key()))
-                .map_err(|_| "x5c chain does not verify".to_owned())?;
+                .map_err(|_| TokenError::X5cBroken)?;
         }
         let (last_der, last) = (ders.last(), certs.last());
         let (Some(last_der), Some(last)) = (last_der, last) else {
-            return Err("x5c is empty".into());
+            return Err(TokenError::X5cEmpty);
         };
         let anchored = self.roots.iter().any(|root| {
             root.as_ref() == last_der.as_slice()
@@ -181,27 +264,26 @@ impl TokenVerifier {
                     .is_ok_and(|r| last.verify_signature(Some(r.public_key())).is_ok())
         });
         if !anchored {
-            return Err("x5c chain does not lead to a certificate in rootcertbundle".into());
+            return Err(TokenError::X5cUnanchored);
         }
-        cert_key(leaf)
+        Ok(cert_key(leaf)?)
     }
 
     /// Verifies a token's signature and claims; returns its subject and access.
-    pub fn verify(&self, token: &str) -> Result<(String, Vec<ResourceActions>), String> {
+    pub fn verify(&self, token: &str) -> Result<(String, Vec<ResourceActions>), TokenError> {
         if raw_alg(token).as_deref() == Some("ES512") {
             return self.verify_es512(token);
         }
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(TokenError::MalformedHeader)?;
         if !self.algorithms.contains(&header.alg) {
-            return Err(format!("token algorithm {:?} is not accepted", header.alg));
+            return Err(TokenError::AlgorithmNotAccepted(format!(
+                "{:?}",
+                header.alg
+            )));
         }
         let (key, family) = self.key_for(&header)?;
         if family.is_some_and(|f| !f.allows(header.alg)) {
-            return Err(format!(
-                "token algorithm {:?} does not fit its key",
-                header.alg
-            ));
+            return Err(TokenError::AlgorithmMismatch(format!("{:?}", header.alg)));
         }
         let mut v = Validation::new(header.alg);
         v.algorithms = vec![header.alg];
@@ -210,20 +292,19 @@ impl TokenVerifier {
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[&self.service]);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &v)
-            .map_err(|e| format!("invalid token: {e}"))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(TokenError::Invalid)?;
         Ok((data.claims.sub, data.claims.access))
     }
 
     /// ES512 (ECDSA P-521 with SHA-512), checked by hand with the same rules as the other algorithms.
-    fn verify_es512(&self, token: &str) -> Result<(String, Vec<ResourceActions>), String> {
+    fn verify_es512(&self, token: &str) -> Result<(String, Vec<ResourceActions>), TokenError> {
         use p521::ecdsa::signature::Verifier as _;
         if !self.es512 {
-            return Err("token algorithm ES512 is not accepted".into());
+            return Err(TokenError::AlgorithmNotAccepted("ES512".into()));
         }
         let parts: Vec<&str> = token.split('.').collect();
         let [head, payload, sig] = parts[..] else {
-            return Err("malformed token".into());
+            return Err(TokenError::Malformed);
         };
         let header: serde_json::Value = decode_segment(head)?;
         let key = if let Some(chain) = header["x5c"].as_array() {
@@ -233,30 +314,28 @@ impl TokenVerifier {
                 .collect();
             self.verify_chain(&chain)?
         } else {
-            let kid = header["kid"]
-                .as_str()
-                .ok_or("token has neither kid nor x5c")?;
+            let kid = header["kid"].as_str().ok_or(TokenError::NoKeyId)?;
             self.keys
                 .get(kid)
                 .cloned()
-                .ok_or_else(|| format!("token signed by unknown key `{kid}`"))?
+                .ok_or_else(|| TokenError::UnknownKey(kid.to_owned()))?
         };
         let point = key
             .p521
-            .ok_or("token algorithm ES512 does not fit its key")?;
-        let verifying =
-            p521::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|_| "unusable P-521 key")?;
+            .ok_or_else(|| TokenError::AlgorithmMismatch("ES512".into()))?;
+        let verifying = p521::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+            .map_err(|_| TokenError::UnusableP521Key)?;
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(sig)
-            .map_err(|_| "malformed signature")?;
+            .map_err(|_| TokenError::MalformedSignature)?;
         let signature =
-            p521::ecdsa::Signature::from_slice(&raw).map_err(|_| "malformed signature")?;
+            p521::ecdsa::Signature::from_slice(&raw).map_err(|_| TokenError::MalformedSignature)?;
         verifying
             .verify(format!("{head}.{payload}").as_bytes(), &signature)
-            .map_err(|_| "invalid token: bad signature")?;
+            .map_err(|_| TokenError::BadSignature)?;
         let claims: serde_json::Value = decode_segment(payload)?;
         if claims["iss"].as_str() != Some(self.issuer.as_str()) {
-            return Err("invalid token: wrong issuer".into());
+            return Err(TokenError::WrongIssuer);
         }
         let aud_ok = match &claims["aud"] {
             serde_json::Value::String(a) => *a == self.service,
@@ -266,24 +345,23 @@ impl TokenVerifier {
             _ => false,
         };
         if !aud_ok {
-            return Err("invalid token: wrong audience".into());
+            return Err(TokenError::WrongAudience);
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let exp = claims["exp"].as_u64().ok_or("invalid token: no exp")?;
+        let exp = claims["exp"].as_u64().ok_or(TokenError::NoExpiry)?;
         if now > exp + LEEWAY_SECS {
-            return Err("invalid token: expired".into());
+            return Err(TokenError::Expired);
         }
         if claims["nbf"]
             .as_u64()
             .is_some_and(|nbf| nbf > now + LEEWAY_SECS)
         {
-            return Err("invalid token: not yet valid".into());
+            return Err(TokenError::NotYetValid);
         }
-        let claims: Claims =
-            serde_json::from_value(claims).map_err(|e| format!("invalid token: {e}"))?;
+        let claims: Claims = serde_json::from_value(claims).map_err(TokenError::BadClaims)?;
         Ok((claims.sub, claims.access))
     }
 
@@ -325,8 +403,8 @@ impl TokenVerifier {
                 challenge: self.challenge(needed, None, base_url),
             });
         };
-        let (sub, access) = self.verify(token).map_err(|message| Refusal {
-            message,
+        let (sub, access) = self.verify(token).map_err(|e| Refusal {
+            message: e.to_string(),
             challenge: self.challenge(needed, Some("invalid_token"), base_url),
         })?;
         for scope in needed {
@@ -367,17 +445,22 @@ fn raw_alg(token: &str) -> Option<String> {
     header["alg"].as_str().map(str::to_owned)
 }
 
-fn decode_segment(segment: &str) -> Result<serde_json::Value, String> {
+fn decode_segment(segment: &str) -> Result<serde_json::Value, TokenError> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(segment)
-        .map_err(|_| "malformed token".to_owned())?;
-    serde_json::from_slice(&raw).map_err(|_| "malformed token".to_owned())
+        .map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)
 }
 
-fn read_jwks(path: &Path) -> Result<JwkSet, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: not a JWK set: {e}", path.display()))
+fn read_jwks(path: &Path) -> Result<JwkSet, VerifierError> {
+    let text = std::fs::read_to_string(path).map_err(|source| VerifierError::JwksUnreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| VerifierError::NotJwks {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::htpasswd::PasswordCache;
-use super::keys::{libtrust_key_id, read_certs, KeyFamily, VerifyKey};
+use super::keys::{libtrust_key_id, read_certs, KeyError, KeyFamily, VerifyKey};
 use super::token::ResourceActions;
 use super::{Credentials, Scope};
 use crate::config::{parse_cidr, AclMatch, TokenServer as Config};
@@ -83,6 +84,32 @@ pub struct TokenRequest<'a> {
     pub client: Option<IpAddr>,
 }
 
+/// Why the token server cannot start, or cannot sign a token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenServerError {
+    #[error("cannot read {}: {source}", path.display())]
+    KeyUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: unusable private key: {source}", path.display())]
+    BadKey { path: PathBuf, source: rcgen::Error },
+    #[error("cannot generate a signing key: {0}")]
+    KeyGeneration(#[source] rcgen::Error),
+    #[error("berth.tokenserver.token.key must be an RSA or EC P-256 key")]
+    UnsupportedKey,
+    /// The JWT library refused the key (PKCS#8 written by rcgen itself).
+    #[error("unusable signing key: {0}")]
+    SigningKey(#[source] jsonwebtoken::errors::Error),
+    /// `token.certificate` cannot be read or parsed.
+    #[error(transparent)]
+    Certificate(#[from] KeyError),
+    #[error("{}: the certificate is not for berth.tokenserver.token.key", path.display())]
+    CertificateNotForKey { path: PathBuf },
+    #[error("{0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -91,18 +118,23 @@ fn now_secs() -> u64 {
 }
 
 impl TokenServer {
-    pub fn new(cfg: &Config) -> Result<TokenServer, String> {
+    pub fn new(cfg: &Config) -> Result<TokenServer, TokenServerError> {
         let key_pair = match &cfg.key {
             Some(path) => {
-                let pem = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                rcgen::KeyPair::from_pem(&pem)
-                    .map_err(|e| format!("{}: unusable private key: {e}", path.display()))?
+                let pem = std::fs::read_to_string(path).map_err(|source| {
+                    TokenServerError::KeyUnreadable {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                rcgen::KeyPair::from_pem(&pem).map_err(|source| TokenServerError::BadKey {
+                    path: path.clone(),
+                    source,
+                })?
             }
             None => {
                 tracing::warn!("berth.tokenserver has no token.key: signing with a key generated at start-up (tokens end with the process)");
-                rcgen::KeyPair::generate()
-                    .map_err(|e| format!("cannot generate a signing key: {e}"))?
+                rcgen::KeyPair::generate().map_err(TokenServerError::KeyGeneration)?
             }
         };
         let spki = rcgen::PublicKeyData::subject_public_key_info(&key_pair);
@@ -110,7 +142,8 @@ impl TokenServer {
         let pkcs8 = key_pair.serialize_pem();
         let (alg, encoding, decoding, family) =
             if key_pair.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
-                let enc = EncodingKey::from_ec_pem(pkcs8.as_bytes()).map_err(|e| e.to_string())?;
+                let enc = EncodingKey::from_ec_pem(pkcs8.as_bytes())
+                    .map_err(TokenServerError::SigningKey)?;
                 (
                     Algorithm::ES256,
                     enc,
@@ -118,7 +151,8 @@ impl TokenServer {
                     KeyFamily::Ec,
                 )
             } else if key_pair.algorithm() == &rcgen::PKCS_RSA_SHA256 {
-                let enc = EncodingKey::from_rsa_pem(pkcs8.as_bytes()).map_err(|e| e.to_string())?;
+                let enc = EncodingKey::from_rsa_pem(pkcs8.as_bytes())
+                    .map_err(TokenServerError::SigningKey)?;
                 (
                     Algorithm::RS256,
                     enc,
@@ -126,17 +160,14 @@ impl TokenServer {
                     KeyFamily::Rsa,
                 )
             } else {
-                return Err("berth.tokenserver.token.key must be an RSA or EC P-256 key".into());
+                return Err(TokenServerError::UnsupportedKey);
             };
         let x5c = match &cfg.certificate {
             Some(path) => {
                 let certs = read_certs(path)?;
                 let leaf = super::keys::parse_cert(&certs[0])?;
                 if leaf.public_key().raw != spki.as_slice() {
-                    return Err(format!(
-                        "{}: the certificate is not for berth.tokenserver.token.key",
-                        path.display()
-                    ));
+                    return Err(TokenServerError::CertificateNotForKey { path: path.clone() });
                 }
                 Some(
                     certs
@@ -202,14 +233,14 @@ impl TokenServer {
         Vec::new()
     }
 
-    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, String> {
+    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenServerError> {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.verify.kid.clone());
         header.x5c = self.x5c.clone();
-        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| e.to_string())
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(TokenServerError::Sign)
     }
 
-    fn refresh_token(&self, account: &str) -> Result<String, String> {
+    fn refresh_token(&self, account: &str) -> Result<String, TokenServerError> {
         let now = now_secs();
         self.sign(&RefreshClaims {
             iss: self.cfg.issuer.clone(),

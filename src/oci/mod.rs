@@ -9,4 +9,4 @@ pub mod name;
 pub use digest::{Digest, DigestError};
 pub use error::ErrorCode;
 pub use manifest::{Descriptor, Manifest, ManifestError};
-pub use name::{Reference, RepoName};
+pub use name::{NameError, Reference, RepoName};

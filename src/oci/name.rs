@@ -7,6 +7,17 @@ use super::digest::{Digest, DigestError};
 /// distribution refuses names longer than this (the whole name, all path components).
 pub const NAME_MAX_LEN: usize = 255;
 
+/// Why a string is not a repository name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("repository name is empty")]
+    Empty,
+    #[error("repository name is longer than {NAME_MAX_LEN} characters")]
+    TooLong,
+    #[error("invalid repository name component `{0}`")]
+    Component(String),
+}
+
 /// A repository name that matches the grammar
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`.
 /// A valid name never contains `..`, an empty component or a component starting with `_`, so it is safe
@@ -15,18 +26,16 @@ pub const NAME_MAX_LEN: usize = 255;
 pub struct RepoName(String);
 
 impl RepoName {
-    pub fn parse(s: &str) -> Result<RepoName, String> {
+    pub fn parse(s: &str) -> Result<RepoName, NameError> {
         if s.is_empty() {
-            return Err("repository name is empty".into());
+            return Err(NameError::Empty);
         }
         if s.len() > NAME_MAX_LEN {
-            return Err(format!(
-                "repository name is longer than {NAME_MAX_LEN} characters"
-            ));
+            return Err(NameError::TooLong);
         }
         for component in s.split('/') {
             if !component_ok(component) {
-                return Err(format!("invalid repository name component `{component}`"));
+                return Err(NameError::Component(component.to_owned()));
             }
         }
         Ok(RepoName(s.to_owned()))

@@ -148,7 +148,7 @@ proptest! {
 
     #[test]
     fn generated_names_round_trip(s in repo_name()) {
-        let name = RepoName::parse(&s).map_err(TestCaseError::fail)?;
+        let name = RepoName::parse(&s).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(name.to_string(), s.clone());
         prop_assert_eq!(RepoName::parse(&name.to_string()), Ok(name));
     }
@@ -767,7 +767,7 @@ proptest! {
         acl in prop::collection::vec(acl_rule(), 0..4),
         asks in prop::collection::vec(("[a-z*?.${}()|\\\\\\[]{0,6}", "[a-z]{0,8}", scope_ish(), prop::option::of(any::<[u8; 16]>())), 1..8),
     ) {
-        let ts = TokenServer::new(&token_server_config(acl)).map_err(TestCaseError::fail)?;
+        let ts = TokenServer::new(&token_server_config(acl)).map_err(|e| TestCaseError::fail(e.to_string()))?;
         for (account, service, scope, client) in asks {
             let Some(scope) = Scope::parse(&scope) else { continue };
             let client = client.map(|b| if b[0] % 2 == 0 { IpAddr::from(b) } else { IpAddr::from([b[1], b[2], b[3], b[4]]) });

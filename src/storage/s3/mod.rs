@@ -45,7 +45,7 @@ use object_store::{
     Attribute, Attributes, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
     PutMultipartOptions, PutOptions, PutPayload,
 };
-use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::header::{HeaderName, HeaderValue, InvalidHeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::{ByteStream, Driver, ErrorKind, Meta, Result, StorageError, Writer};
@@ -54,6 +54,24 @@ mod requests;
 mod writer;
 
 use writer::*;
+
+/// Why `storage.s3` settings cannot make a driver.
+#[derive(Debug, thiserror::Error)]
+pub enum S3ConfigError {
+    #[error("{key} {size} is outside S3's part sizes ({MIN_PART} to {MAX_PART} bytes)")]
+    PartSize { key: &'static str, size: u64 },
+    /// A value (KMS key ID, storage class) that cannot be sent as the header it goes in.
+    #[error("{header}: {source}")]
+    Header {
+        header: &'static str,
+        source: InvalidHeaderValue,
+    },
+    /// object_store refused the settings (bucket, region, endpoint, credentials).
+    #[error("{0}")]
+    Store(#[source] object_store::Error),
+    #[error("{0}")]
+    HttpClient(#[source] reqwest::Error),
+}
 
 /// distribution's `storage.s3` settings that berth honours.
 #[derive(Clone, PartialEq, Eq)]
@@ -184,7 +202,7 @@ fn map_err(path: &str, e: object_store::Error) -> StorageError {
 
 impl S3Driver {
     /// Builds the client; no request is made until the first call.
-    pub fn new(s: &S3Settings) -> std::result::Result<S3Driver, String> {
+    pub fn new(s: &S3Settings) -> std::result::Result<S3Driver, S3ConfigError> {
         // reqwest is built without a default TLS provider: use ring, once per process.
         let _ = rustls::crypto::ring::default_provider().install_default();
         for (key, n) in [
@@ -192,9 +210,7 @@ impl S3Driver {
             ("multipartcopychunksize", s.multipartcopychunksize),
         ] {
             if !(MIN_PART..=MAX_PART).contains(&n) {
-                return Err(format!(
-                    "{key} {n} is outside S3's part sizes ({MIN_PART} to {MAX_PART} bytes)"
-                ));
+                return Err(S3ConfigError::PartSize { key, size: n });
             }
         }
         let mut b = AmazonS3Builder::from_env()
@@ -219,8 +235,11 @@ impl S3Driver {
             };
             b = b.with_endpoint(endpoint.trim_end_matches('/'));
         }
-        let header = |name: &'static str, value: &str| -> std::result::Result<_, String> {
-            let value = HeaderValue::try_from(value).map_err(|e| format!("{name}: {e}"))?;
+        let header = |name: &'static str, value: &str| -> std::result::Result<_, S3ConfigError> {
+            let value = HeaderValue::try_from(value).map_err(|source| S3ConfigError::Header {
+                header: name,
+                source,
+            })?;
             Ok((HeaderName::from_static(name), value))
         };
         let mut copy_headers = Vec::new();
@@ -234,7 +253,7 @@ impl S3Driver {
                 None => {
                     let key: AmazonS3ConfigKey = "aws_server_side_encryption"
                         .parse()
-                        .map_err(|e: object_store::Error| e.to_string())?;
+                        .map_err(S3ConfigError::Store)?;
                     b = b.with_config(key, "AES256");
                     copy_headers.push(header("x-amz-server-side-encryption", "AES256")?);
                 }
@@ -256,7 +275,7 @@ impl S3Driver {
             .clone()
             .with_client_options(options.clone().with_timeout(Duration::from_secs(300)))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(S3ConfigError::Store)?;
         let bulk = b
             .with_client_options(
                 options
@@ -264,13 +283,13 @@ impl S3Driver {
                     .with_read_timeout(Duration::from_secs(60)),
             )
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(S3ConfigError::Store)?;
         let http = reqwest::Client::builder()
             .danger_accept_invalid_certs(s.skipverify)
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(600))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(S3ConfigError::HttpClient)?;
         let root = s.rootdirectory.trim_matches('/');
         Ok(S3Driver {
             store,
