@@ -31,6 +31,52 @@ pub struct FsDriver {
     root: PathBuf,
     sync: Arc<GroupSync>,
     listings: Arc<ListingCache>,
+    writing: Arc<Writing>,
+}
+
+/// The paths writers are writing to. A writer's thread holds its path until it has stopped writing, so a
+/// new writer or a seal of that path waits for a writer that was dropped mid-request (whose queued bytes
+/// are discarded, but one write may be under way) instead of racing its bytes.
+#[derive(Default)]
+struct Writing {
+    paths: Mutex<std::collections::HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A path held for writing; dropping it frees the path (and its entry, if nobody waits for it).
+struct WritingHold {
+    writing: Arc<Writing>,
+    path: PathBuf,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Writing {
+    async fn hold(self: &Arc<Self>, path: &Path) -> WritingHold {
+        let lock = self
+            .paths
+            .lock()
+            .unwrap_or_else(relock)
+            .entry(path.to_owned())
+            .or_default()
+            .clone();
+        WritingHold {
+            writing: self.clone(),
+            path: path.to_owned(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for WritingHold {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut paths = self.writing.paths.lock().unwrap_or_else(relock);
+        if paths
+            .get(&self.path)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            paths.remove(&self.path);
+        }
+    }
 }
 
 /// Listings of large directories (a repository's tags, a namespace of many repositories), kept with the
@@ -127,6 +173,7 @@ impl FsDriver {
             root: root.to_owned(),
             sync: Arc::new(GroupSync::new()),
             listings: Arc::default(),
+            writing: Arc::default(),
         }
     }
 
@@ -545,6 +592,7 @@ impl Driver for FsDriver {
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn Writer>> {
         let full = self.full(path)?;
+        let hold = self.writing.hold(&full).await;
         let sync = self.sync.clone();
         let file = blocking(path, move || {
             let mut created = Vec::new();
@@ -565,12 +613,13 @@ impl Driver for FsDriver {
         })
         .await?
         .ok_or_else(|| StorageError::new(ErrorKind::BadOffset, path))?;
-        Ok(Box::new(FsWriter::start(path, file, offset)))
+        Ok(Box::new(FsWriter::start(path, file, offset, hold)))
     }
 
     async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()> {
         let src = self.full(from)?;
         let dst = self.full(to)?;
+        let _hold = self.writing.hold(&src).await;
         let sync = self.sync.clone();
         let sealed = blocking(from, move || {
             let file = match OpenOptions::new().write(true).open(&src) {
@@ -703,19 +752,40 @@ struct FsWriter {
     path: String,
     tx: Option<mpsc::Sender<Bytes>>,
     task: JoinHandle<io::Result<u64>>,
+    /// Set when the writer is dropped without a commit: what is still queued is not written.
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for FsWriter {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.abandoned
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
 }
 
 /// Buffers in flight between the request and the writing thread.
 const WRITE_QUEUE: usize = 4;
 
 impl FsWriter {
-    fn start(path: &str, mut file: File, offset: u64) -> FsWriter {
+    fn start(path: &str, mut file: File, offset: u64, hold: WritingHold) -> FsWriter {
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dropped = abandoned.clone();
         let task = tokio::task::spawn_blocking(move || {
+            // The path stays held until this thread has stopped writing to it.
+            let _hold = hold;
             let mut size = offset;
             while let Some(buf) = rx.blocking_recv() {
+                if dropped.load(std::sync::atomic::Ordering::Acquire) {
+                    return Ok(size);
+                }
                 file.write_all(&buf)?;
                 size += buf.len() as u64;
+            }
+            if dropped.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(size);
             }
             file.sync_data()?;
             Ok(size)
@@ -724,6 +794,7 @@ impl FsWriter {
             path: path.to_owned(),
             tx: Some(tx),
             task,
+            abandoned,
         }
     }
 
