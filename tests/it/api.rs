@@ -81,6 +81,13 @@ async fn invalid_names_and_references() {
         ("GET", "/v2/a/blobs/notadigest", 400, "DIGEST_INVALID"),
         ("GET", "/v2/a/blobs/sha512:abc", 400, "DIGEST_INVALID"),
         ("GET", "/v2/a/referrers/bad", 400, "DIGEST_INVALID"),
+        // `last` comes back only in the Link of a page before; anything else is refused, not a 500.
+        (
+            "GET",
+            &format!("/v2/a/referrers/{UNKNOWN}?last=not-a-digest"),
+            400,
+            "PAGINATION_NUMBER_INVALID",
+        ),
         ("GET", "/v2/a/manifests/latest", 404, "MANIFEST_UNKNOWN"),
         (
             "GET",
