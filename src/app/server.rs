@@ -71,7 +71,7 @@ pub async fn serve(
         challenge: opts.acme_challenge.clone(),
     });
     // Past the limit, connections wait in the listen queue: nothing is refused, nothing more is served.
-    let slots = Arc::new(Semaphore::new(opts.limits.maxconnections.max(1)));
+    let slots = Arc::new(Semaphore::new(opts.limits.maxconnections));
     let mut backoff = Duration::from_millis(5);
     loop {
         let slot = tokio::select! {

@@ -255,6 +255,9 @@ pub(super) fn check_endpoint_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The most `berth.http.maxconnections` may be.
+pub(super) const MAX_CONNECTIONS: usize = 1 << 20;
+
 pub(super) fn build_berth(raw: Option<&mut RawBerth>) -> Result<Berth, Problem> {
     let mut berth = Berth::default();
     let Some(raw) = raw else {
@@ -281,10 +284,11 @@ pub(super) fn build_berth(raw: Option<&mut RawBerth>) -> Result<Berth, Problem> 
             }
         }
         if let Some(Count(n)) = l.maxconnections {
-            if n == 0 {
+            // Past a million, the limit limits nothing (and the semaphore behind it has a ceiling).
+            if !(1..=MAX_CONNECTIONS).contains(&n) {
                 return Err(problem(
                     &["berth", "http", "maxconnections"],
-                    "must be at least 1",
+                    format!("must be from 1 to {MAX_CONNECTIONS}"),
                 ));
             }
             limits.maxconnections = n;

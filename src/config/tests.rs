@@ -362,6 +362,11 @@ fn errors() {
     check_err(Some(&minimal("notifications:\n  endpoints:\n    - url: http://x/\n      timeout: soon\n")), &[], &["notifications.endpoints.0.timeout", "line 7"]);
     check_err(Some(&minimal("notifications:\n  endpoints:\n    - url: http://x/\n      headers:\n        'A B': [x]\n")), &[], &["notifications.endpoints.0.headers", "line 7"]);
     check_err(Some(&minimal("berth:\n  gc:\n    enabled: true\n    interval: 0s\n")), &[], &["berth.gc.interval", "more than zero", "line 7"]);
+    check_err(Some(&minimal("berth:\n  http:\n    bodytimeout: 0s\n")), &[], &["berth.http.bodytimeout", "more than zero", "line 6"]);
+    check_err(Some(&minimal("berth:\n  http:\n    headertimeout: 0s\n")), &[], &["berth.http.headertimeout", "more than zero"]);
+    check_err(Some(&minimal("berth:\n  http:\n    idletimeout: 0s\n")), &[], &["berth.http.idletimeout", "more than zero"]);
+    check_err(Some(&minimal("berth:\n  http:\n    maxconnections: 0\n")), &[], &["berth.http.maxconnections", "from 1 to 1048576", "line 6"]);
+    check_err(None, &[("REGISTRY_BERTH_HTTP_MAXCONNECTIONS", "18446744073709551615")], &["berth.http.maxconnections", "from 1 to 1048576", "REGISTRY_BERTH_HTTP_MAXCONNECTIONS"]);
     check_err(Some(&minimal("berth:\n  gc:\n    graceperiod: soon\n")), &[], &["berth.gc.graceperiod", "soon", "line 6"]);
     check_err(Some(&minimal("berth:\n  gc:\n    enabled: sometimes\n")), &[], &["berth.gc.enabled", "line 6"]);
     check_err(Some(&minimal("")), &[("REGISTRY_BERTH_GC_INTERVAL", "-1h")], &["berth.gc.interval", "REGISTRY_BERTH_GC_INTERVAL"]);
