@@ -10,13 +10,13 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 
 use crate::oci::manifest::{self, Kind, Manifest, MAX_MANIFEST_SIZE};
 use crate::oci::{Digest, Reference, RepoName};
+use crate::storage::locks::{Held, KeyedLocks};
 use crate::storage::{ByteStream, Driver};
 
 pub mod error;
 pub mod fence;
 pub mod gc;
 pub mod index;
-mod locks;
 pub mod paths;
 pub mod upload;
 
@@ -66,11 +66,11 @@ const CHECKS_AT_ONCE: usize = 16;
 
 pub struct Registry {
     driver: Arc<dyn Driver>,
-    upload_locks: locks::KeyedLocks,
+    upload_locks: Arc<KeyedLocks<String>>,
     summaries: Mutex<SummaryCache>,
     limits: CacheLimits,
     /// Serialises changes to one repository's manifests and tags, so the index sees them in order.
-    repo_locks: locks::KeyedLocks,
+    repo_locks: Arc<KeyedLocks<String>>,
     fence: Fence,
     /// How listings are answered, chosen once from the store.
     listing: Listing,
@@ -182,8 +182,8 @@ impl Registry {
     }
 
     /// Changes to one repository's manifests and tags are made under its lock.
-    async fn repo_lock(&self, repo: &RepoName) -> locks::Held<'_> {
-        self.repo_locks.lock(repo.as_str()).await
+    async fn repo_lock(&self, repo: &RepoName) -> Held<String> {
+        self.repo_locks.lock(repo.to_string()).await
     }
 
     pub fn driver(&self) -> &Arc<dyn Driver> {

@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::error::{Error, Result};
-use super::{locks, paths, Registry};
+use super::{paths, Held, Registry};
 use crate::oci::{Digest, RepoName};
 use crate::storage::{ByteStream, ErrorKind};
 
@@ -188,17 +188,17 @@ impl Registry {
 
     /// Removes an upload for upload purging, waiting for any request working on it.
     pub(super) async fn purge_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
-        let _held = self.upload_locks.lock(id).await;
+        let _held = self.upload_locks.lock(id.to_owned()).await;
         self.discard_upload(repo, id).await
     }
 
     /// Takes an upload's lock and loads its state. The lock's entry lives only while a request holds or
     /// waits for it, so requests for made-up ids cannot grow the map.
-    async fn open_upload(&self, repo: &RepoName, id: &str) -> Result<(locks::Held<'_>, State)> {
+    async fn open_upload(&self, repo: &RepoName, id: &str) -> Result<(Held<String>, State)> {
         if !paths::is_valid_upload_id(id) {
             return Err(Error::UploadUnknown);
         }
-        let held = self.upload_locks.lock(id).await;
+        let held = self.upload_locks.lock(id.to_owned()).await;
         let state = self.load_state(repo, id).await?;
         Ok((held, state))
     }

@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::locks::{Held, KeyedLocks};
 use super::{ByteStream, Driver, ErrorKind, Meta, Result, StorageError, Writer};
 
 /// Prefix of the temp files this driver writes before a rename; `list` hides them.
@@ -31,52 +32,10 @@ pub struct FsDriver {
     root: PathBuf,
     sync: Arc<GroupSync>,
     listings: Arc<ListingCache>,
-    writing: Arc<Writing>,
-}
-
-/// The paths writers are writing to. A writer's thread holds its path until it has stopped writing, so a
-/// new writer or a seal of that path waits for a writer that was dropped mid-request (whose queued bytes
-/// are discarded, but one write may be under way) instead of racing its bytes.
-#[derive(Default)]
-struct Writing {
-    paths: Mutex<std::collections::HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// A path held for writing; dropping it frees the path (and its entry, if nobody waits for it).
-struct WritingHold {
-    writing: Arc<Writing>,
-    path: PathBuf,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Writing {
-    async fn hold(self: &Arc<Self>, path: &Path) -> WritingHold {
-        let lock = self
-            .paths
-            .lock()
-            .unwrap_or_else(relock)
-            .entry(path.to_owned())
-            .or_default()
-            .clone();
-        WritingHold {
-            writing: self.clone(),
-            path: path.to_owned(),
-            guard: Some(lock.lock_owned().await),
-        }
-    }
-}
-
-impl Drop for WritingHold {
-    fn drop(&mut self) {
-        self.guard.take();
-        let mut paths = self.writing.paths.lock().unwrap_or_else(relock);
-        if paths
-            .get(&self.path)
-            .is_some_and(|l| Arc::strong_count(l) == 1)
-        {
-            paths.remove(&self.path);
-        }
-    }
+    /// The paths writers are writing to. A writer's thread holds its path until it has stopped writing,
+    /// so a new writer or a seal of that path waits for a writer that was dropped mid-request (whose
+    /// queued bytes are discarded, but one write may be under way) instead of racing its bytes.
+    writing: Arc<KeyedLocks<PathBuf>>,
 }
 
 /// Listings of large directories (a repository's tags, a namespace of many repositories), kept with the
@@ -592,7 +551,7 @@ impl Driver for FsDriver {
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn Writer>> {
         let full = self.full(path)?;
-        let hold = self.writing.hold(&full).await;
+        let hold = self.writing.lock(full.clone()).await;
         let sync = self.sync.clone();
         let file = blocking(path, move || {
             let mut created = Vec::new();
@@ -619,7 +578,7 @@ impl Driver for FsDriver {
     async fn seal(&self, from: &str, size: u64, to: &str) -> Result<()> {
         let src = self.full(from)?;
         let dst = self.full(to)?;
-        let _hold = self.writing.hold(&src).await;
+        let _hold = self.writing.lock(src.clone()).await;
         let sync = self.sync.clone();
         let sealed = blocking(from, move || {
             let file = match OpenOptions::new().write(true).open(&src) {
@@ -769,7 +728,7 @@ impl Drop for FsWriter {
 const WRITE_QUEUE: usize = 4;
 
 impl FsWriter {
-    fn start(path: &str, mut file: File, offset: u64, hold: WritingHold) -> FsWriter {
+    fn start(path: &str, mut file: File, offset: u64, hold: Held<PathBuf>) -> FsWriter {
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let dropped = abandoned.clone();

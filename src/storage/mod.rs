@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub mod fs;
+pub mod locks;
 pub mod memory;
 pub mod s3;
 mod timed;

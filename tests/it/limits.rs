@@ -178,8 +178,14 @@ fn half_sent_headers_are_closed_after_the_header_timeout() {
     half.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
     let _ = read_all(&mut half);
     let waited = started.elapsed();
-    assert!(waited < Duration::from_secs(8), "a half-sent request held its connection {waited:?}");
-    assert!(waited >= Duration::from_millis(900), "closed before the header timeout: {waited:?}");
+    assert!(
+        waited < Duration::from_secs(8),
+        "a half-sent request held its connection {waited:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed before the header timeout: {waited:?}"
+    );
 }
 
 #[test]
@@ -189,13 +195,20 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     let b = start(dir.path(), "    idletimeout: 1s\n");
     let started = Instant::now();
     let mut idle = connect(&b);
-    idle.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    idle.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let r = read_response(&mut idle);
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert_eq!(read_all(&mut idle), "", "nothing more is sent");
     let waited = started.elapsed();
-    assert!(waited < Duration::from_secs(8), "an idle connection stayed open {waited:?}");
-    assert!(waited >= Duration::from_millis(900), "closed before the idle timeout: {waited:?}");
+    assert!(
+        waited < Duration::from_secs(8),
+        "an idle connection stayed open {waited:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed before the idle timeout: {waited:?}"
+    );
 }
 
 #[test]
