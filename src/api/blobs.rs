@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::outcome::Outcome;
 use super::{
-    header_value, parse_digest, repo_path, routed_digest, ApiError, ApiResult, Ctx, CONTENT_DIGEST,
-    UPLOAD_UUID,
+    header_value, parse_digest, repo_path, routed_digest, upload_range, ApiError, ApiResult, Ctx,
+    CONTENT_DIGEST, UPLOAD_UUID,
 };
 use crate::auth::Pullable;
 use crate::oci::{Digest, DigestError, RepoName};
@@ -189,11 +189,6 @@ fn blob_created(ctx: &Ctx<'_>, name: &RepoName, d: &Digest) -> Response {
     h.insert(CONTENT_DIGEST, header_value(&d.to_string()));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     resp
-}
-
-/// The `Range` header of an upload: the bytes received so far (distribution writes `0-0` when empty).
-fn upload_range(offset: u64) -> HeaderValue {
-    header_value(&format!("0-{}", offset.saturating_sub(1)))
 }
 
 /// 202 Accepted / 204 No Content describing an upload in progress.

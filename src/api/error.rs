@@ -87,7 +87,7 @@ impl ApiError {
 
     /// The headers the situation calls for.
     fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        let value = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
+        let value = super::header_value;
         match self {
             ApiError::RangeUnsatisfiable { size } => {
                 vec![(header::CONTENT_RANGE, value(&format!("bytes */{size}")))]
@@ -99,10 +99,7 @@ impl ApiError {
                 ..
             } => vec![
                 (header::LOCATION, value(location)),
-                (
-                    header::RANGE,
-                    value(&format!("0-{}", offset.saturating_sub(1))),
-                ),
+                (header::RANGE, super::upload_range(*offset)),
                 (super::UPLOAD_UUID, value(id)),
             ],
             ApiError::Unauthorized { challenge, .. } => {

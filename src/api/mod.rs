@@ -373,6 +373,11 @@ pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// The `Range` header of an upload: the bytes received so far (distribution writes `0-0` when empty).
+pub(crate) fn upload_range(offset: u64) -> HeaderValue {
+    header_value(&format!("0-{}", offset.saturating_sub(1)))
+}
+
 pub(crate) fn header_value(s: &str) -> HeaderValue {
     // Values we put in headers are URLs, digests and numbers we built; fall back to an empty value rather
     // than fail if one ever were not a valid header value.

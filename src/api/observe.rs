@@ -62,10 +62,16 @@ pub(crate) fn begin(state: &AppState, req: Request) -> (Observation, Request) {
         }
     }
     let parsed = crate::api::ParsedRoute::of(state, &parts.uri);
-    let route = parsed.0.clone().and_then(Result::ok);
+    let route = parsed.0.as_ref().and_then(|r| r.as_ref().ok());
+    let handler = handler_name(route);
+    let is_upload = matches!(
+        (route, &parts.method),
+        (Some(Route::UploadStart(_)), &Method::POST)
+            | (Some(Route::Upload(..)), &Method::PATCH)
+            | (Some(Route::Upload(..)), &Method::PUT)
+    );
     parts.extensions.insert(parsed);
     let path = parts.uri.path();
-    let handler = handler_name(route.as_ref());
     let query = parts.uri.query().unwrap_or_default();
     let log_path = if query.is_empty() {
         path.to_owned()
@@ -73,12 +79,6 @@ pub(crate) fn begin(state: &AppState, req: Request) -> (Observation, Request) {
         format!("{path}?{}", redact_query(query))
     };
     let method = parts.method.clone();
-    let is_upload = matches!(
-        (&route, &method),
-        (Some(Route::UploadStart(_)), &Method::POST)
-            | (Some(Route::Upload(..)), &Method::PATCH)
-            | (Some(Route::Upload(..)), &Method::PUT)
-    );
     let header = |name: &str| {
         parts
             .headers
@@ -91,7 +91,11 @@ pub(crate) fn begin(state: &AppState, req: Request) -> (Observation, Request) {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string());
     let request = RequestRecord {
-        id: uuid::Uuid::new_v4().to_string(),
+        // Only events carry the request's id.
+        id: match &state.notifier {
+            Some(_) => uuid::Uuid::new_v4().to_string(),
+            None => String::new(),
+        },
         addr: remote_addr(&parts.headers, peer),
         host: header("host").unwrap_or_default(),
         method: method.to_string(),

@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::api::{self, AppState};
 use crate::config::Limits;
 
 /// How long a client may take to finish the TLS handshake.
@@ -46,15 +45,6 @@ pub struct ServeOptions {
     pub acme_challenge: Option<Arc<rustls::ServerConfig>>,
     /// `berth.http`: timeouts and the connection limit.
     pub limits: Limits,
-}
-
-/// Serves the API on `listener` over plain HTTP until `shutdown` is cancelled.
-pub async fn run(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
-    serve(listener, api::app(state), ServeOptions::default(), shutdown).await
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then waits for open connections to finish

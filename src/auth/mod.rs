@@ -93,15 +93,6 @@ pub enum Pullable {
     Only(Vec<String>),
 }
 
-impl Pullable {
-    pub fn allows(&self, repository: &str) -> bool {
-        match self {
-            Pullable::Any => true,
-            Pullable::Only(names) => names.iter().any(|n| n == repository),
-        }
-    }
-}
-
 /// Why a request was refused, with the challenge to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {

@@ -9,19 +9,7 @@ pub struct LinkedBlob {
     digest: Digest,
 }
 
-impl LinkedBlob {
-    pub fn digest(&self) -> &Digest {
-        &self.digest
-    }
-}
-
 impl Registry {
-    /// The size of a blob that the repository may serve: a layer linked into it, or one of its manifests.
-    pub async fn blob_size(&self, repo: &RepoName, d: &Digest) -> Result<u64> {
-        let blob = self.linked_blob(repo, d).await?;
-        self.stored_blob_size(&blob).await
-    }
-
     /// The blob, if the repository may serve it: a layer linked into it, or one of its manifests.
     pub async fn linked_blob(&self, repo: &RepoName, d: &Digest) -> Result<LinkedBlob> {
         self.check_blob_link(repo, d).await?;

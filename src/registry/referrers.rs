@@ -11,13 +11,15 @@ pub struct Summary {
     pub subject: Option<Digest>,
     pub artifact_type: Option<String>,
     pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+    /// What it costs in memory (see [`Summary::cost_of`]), worked out once.
+    pub cost: usize,
 }
 
 impl Summary {
-    /// About what the summary costs in memory: its strings, and its annotations as a `serde_json::Map` (a
+    /// About what a summary costs in memory: its strings, and its annotations as a `serde_json::Map` (a
     /// B-tree whose smallest node is about 640 bytes; each entry's strings with their allocations and
     /// slot, counted at three times their text), plus an entry's overhead.
-    pub fn cost(&self) -> usize {
+    fn cost_of(&self) -> usize {
         let annotations: usize = self.annotations.as_ref().map_or(0, |a| {
             640 + a
                 .iter()
@@ -79,7 +81,7 @@ impl Registry {
             if !wanted || summary.subject.as_ref() != Some(subject) {
                 continue;
             }
-            let cost = summary.cost();
+            let cost = summary.cost;
             if held + cost > budget && !page.referrers.is_empty() {
                 page.next = page.referrers.last().map(|r| r.digest.clone());
                 break;
@@ -105,7 +107,7 @@ impl Registry {
 
     pub(super) fn remember(&self, d: &Digest, s: Summary) -> Arc<Summary> {
         let budget = self.limits.summary_bytes;
-        let cost = s.cost();
+        let cost = s.cost;
         let s = Arc::new(s);
         if cost > budget / 64 {
             return s;
@@ -124,11 +126,14 @@ impl Registry {
 }
 
 pub(super) fn summarize(m: &Manifest, size: u64) -> Summary {
-    Summary {
+    let mut s = Summary {
         media_type: m.media_type.clone(),
         size,
         subject: m.subject.as_ref().map(|s| s.digest.clone()),
         artifact_type: m.effective_artifact_type().map(str::to_owned),
         annotations: m.annotations.clone(),
-    }
+        cost: 0,
+    };
+    s.cost = s.cost_of();
+    s
 }
