@@ -229,10 +229,12 @@ pub struct CacheBudget {
 }
 
 impl Default for CacheBudget {
+    /// The registry's own defaults.
     fn default() -> CacheBudget {
+        let limits = crate::registry::CacheLimits::default();
         CacheBudget {
-            manifestbytes: 16 << 20,
-            summarybytes: 16 << 20,
+            manifestbytes: limits.manifest_bytes,
+            summarybytes: limits.summary_bytes,
         }
     }
 }

@@ -96,12 +96,14 @@ impl ListingCache {
         if let Some(id) = settled.filter(|_| names.len() >= LISTING_CACHE_MIN) {
             let cost =
                 128 + dir.as_os_str().len() + names.iter().map(|n| n.len() + 32).sum::<usize>();
+            // A directory of up to half the budget is kept (a repository of 100,000 tags is about 6 MiB):
+            // the largest directories are what the cache is for.
+            let names = Arc::new(names.clone());
             let mut cache = self.by_dir.lock().unwrap_or_else(relock);
-            if cost <= LISTING_CACHE_BYTES / 16 {
+            if cost <= LISTING_CACHE_BYTES / 2 {
                 if cache.bytes + cost > LISTING_CACHE_BYTES {
                     *cache = Listings::default();
                 }
-                let names = Arc::new(names.clone());
                 if let Some(old) = cache
                     .map
                     .insert(dir.to_owned(), Listing { id, names, cost })
