@@ -8,5 +8,6 @@ pub mod config;
 pub mod metrics;
 pub mod notify;
 pub mod oci;
+pub mod proxy;
 pub mod registry;
 pub mod storage;

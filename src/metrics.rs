@@ -27,6 +27,14 @@ pub const GC_RECLAIMED: &str = "berth_gc_reclaimed_bytes_total";
 pub const GC_BLOBS_DELETED: &str = "berth_gc_deleted_blobs_total";
 pub const GC_DURATION: &str = "berth_gc_duration_seconds";
 pub const HEALTHY: &str = "berth_health_check_healthy";
+pub const PROXY_HITS: &str = "registry_proxy_hits_total";
+pub const PROXY_MISSES: &str = "registry_proxy_misses_total";
+pub const PROXY_UPSTREAM_BYTES: &str = "registry_proxy_upstream_bytes_total";
+pub const PROXY_SERVED_BYTES: &str = "registry_proxy_served_bytes_total";
+pub const PROXY_EVICTIONS: &str = "registry_proxy_evictions_total";
+pub const PROXY_EVICTED_BYTES: &str = "registry_proxy_evicted_bytes_total";
+pub const PROXY_UPSTREAM_ERRORS: &str = "registry_proxy_upstream_errors_total";
+pub const PROXY_CACHED_BYTES: &str = "registry_proxy_cached_bytes";
 
 /// docker/go-metrics' buckets for durations (seconds) and for sizes (bytes).
 const DURATION_BUCKETS: &[f64] = &[
@@ -48,6 +56,32 @@ pub fn install() -> std::result::Result<PrometheusHandle, BuildError> {
 }
 
 fn describe() {
+    describe_counter!(
+        PROXY_HITS,
+        "Pull-through cache pulls answered from the cache, by kind (blob, manifest)."
+    );
+    describe_counter!(
+        PROXY_MISSES,
+        "Pull-through cache pulls fetched from an upstream, by kind (blob, manifest)."
+    );
+    describe_counter!(PROXY_UPSTREAM_BYTES, "Blob bytes fetched from upstreams.");
+    describe_counter!(
+        PROXY_SERVED_BYTES,
+        "Cached blob bytes served from the cache."
+    );
+    describe_counter!(
+        PROXY_EVICTIONS,
+        "Cached blobs evicted (size budget or TTL)."
+    );
+    describe_counter!(PROXY_EVICTED_BYTES, "Bytes of cached blobs evicted.");
+    describe_counter!(
+        PROXY_UPSTREAM_ERRORS,
+        "Upstream failures, by upstream and status (or unreachable, token)."
+    );
+    describe_gauge!(
+        PROXY_CACHED_BYTES,
+        "Bytes of cached blobs the cache accounts for."
+    );
     describe_counter!(
         HTTP_REQUESTS,
         "Total number of HTTP requests made, by handler, status code and method."
@@ -187,5 +221,37 @@ pub fn notify_pending(endpoint: &str, pending: u64) {
 /// `status` as Go prints it: "202 Accepted".
 pub fn notify_status(endpoint: &str, status: &str) {
     counter!(NOTIFY_STATUS, "code" => status.to_owned(), "endpoint" => endpoint.to_owned())
+        .increment(1);
+}
+
+/// A pull answered by the pull-through cache: from the cache (`hit`) or from an upstream.
+pub fn proxy_pull(kind: &'static str, hit: bool) {
+    if hit {
+        counter!(PROXY_HITS, "kind" => kind).increment(1);
+    } else {
+        counter!(PROXY_MISSES, "kind" => kind).increment(1);
+    }
+}
+
+pub fn proxy_upstream_bytes(n: u64) {
+    counter!(PROXY_UPSTREAM_BYTES).increment(n);
+}
+
+pub fn proxy_served_bytes(n: u64) {
+    counter!(PROXY_SERVED_BYTES).increment(n);
+}
+
+pub fn proxy_evicted(bytes: u64) {
+    counter!(PROXY_EVICTIONS).increment(1);
+    counter!(PROXY_EVICTED_BYTES).increment(bytes);
+}
+
+pub fn proxy_cached_bytes(bytes: u64) {
+    gauge!(PROXY_CACHED_BYTES).set(bytes as f64);
+}
+
+/// An upstream's failure: its status code, or `unreachable` / `token`.
+pub fn proxy_upstream_error(upstream: &str, status: &str) {
+    counter!(PROXY_UPSTREAM_ERRORS, "upstream" => upstream.to_owned(), "status" => status.to_owned())
         .increment(1);
 }

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::auth::Pullable;
 use crate::oci::{Digest, DigestError, RepoName};
+use crate::proxy::{BlobAnswer, CacheStatus};
 
 /// A digest as the route parsed it.
 type Routed = Result<Digest, DigestError>;
@@ -73,13 +74,57 @@ pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
 pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &Routed) -> ApiResult {
     let d = routed_digest(digest)?;
     let registry = ctx.registry();
+    let is_get = ctx.method == axum::http::Method::GET;
+    let range = ctx.header(&header::RANGE);
+    // A cached repository's blob: fetched (once, streamed) if it is not stored; stored ones are served
+    // below as any blob, kept from eviction while they are.
+    let mut serving = None;
+    if let (Some(c), Some(proxy)) = (&ctx.cached, &ctx.state.proxy) {
+        let answer = proxy
+            .blob(c, name, &d, !is_get, range.is_some())
+            .await
+            .map_err(ApiError::Proxy)?;
+        match answer {
+            BlobAnswer::Stored(status) => serving = Some((proxy.serving(&d), status)),
+            BlobAnswer::Head(size) => {
+                let resp = blob_response(StatusCode::OK, Body::empty(), &d, 0, size, size);
+                return Ok(with_cache(resp, CacheStatus::Miss));
+            }
+            BlobAnswer::Filling(answer) => {
+                let mut resp = blob_response(
+                    StatusCode::OK,
+                    Body::from_stream(answer.body),
+                    &d,
+                    0,
+                    answer.size.unwrap_or_default(),
+                    answer.size.unwrap_or_default(),
+                );
+                if answer.size.is_none() {
+                    resp.headers_mut().remove(header::CONTENT_LENGTH);
+                }
+                let pulled = Outcome::BlobPulled {
+                    repo: name.clone(),
+                    digest: d.clone(),
+                    size: answer.size.unwrap_or_default(),
+                };
+                return Ok(with_cache(pulled.record(resp), CacheStatus::Miss));
+            }
+        }
+    }
+    let (guard, cache) = match serving {
+        Some((guard, status)) => (Some(guard), Some(status)),
+        None => (None, None),
+    };
+    let serve = |stream: crate::storage::ByteStream| match guard {
+        Some(g) => g.wrap(stream, true),
+        None => stream,
+    };
     let blob = registry.linked_blob(name, &d).await?;
     let pulled = |size: u64| Outcome::BlobPulled {
         repo: name.clone(),
         digest: d.clone(),
         size,
     };
-    let is_get = ctx.method == axum::http::Method::GET;
     if is_get {
         // `storage.redirect`: the client fetches the bytes from the store (a presigned URL), once the
         // data is known to be there (a link whose data is gone is BLOB_UNKNOWN, not a redirect to an error).
@@ -93,12 +138,16 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &Routed) -> ApiR
             return Ok(pulled(size).record(resp));
         }
     }
-    let range = ctx.header(&header::RANGE);
+    let cached = |resp: Response| match cache {
+        Some(status) => with_cache(resp, status),
+        None => resp,
+    };
     if is_get && range.is_none() {
         // The whole blob: size and bytes from one storage request.
         let (size, stream) = registry.open_blob(&blob).await?;
-        let body = Body::from_stream(stream);
-        return Ok(pulled(size).record(blob_response(StatusCode::OK, body, &d, 0, size, size)));
+        let body = Body::from_stream(serve(stream));
+        let resp = blob_response(StatusCode::OK, body, &d, 0, size, size);
+        return Ok(cached(pulled(size).record(resp)));
     }
     let size = registry.stored_blob_size(&blob).await?;
     let (status, start, len) = match parse_range(range, size) {
@@ -109,9 +158,15 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &Routed) -> ApiR
     let body = if !is_get || len == 0 {
         Body::empty()
     } else {
-        Body::from_stream(registry.read_blob(&blob, start, len).await?)
+        Body::from_stream(serve(registry.read_blob(&blob, start, len).await?))
     };
-    Ok(pulled(size).record(blob_response(status, body, &d, start, len, size)))
+    let resp = blob_response(status, body, &d, start, len, size);
+    Ok(cached(pulled(size).record(resp)))
+}
+
+fn with_cache(mut resp: Response, status: CacheStatus) -> Response {
+    resp.extensions_mut().insert(status);
+    resp
 }
 
 /// A blob's response: `len` bytes from `start` of a blob of `size` bytes (206 with Content-Range for a

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::oci::{ErrorCode, NameError};
+use crate::proxy;
 use crate::registry;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,9 @@ pub enum ApiError {
     /// A health check fails (see `/debug/health`).
     #[error("service unavailable")]
     Unavailable,
+    /// What the pull-through cache says: an upstream's failure, a write to a cached repository.
+    #[error(transparent)]
+    Proxy(proxy::Error),
 }
 
 /// A server fault's details, kept out of the response body and logged once by the observer.
@@ -81,6 +85,16 @@ impl ApiError {
             ApiError::Unsupported(_) => ErrorCode::Unsupported,
             ApiError::Unauthorized { .. } => ErrorCode::Unauthorized,
             ApiError::Unavailable => ErrorCode::Unavailable,
+            ApiError::Proxy(e) => match e {
+                proxy::Error::Registry(e) => return (e.code(), e.status()),
+                proxy::Error::ReadOnly(_) => ErrorCode::Unsupported,
+                proxy::Error::TooManyRequests { .. } => ErrorCode::TooManyRequests,
+                proxy::Error::NotFound => ErrorCode::NameUnknown,
+                proxy::Error::Upstream { .. } | proxy::Error::WrongManifest { .. } => {
+                    ErrorCode::Unavailable
+                }
+                proxy::Error::Spool(_) => return (ErrorCode::Unknown, 500),
+            },
         };
         (code, code.status())
     }
@@ -105,6 +119,9 @@ impl ApiError {
             ApiError::Unauthorized { challenge, .. } => {
                 vec![(header::WWW_AUTHENTICATE, value(challenge))]
             }
+            ApiError::Proxy(proxy::Error::TooManyRequests { retry_after, .. }) => {
+                vec![(header::RETRY_AFTER, HeaderValue::from(*retry_after))]
+            }
             _ => Vec::new(),
         }
     }
@@ -123,6 +140,10 @@ impl ApiError {
     fn message(&self) -> String {
         let (code, status) = self.code_and_status();
         match self {
+            // An upstream's failure is no internal of ours: the client is told which and why.
+            ApiError::Proxy(proxy::Error::Upstream { .. } | proxy::Error::WrongManifest { .. }) => {
+                self.to_string()
+            }
             _ if status >= 500 => code.message().to_owned(),
             other => other.to_string(),
         }
@@ -148,7 +169,14 @@ impl IntoResponse for ApiError {
         for (k, v) in self.headers() {
             resp.headers_mut().insert(k, v);
         }
-        if status.is_server_error() && !matches!(self, ApiError::Unavailable) {
+        let expected = matches!(
+            self,
+            ApiError::Unavailable
+                | ApiError::Proxy(
+                    proxy::Error::Upstream { .. } | proxy::Error::WrongManifest { .. }
+                )
+        );
+        if status.is_server_error() && !expected {
             resp.extensions_mut().insert(Fault(self.to_string()));
         }
         resp

@@ -46,6 +46,13 @@ async fn platform_fallback(
             && accepts(accepted, &c.media_type)
     });
     let Some(child) = child else { return Ok(None) };
+    if let (Some(c), Some(proxy)) = (&ctx.cached, &ctx.state.proxy) {
+        // Not there, or the upstream failing: no fallback, the index is served.
+        let child = Reference::Digest(child.digest.clone());
+        if proxy.manifest(c, name, &child).await.is_err() {
+            return Ok(None);
+        }
+    }
     match ctx
         .registry()
         .get_manifest(name, &Reference::Digest(child.digest.clone()))
@@ -65,6 +72,15 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, reference: &Routed) -> A
             return Err(registry::Error::ManifestUnknown(format!("{name}:{t}")).into())
         }
         r => r?,
+    };
+    let cache = match (&ctx.cached, &ctx.state.proxy) {
+        (Some(c), Some(proxy)) => Some(
+            proxy
+                .manifest(c, name, &reference)
+                .await
+                .map_err(ApiError::Proxy)?,
+        ),
+        _ => None,
     };
     let mut m = ctx.registry().get_manifest(name, &reference).await?;
     let accept: Vec<&str> = ctx
@@ -101,6 +117,9 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, reference: &Routed) -> A
     }
     h.insert(CONTENT_DIGEST, header_value(&m.digest.to_string()));
     h.insert(header::ETAG, header_value(&etag));
+    if let Some(cache) = cache {
+        resp.extensions_mut().insert(cache);
+    }
     if not_modified {
         return Ok(resp);
     }
@@ -197,6 +216,21 @@ pub(crate) async fn referrers(
         ),
         None => None,
     };
+    if let (Some(c), Some(proxy), None) = (&ctx.cached, &ctx.state.proxy, &after) {
+        // The upstream's own referrers, when it has the API (else what is stored here).
+        if let Some((content_type, body)) = proxy.referrers(c, &subject, filter.as_deref()).await {
+            let mut resp = (StatusCode::OK, body).into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, header_value(&content_type));
+            if filter.is_some() {
+                resp.headers_mut().insert(
+                    OCI_FILTERS_APPLIED,
+                    HeaderValue::from_static("artifactType"),
+                );
+            }
+            return Ok(resp);
+        }
+    }
     let mut manifests = Vec::new();
     let page = ctx
         .registry()

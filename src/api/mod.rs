@@ -17,6 +17,7 @@ use crate::notify::event::SourceRecord;
 use crate::notify::Notifier;
 use crate::oci::name::ReferenceError;
 use crate::oci::{Digest, DigestError, Reference, RepoName};
+use crate::proxy::{Cached, Proxy};
 use crate::registry::Registry;
 use crate::storage::ByteStream;
 
@@ -67,7 +68,9 @@ pub trait HealthGate: Send + Sync {
 
 /// Everything a request is served with.
 pub struct AppState {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
+    /// The pull-through cache, when one is configured.
+    pub proxy: Option<Arc<Proxy>>,
     pub config: ApiConfig,
     pub auth: Authenticator,
     pub tokenserver: Option<TokenServer>,
@@ -83,7 +86,8 @@ impl AppState {
     /// A registry with no authentication, no health checks and no notifications.
     pub fn open(registry: Registry, config: ApiConfig) -> AppState {
         AppState {
-            registry,
+            registry: Arc::new(registry),
+            proxy: None,
             config,
             auth: Authenticator::Open,
             tokenserver: None,
@@ -135,6 +139,8 @@ pub(crate) struct Ctx<'a> {
     pub query: Vec<(String, String)>,
     /// Who asked, and where they may pull from.
     pub identity: Identity,
+    /// The upstream, when the repository is a cache of one (the route then names it as stored).
+    pub cached: Option<Cached>,
     /// In a mutex only so that `&Ctx` is `Sync` across awaits; it is taken once, through `&mut`.
     body: std::sync::Mutex<Body>,
 }
@@ -319,17 +325,41 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult {
             }
         })?;
     tracing::debug!(method = %parts.method, route = ?route, user = %identity.user, "auth passed");
+    let (route, cached) = cache_route(state, route, &query, &parts.method).await?;
     let mut ctx = Ctx {
         state,
         method: parts.method.clone(),
         headers: parts.headers,
         query,
         identity,
+        cached,
         body: std::sync::Mutex::new(body),
     };
     let mut resp = handle(&mut ctx, route).await?;
     resp.extensions_mut().insert(ctx.identity);
     Ok(resp)
+}
+
+/// The route with its repository as stored, and the upstream when the repository is a cache of one.
+async fn cache_route(
+    state: &AppState,
+    route: Route,
+    query: &[(String, String)],
+    method: &Method,
+) -> ApiResult<(Route, Option<Cached>)> {
+    let (Some(proxy), Some(name)) = (&state.proxy, route.name()) else {
+        return Ok((route, None));
+    };
+    let write = method != Method::GET && method != Method::HEAD;
+    let ns = query
+        .iter()
+        .find(|(k, _)| k == "ns")
+        .map(|(_, v)| v.as_str());
+    match proxy.route(name, ns, write).await {
+        Ok(None) => Ok((route, None)),
+        Ok(Some((stored, cached))) => Ok((route.renamed(stored), Some(cached))),
+        Err(e) => Err(ApiError::Proxy(e)),
+    }
 }
 
 async fn handle(ctx: &mut Ctx<'_>, route: Route) -> ApiResult {

@@ -154,6 +154,10 @@ impl Observation {
             tracing::error!(method = %self.method, path = %self.log_path, status, error = %fault, "request failed");
         }
         let access_log = !state.config.access_log_disabled;
+        let cache = resp
+            .extensions()
+            .get::<crate::proxy::CacheStatus>()
+            .map_or("", |c| c.as_str());
         let Observation {
             started,
             method,
@@ -189,6 +193,7 @@ impl Observation {
                     user = %user,
                     remote = %request.addr,
                     user_agent = %request.useragent,
+                    cache,
                     "request"
                 );
             }

@@ -51,6 +51,32 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 impl Route {
+    /// The repository the route is about, if any.
+    pub fn name(&self) -> Option<&RepoName> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Tags(n)
+            | Route::Manifest(n, _)
+            | Route::Blob(n, _)
+            | Route::UploadStart(n)
+            | Route::Upload(n, _)
+            | Route::Referrers(n, _) => Some(n),
+        }
+    }
+
+    /// The same route for another repository.
+    pub fn renamed(self, name: RepoName) -> Route {
+        match self {
+            Route::Base | Route::Catalog => self,
+            Route::Tags(_) => Route::Tags(name),
+            Route::Manifest(_, r) => Route::Manifest(name, r),
+            Route::Blob(_, d) => Route::Blob(name, d),
+            Route::UploadStart(_) => Route::UploadStart(name),
+            Route::Upload(_, id) => Route::Upload(name, id),
+            Route::Referrers(_, d) => Route::Referrers(name, d),
+        }
+    }
+
     /// `path` is the request path with any configured prefix already removed.
     pub fn parse(path: &str) -> Result<Route, RouteError> {
         let rest = match path {

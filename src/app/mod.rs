@@ -91,6 +91,8 @@ impl App {
             acme,
             acme_challenge,
             driver,
+            upstreams,
+            spool,
             ..
         } = prepared;
         let tasks = TaskTracker::new();
@@ -105,8 +107,22 @@ impl App {
             manifest_bytes: config.berth.cache.manifestbytes,
             summary_bytes: config.berth.cache.summarybytes,
         };
+        let registry = Arc::new(Registry::with_caches(driver, limits).with_tasks(tasks.clone()));
+        let proxy = config.proxy.as_ref().map(|p| {
+            Arc::new(crate::proxy::Proxy::new(
+                p,
+                upstreams,
+                registry.clone(),
+                spool,
+                tasks.clone(),
+            ))
+        });
+        if let Some(proxy) = &proxy {
+            tasks.spawn(proxy.clone().maintain(shutdown.clone()));
+        }
         let state = Arc::new(AppState {
-            registry: Registry::with_caches(driver, limits).with_tasks(tasks.clone()),
+            registry,
+            proxy,
             config: api,
             auth,
             tokenserver,

@@ -37,6 +37,8 @@ pub enum StartupError {
     Acme(#[from] crate::app::acme::Error),
     #[error("storage.s3: {0}")]
     S3(#[from] crate::storage::s3::S3ConfigError),
+    #[error("{key}: {detail}")]
+    Proxy { key: &'static str, detail: String },
     #[error("storage.{driver}: {detail}")]
     Storage {
         driver: &'static str,
@@ -57,6 +59,10 @@ pub struct Prepared {
     pub acme_challenge: Option<Arc<rustls::ServerConfig>>,
     /// The storage driver; for the filesystem, its root may not exist yet (see [`Prepared::create_storage`]).
     pub driver: Arc<dyn Driver>,
+    /// The pull-through cache's upstreams, when one is configured.
+    pub upstreams: Vec<Arc<crate::proxy::upstream::Upstream>>,
+    /// Where the cache keeps blobs while it fetches them: beside the layout on a filesystem root.
+    pub spool: PathBuf,
     /// The filesystem root `serve` creates once every check has passed.
     root: Option<PathBuf>,
 }
@@ -128,6 +134,31 @@ pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
             (Arc::new(driver), None)
         }
     };
+    let upstreams = match &config.proxy {
+        Some(p) => {
+            let key = if p.whole_registry {
+                "proxy"
+            } else {
+                "berth.proxy.upstreams"
+            };
+            p.upstreams
+                .iter()
+                .map(|u| {
+                    crate::proxy::upstream::Upstream::new(u)
+                        .map(Arc::new)
+                        .map_err(|detail| StartupError::Proxy {
+                            key,
+                            detail: format!("upstream {}: {detail}", u.url),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        None => Vec::new(),
+    };
+    let spool = match &root {
+        Some(root) => root.join(crate::registry::paths::PROXY_SPOOL),
+        None => std::env::temp_dir().join("berth-proxy-spool"),
+    };
     Ok(Prepared {
         addr,
         api,
@@ -137,6 +168,8 @@ pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
         acme,
         acme_challenge,
         driver,
+        upstreams,
+        spool,
         root,
     })
 }
@@ -239,7 +272,28 @@ pub fn summary(config: &Config) -> Vec<(&'static str, String)> {
     out.push(("auth", auth));
     out.push(("readonly", config.storage.readonly.to_string()));
     out.push(("delete", config.storage.delete.to_string()));
-    out.push(("proxy", "none".to_owned()));
+    let proxy = match &config.proxy {
+        None => "none".to_owned(),
+        Some(p) if p.whole_registry => format!(
+            "pull-through cache of {} (every repository; pushes refused)",
+            p.upstreams.first().map_or("", |u| u.url.as_str())
+        ),
+        Some(p) => {
+            let ups: Vec<String> = p
+                .upstreams
+                .iter()
+                .map(|u| {
+                    let default = if u.default { ", default" } else { "" };
+                    format!("{}/ = {}{default}", u.name, u.url)
+                })
+                .collect();
+            let size = p
+                .maxsize
+                .map_or(String::new(), |n| format!("; maxsize {n} bytes"));
+            format!("pull-through cache: {}{size}", ups.join(", "))
+        }
+    };
+    out.push(("proxy", proxy));
     // What runs, not what is asked for: nothing runs in read-only mode.
     let maintenance = crate::app::maintenance::Maintenance::from_config(config);
     let off = if config.storage.readonly {

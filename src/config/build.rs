@@ -25,6 +25,7 @@ pub(super) fn build(mut raw: RawConfig) -> Result<Config, Problem> {
     let http = build_http(raw.http)?;
     let maxentries = raw.catalog.and_then(|c| c.maxentries).map_or(0, |n| n.0);
     let health = build_health(raw.health)?;
+    let proxy = proxy::build_proxy(raw.proxy.take(), raw.berth.as_mut())?;
     let berth = build_berth(raw.berth.as_mut())?;
     let notifications = build_notifications(raw.notifications, raw.berth)?;
     Ok(Config {
@@ -43,6 +44,7 @@ pub(super) fn build(mut raw: RawConfig) -> Result<Config, Problem> {
         tokenserver,
         health,
         notifications,
+        proxy,
         berth,
     })
 }

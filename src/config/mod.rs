@@ -48,6 +48,7 @@ const STORAGE_NON_DRIVER_KEYS: &[&str] = &["delete", "redirect", "maintenance", 
 
 /// Keys whose values `render_effective` masks, wherever they appear.
 mod build;
+mod proxy;
 mod raw;
 mod render;
 mod security;
@@ -56,6 +57,7 @@ mod source;
 mod tests;
 
 use build::*;
+pub use proxy::{Proxy, Upstream};
 use raw::*;
 use render::*;
 pub use security::{is_bcrypt, parse_cidr};
@@ -96,6 +98,8 @@ pub struct Config {
     pub tokenserver: Option<TokenServer>,
     pub health: Health,
     pub notifications: Notifications,
+    /// `proxy` or `berth.proxy`: the pull-through cache, if configured.
+    pub proxy: Option<Proxy>,
     /// `berth`: what berth adds to distribution's schema.
     pub berth: Berth,
 }

@@ -14,7 +14,38 @@ pub(super) struct RawConfig {
     pub(super) auth: Option<Value>,
     pub(super) health: Option<RawHealth>,
     pub(super) notifications: Option<RawNotifications>,
+    pub(super) proxy: Option<RawProxy>,
     pub(super) berth: Option<RawBerth>,
+}
+
+/// registry:2's `proxy`: one upstream, the whole registry a cache of it.
+#[derive(Deserialize)]
+pub(super) struct RawProxy {
+    pub(super) remoteurl: Option<Scalar>,
+    pub(super) username: Option<Scalar>,
+    pub(super) password: Option<Scalar>,
+    pub(super) ttl: Option<GoDuration>,
+}
+
+/// `berth.proxy`: many upstreams beside local repositories.
+#[derive(Deserialize)]
+pub(super) struct RawBerthProxy {
+    pub(super) maxsize: Option<Scalar>,
+    pub(super) tagcheck: Option<GoDuration>,
+    pub(super) upstreams: Option<Vec<RawUpstream>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawUpstream {
+    pub(super) name: Option<Scalar>,
+    pub(super) url: Option<Scalar>,
+    pub(super) hosts: Option<Vec<Scalar>>,
+    pub(super) default: Option<Bool>,
+    pub(super) username: Option<Scalar>,
+    pub(super) password: Option<Scalar>,
+    pub(super) dockerconfig: Option<Scalar>,
+    pub(super) ca: Option<Scalar>,
+    pub(super) ttl: Option<GoDuration>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +81,7 @@ pub(super) struct RawBerth {
     pub(super) http: Option<RawLimits>,
     pub(super) cache: Option<RawCacheBudget>,
     pub(super) letsencrypt: Option<RawBerthLetsEncrypt>,
+    pub(super) proxy: Option<RawBerthProxy>,
 }
 
 #[derive(Deserialize)]

@@ -152,6 +152,14 @@ impl Config {
             if let Some(auth) = &self.auth {
                 root.insert(s("auth"), auth.to_value());
             }
+            if let Some(proxy) = self.proxy.as_ref().and_then(Proxy::registry_value) {
+                root.insert(s("proxy"), proxy);
+            }
+            if let Some(own) = self.proxy.as_ref().and_then(Proxy::berth_value) {
+                if let Some(Value::Mapping(berth)) = root.get_mut(s("berth")) {
+                    berth.insert(s("proxy"), own);
+                }
+            }
             if let Some(ts) = &self.tokenserver {
                 let ts = ts.to_value();
                 if let Some(Value::Mapping(berth)) = root.get_mut(s("berth")) {

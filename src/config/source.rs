@@ -173,11 +173,6 @@ pub(super) const NOT_IMPLEMENTED: &[(&str, &str)] = &[
          storage",
     ),
     (
-        "proxy",
-        "is not implemented yet: berth does not serve as a pull-through cache; it serves what is \
-         pushed to it and accepts pushes",
-    ),
-    (
         "compatibility",
         "is not needed: berth never converts manifests to schema 1 and refuses schema 1 pushes \
          (distribution 3 removed schema 1 too); current clients push and pull schema 2 and OCI \

@@ -284,7 +284,6 @@ fn env_overrides() {
 #[test]
 #[rustfmt::skip]
 fn warnings() {
-    check_warn(Some(&minimal("proxy:\n  remoteurl: https://registry-1.docker.io\n")), &[], &["configuration key `proxy` is not implemented yet", "not serve as a pull-through cache", "(ignored)", "config.yml line 4"]);
     // The tutorial's variable: berth says what it does instead.
     check_warn(None, &[("REGISTRY_COMPATIBILITY_SCHEMA1_ENABLED", "true")], &["`compatibility.schema1.enabled`", "never converts manifests to schema 1", "current clients", "REGISTRY_COMPATIBILITY_SCHEMA1_ENABLED"]);
     check_warn(Some(&minimal("validation:\n  manifests:\n    urls:\n      allow: ['^https?://']\n")), &[], &["`validation`", "foreign", "line 4"]);
@@ -299,7 +298,6 @@ fn warnings() {
     check_warn(Some(&minimal("http:\n  debug:\n    addr: :5001\n    pprof:\n      enabled: true\n")), &[], &["`http.debug.pprof`", "line 7"]);
     check_warn(Some(&minimal("notifications:\n  events:\n    includereferences: true\n")), &[], &["`notifications.events`", "line 5"]);
     check_warn(Some("version: 0.1\nstorage:\n  filesystem:\n    maxthreads: 100\n"), &[], &["`storage.filesystem.maxthreads`", "line 4"]);
-    check_warn(None, &[("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io")], &["configuration key `proxy.remoteurl` is not implemented yet", "(ignored)", "REGISTRY_PROXY_REMOTEURL"]);
     check_warn(None, &[("REGISTRY_VERSION", "0.2")], &["REGISTRY_VERSION", "cannot be overridden"]);
     check_warn(None, &[("REGISTRY_HTTP_ADDR_X", "1")], &["REGISTRY_HTTP_ADDR_X", "single value"]);
     check_warn(None, &[("REGISTRY_HTTP_HEADERS_X-CONTENT-TYPE-OPTIONS_5", "1")], &["REGISTRY_HTTP_HEADERS_X-CONTENT-TYPE-OPTIONS_5", "past the end"]);
@@ -578,4 +576,42 @@ fn render_effective() {
             && out.contains("region: r"),
         "{out}"
     );
+}
+
+#[test]
+#[rustfmt::skip]
+fn proxy_sections() {
+    let reload = |c: &Config| {
+        let Ok((again, warnings)) = load(Some(&c.render_effective().replace(MASK, "p")), &[]) else { panic!("reload failed") };
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(again.proxy.as_ref().map(|p| p.upstreams.len()), c.proxy.as_ref().map(|p| p.upstreams.len()));
+    };
+    check_ok(Some(&minimal("proxy:\n  remoteurl: https://registry-1.docker.io/\n  username: u\n  password: p\n")), &[], |c| {
+        let p = c.proxy.as_ref().unwrap();
+        assert!(p.whole_registry);
+        let up = &p.upstreams[0];
+        assert_eq!((up.url.as_str(), up.hosts.as_slice(), up.ttl()), ("https://registry-1.docker.io", &["registry-1.docker.io".to_owned()][..], proxy::DEFAULT_TTL));
+        assert!(!c.render_effective().contains("ttl"), "{}", c.render_effective());
+        reload(c);
+    });
+    check_ok(None, &[("REGISTRY_PROXY_REMOTEURL", "http://127.0.0.1:5001"), ("REGISTRY_PROXY_TTL", "1h")], |c| {
+        assert_eq!(c.proxy.as_ref().unwrap().upstreams[0].ttl(), Duration::from_secs(3600));
+    });
+    // An empty section is no proxy, as in registry:2.
+    check_ok(Some(&minimal("proxy:\n  remoteurl: ''\n")), &[], |c| assert!(c.proxy.is_none()));
+    let own = "berth:\n  proxy:\n    maxsize: 20MiB\n    upstreams:\n      - name: hub\n        url: http://127.0.0.1:5001\n        hosts: [docker.io]\n        default: true\n        password: secret\n      - name: ghcr\n        url: https://ghcr.io\n        ttl: 0s\n";
+    check_ok(Some(&minimal(own)), &[], |c| {
+        let p = c.proxy.as_ref().unwrap();
+        assert!(!p.whole_registry);
+        assert_eq!(p.maxsize, Some(20 << 20));
+        assert_eq!(p.upstreams[1].ttl(), Duration::ZERO);
+        assert!(!c.render_effective().contains("secret"));
+        reload(c);
+    });
+    check_err(Some(&minimal(&format!("proxy:\n  remoteurl: http://x\n{own}"))), &[], &["berth.proxy", "cannot be used with"]);
+    check_err(Some(&minimal("berth:\n  proxy:\n    upstreams:\n      - name: Hub\n        url: http://x\n")), &[], &["berth.proxy.upstreams.0.name", "`Hub`"]);
+    check_err(Some(&minimal("berth:\n  proxy:\n    upstreams:\n      - name: hub\n        url: ftp://x\n")), &[], &["berth.proxy.upstreams.0.url"]);
+    check_err(Some(&minimal("berth:\n  proxy:\n    upstreams:\n      - {name: a, url: 'http://a', default: true}\n      - {name: b, url: 'http://b', default: true}\n")), &[], &["upstreams.1.default", "only one"]);
+    check_err(Some(&minimal("berth:\n  proxy:\n    maxsize: lots\n    upstreams:\n      - {name: a, url: 'http://a'}\n")), &[], &["berth.proxy.maxsize"]);
+    check_err(Some(&minimal("berth:\n  proxy:\n    maxsize: 10MB\n")), &[], &["berth.proxy.upstreams", "at least one"]);
 }

@@ -70,6 +70,20 @@ impl Registry {
         body: Bytes,
         content_type: Option<&str>,
     ) -> Result<PushedManifest> {
+        self.store_manifest(repo, reference, body, content_type, true)
+            .await
+    }
+
+    /// Stores a manifest; `check_references`: every blob and child it names must be in the repository
+    /// (a pull-through cache stores manifests before their blobs, which it fetches when they are pulled).
+    pub(super) async fn store_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        body: Bytes,
+        content_type: Option<&str>,
+        check_references: bool,
+    ) -> Result<PushedManifest> {
         if body.len() > MAX_MANIFEST_SIZE {
             return Err(Error::ManifestTooLarge {
                 limit: MAX_MANIFEST_SIZE,
@@ -90,7 +104,11 @@ impl Registry {
         // Every referenced blob must be linked into the repository and present; the checks go out
         // together (on an object store each is a round trip), and the first missing one in manifest
         // order is the one reported.
-        let blobs: Vec<Digest> = m.required_blobs().map(|b| b.digest.clone()).collect();
+        let blobs: Vec<Digest> = if check_references {
+            m.required_blobs().map(|b| b.digest.clone()).collect()
+        } else {
+            Vec::new()
+        };
         for blob in &blobs {
             self.fence.touch(blob);
         }
@@ -114,7 +132,7 @@ impl Registry {
             .buffered(CHECKS_AT_ONCE)
             .try_collect::<Vec<()>>()
             .await?;
-        if m.kind == Kind::Index {
+        if m.kind == Kind::Index && check_references {
             let children: Vec<Digest> = m.manifests.iter().map(|c| c.digest.clone()).collect();
             for child in &children {
                 self.fence.touch(child);

@@ -21,6 +21,7 @@ pub mod paths;
 pub mod upload;
 
 mod blobs;
+mod cache;
 mod listing;
 mod manifests;
 mod referrers;

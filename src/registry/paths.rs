@@ -19,6 +19,12 @@ pub const HEALTH_PROBE: &str = "docker/registry/v2/_berth/health";
 /// The webhook event queue beside the layout on a filesystem root (relative to the root).
 pub const EVENT_QUEUE: &str = "docker/registry/v2/_berth/events";
 
+/// What a pull-through cache remembers of its content (last pulls, sizes), beside the layout.
+pub const PROXY_STATE: &str = "docker/registry/v2/_berth/proxy/state.json";
+
+/// Where a pull-through cache spools blobs while it fetches them, on a filesystem root.
+pub const PROXY_SPOOL: &str = "docker/registry/v2/_berth/proxy/spool";
+
 pub fn catalog_marker(name: &RepoName) -> String {
     format!("{CATALOG}/{name}")
 }

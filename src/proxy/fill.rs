@@ -1,0 +1,343 @@
+//! One upstream fetch per blob, streamed to every client that asks while it runs. A fill is a task of
+//! its own (a client that goes away does not stop it): it reads the upstream's body, writes each piece to
+//! an unlinked spool file that the clients' responses read from, and hands the same pieces to the
+//! registry's upload, which hashes, verifies and seals the blob. Clients get bytes as they arrive but the
+//! last byte only once the blob is verified and stored, so a fill that fails (upstream gone, wrong bytes)
+//! cuts every response off before it looks complete.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use tokio::sync::watch;
+
+use super::upstream::{Upstream, Want};
+use super::Error;
+use crate::oci::{Digest, RepoName};
+use crate::registry::{ChunkCheck, Registry};
+use crate::storage::ByteStream;
+
+/// The most a response reads from the spool at once.
+const READ_PIECE: u64 = 256 << 10;
+
+/// Where a fill is.
+#[derive(Debug, Clone)]
+enum Stage {
+    /// Waiting for the upstream's answer.
+    Asking,
+    /// Receiving: `written` bytes are in the spool.
+    Receiving,
+    /// Verified and stored.
+    Done,
+    Failed(Error),
+}
+
+#[derive(Debug, Clone)]
+struct Progress {
+    stage: Stage,
+    size: Option<u64>,
+    written: u64,
+}
+
+/// A blob being fetched.
+pub struct Fill {
+    pub digest: Digest,
+    spool: Arc<std::fs::File>,
+    progress: watch::Receiver<Progress>,
+}
+
+/// The fills in progress, one per digest.
+pub struct Fills {
+    spool_dir: PathBuf,
+    active: Mutex<HashMap<Digest, Arc<Fill>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a client is answered with.
+pub struct Answer {
+    /// The blob's size, when the upstream said (else the body is sent chunked).
+    pub size: Option<u64>,
+    pub body: ByteStream,
+}
+
+/// How a fill ended, for the cache's bookkeeping.
+pub struct Filled {
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+impl Fills {
+    pub fn new(spool_dir: PathBuf) -> Fills {
+        Fills {
+            spool_dir,
+            active: Mutex::default(),
+        }
+    }
+
+    /// Whether a fill of `d` is running.
+    pub fn is_filling(&self, d: &Digest) -> bool {
+        lock(&self.active).contains_key(d)
+    }
+
+    /// Joins the fill of `digest`, or starts one on `tasks`; `done` is called once when it ends well.
+    #[allow(clippy::too_many_arguments)]
+    pub fn join(
+        self: &Arc<Self>,
+        tasks: &tokio_util::task::TaskTracker,
+        registry: &Arc<Registry>,
+        upstream: &Arc<Upstream>,
+        repo: &RepoName,
+        remote: &str,
+        digest: &Digest,
+        done: impl FnOnce(Filled) + Send + 'static,
+    ) -> Result<Arc<Fill>, Error> {
+        let mut active = lock(&self.active);
+        if let Some(fill) = active.get(digest) {
+            return Ok(fill.clone());
+        }
+        let spool = self.spool_file()?;
+        let (tx, rx) = watch::channel(Progress {
+            stage: Stage::Asking,
+            size: None,
+            written: 0,
+        });
+        let fill = Arc::new(Fill {
+            digest: digest.clone(),
+            spool: Arc::new(spool),
+            progress: rx,
+        });
+        active.insert(digest.clone(), fill.clone());
+        drop(active);
+        let run = Run {
+            fills: self.clone(),
+            registry: registry.clone(),
+            upstream: upstream.clone(),
+            repo: repo.clone(),
+            remote: remote.to_owned(),
+            digest: digest.clone(),
+            spool: fill.spool.clone(),
+            tx,
+        };
+        tasks.spawn(async move {
+            let digest = run.digest.clone();
+            let repo = run.repo.clone();
+            let fills = run.fills.clone();
+            let ended = run.run().await;
+            lock(&fills.active).remove(&digest);
+            if let Some(size) = ended {
+                done(Filled { repo, digest, size });
+            }
+        });
+        Ok(fill)
+    }
+
+    /// An anonymous file in the spool directory (unlinked at once: it lives while a fill or a response
+    /// holds it).
+    fn spool_file(&self) -> Result<std::fs::File, Error> {
+        let fail = |e: std::io::Error| Error::Spool(format!("{}: {e}", self.spool_dir.display()));
+        std::fs::create_dir_all(&self.spool_dir).map_err(fail)?;
+        let path = self.spool_dir.join(uuid::Uuid::new_v4().to_string());
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(fail)?;
+        std::fs::remove_file(&path).map_err(fail)?;
+        Ok(file)
+    }
+}
+
+/// The fill task's state.
+struct Run {
+    fills: Arc<Fills>,
+    registry: Arc<Registry>,
+    upstream: Arc<Upstream>,
+    repo: RepoName,
+    remote: String,
+    digest: Digest,
+    spool: Arc<std::fs::File>,
+    tx: watch::Sender<Progress>,
+}
+
+impl Run {
+    /// Fetches, spools and stores the blob; returns its size if it was stored.
+    async fn run(self) -> Option<u64> {
+        let fail = |tx: &watch::Sender<Progress>, e: Error| {
+            tracing::warn!(digest = %self.digest, upstream = self.upstream.label(), error = %e, "cache fill failed");
+            tx.send_modify(|p| p.stage = Stage::Failed(e));
+        };
+        let path = format!("blobs/{}", self.digest);
+        let resp = match self
+            .upstream
+            .send(reqwest::Method::GET, &self.remote, &path, Want::Other, &[])
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                fail(&self.tx, e);
+                return None;
+            }
+        };
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            fail(&self.tx, Error::NotFound);
+            return None;
+        }
+        if status != reqwest::StatusCode::OK {
+            fail(
+                &self.tx,
+                Error::Upstream {
+                    upstream: self.upstream.label().to_owned(),
+                    detail: format!("answered {status} to GET {path}"),
+                },
+            );
+            return None;
+        }
+        let size = resp.content_length();
+        self.tx.send_modify(|p| {
+            p.size = size;
+            p.stage = Stage::Receiving;
+        });
+        let spool = self.spool.clone();
+        let tx = self.tx.clone();
+        let offset = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let body =
+            resp.bytes_stream()
+                .map_err(std::io::Error::other)
+                .and_then(move |chunk: Bytes| {
+                    let spool = spool.clone();
+                    let tx = tx.clone();
+                    let offset = offset.clone();
+                    async move {
+                        let at = offset
+                            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                        let piece = chunk.clone();
+                        tokio::task::spawn_blocking(move || spool.write_all_at(&piece, at))
+                            .await
+                            .map_err(std::io::Error::other)??;
+                        crate::metrics::proxy_upstream_bytes(chunk.len() as u64);
+                        tx.send_modify(|p| p.written = at + chunk.len() as u64);
+                        Ok(chunk)
+                    }
+                });
+        let check = ChunkCheck {
+            start: None,
+            len: size,
+        };
+        match self
+            .registry
+            .put_blob(&self.repo, &self.digest, check, Box::pin(body))
+            .await
+        {
+            Ok(stored) => {
+                self.tx.send_modify(|p| {
+                    p.stage = Stage::Done;
+                    p.size = Some(stored);
+                });
+                Some(stored)
+            }
+            Err(e) => {
+                fail(
+                    &self.tx,
+                    Error::Upstream {
+                        upstream: self.upstream.label().to_owned(),
+                        detail: format!("blob {}: {e}", self.digest),
+                    },
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Fill {
+    /// Waits for the upstream's answer: the blob's size if it said, or why the fill failed.
+    pub async fn opened(&self) -> Result<Option<u64>, Error> {
+        let mut rx = self.progress.clone();
+        loop {
+            let p = rx.borrow_and_update().clone();
+            match p.stage {
+                Stage::Asking => {}
+                Stage::Failed(e) => return Err(e),
+                Stage::Receiving | Stage::Done => return Ok(p.size),
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::Spool("the fill stopped".into()));
+            }
+        }
+    }
+
+    /// Waits for the fill to end: the stored size, or why it failed.
+    pub async fn finished(&self) -> Result<u64, Error> {
+        let mut rx = self.progress.clone();
+        loop {
+            let p = rx.borrow_and_update().clone();
+            match p.stage {
+                Stage::Done => return Ok(p.size.unwrap_or(p.written)),
+                Stage::Failed(e) => return Err(e),
+                Stage::Asking | Stage::Receiving => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::Spool("the fill stopped".into()));
+            }
+        }
+    }
+
+    /// The blob's bytes from the spool as they arrive; the last byte only once the blob is stored. A fill
+    /// that fails ends the stream with an error.
+    pub fn stream(self: Arc<Self>) -> ByteStream {
+        let state = (self, 0u64);
+        let s = futures_util::stream::try_unfold(state, |(fill, pos)| async move {
+            let mut rx = fill.progress.clone();
+            loop {
+                let p = rx.borrow_and_update().clone();
+                let done = matches!(p.stage, Stage::Done);
+                if let Stage::Failed(e) = &p.stage {
+                    return Err(std::io::Error::other(e.to_string()));
+                }
+                // Hold back the last byte until the blob is verified.
+                let available = if done {
+                    p.written
+                } else {
+                    p.written.saturating_sub(1)
+                };
+                if pos < available {
+                    let len = (available - pos).min(READ_PIECE) as usize;
+                    let spool = fill.spool.clone();
+                    let buf = tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0; len];
+                        spool.read_exact_at(&mut buf, pos).map(|_| buf)
+                    })
+                    .await
+                    .map_err(std::io::Error::other)??;
+                    let next = pos + buf.len() as u64;
+                    return Ok(Some((Bytes::from(buf), (fill, next))));
+                }
+                if done {
+                    return Ok(None);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(std::io::Error::other("the fill stopped"));
+                }
+            }
+        });
+        Box::pin(s)
+    }
+}
+
+impl Answer {
+    pub fn from_fill(fill: Arc<Fill>, size: Option<u64>) -> Answer {
+        Answer {
+            size,
+            body: fill.stream(),
+        }
+    }
+}
