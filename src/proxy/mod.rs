@@ -204,8 +204,8 @@ impl Proxy {
                 if write {
                     return refuse();
                 }
-                if let Ok(stored) = RepoName::parse(&format!("{}/{name}", u.name)) {
-                    return Ok(cached(u, stored, name.as_str()));
+                if let Some(c) = stored_under(u, name.as_str()) {
+                    return Ok(Some(c));
                 }
             }
         }
@@ -213,8 +213,7 @@ impl Proxy {
             if write {
                 return refuse();
             }
-            let asked = &name.as_str()[u.name.len() + 1..];
-            return Ok(cached(u, name.clone(), asked));
+            return Ok(stored_under(u, &name.as_str()[u.name.len() + 1..]));
         }
         if write {
             return Ok(None);
@@ -225,10 +224,7 @@ impl Proxy {
         if self.registry.repository_exists(name).await? {
             return Ok(None);
         }
-        match RepoName::parse(&format!("{}/{name}", u.name)) {
-            Ok(stored) => Ok(cached(u, stored, name.as_str())),
-            Err(_) => Ok(None),
-        }
+        Ok(stored_under(u, name.as_str()))
     }
 
     /// Makes sure the manifest `reference` of the cached repository `repo` is stored and current: a tag
@@ -691,6 +687,20 @@ impl Proxy {
             Err(e) => tracing::warn!(digest = %d, error = %e, "cannot evict a cached blob"),
         }
     }
+}
+
+/// A cached repository of `u` for the name `asked`: stored as `<upstream>/<upstream's name>`, so that
+/// `alpine`, `library/alpine` and `?ns=docker.io` all share Docker Hub's `library/alpine`.
+fn stored_under(u: &Arc<Upstream>, asked: &str) -> Option<(RepoName, Cached)> {
+    let remote = u.remote_name(asked);
+    let stored = RepoName::parse(&format!("{}/{remote}", u.name)).ok()?;
+    Some((
+        stored,
+        Cached {
+            upstream: u.clone(),
+            remote,
+        },
+    ))
 }
 
 /// Keeps a blob from eviction while a response serves it.
