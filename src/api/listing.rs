@@ -57,7 +57,15 @@ pub(crate) async fn tags(ctx: &Ctx<'_>, name: &RepoName) -> ApiResult {
         None if max > 0 => Some(max),
         None => None,
     };
-    let (items, more) = ctx.registry().tags_page(name, ctx.query("last"), n).await?;
+    let upstream = match (&ctx.cached, &ctx.state.proxy) {
+        // A cache lists the upstream's tags (as registry:2 does), or what it has when it cannot.
+        (Some(c), Some(proxy)) => proxy.tags(c, n, ctx.query("last")).await,
+        _ => None,
+    };
+    let (items, more) = match upstream {
+        Some(page) => page,
+        None => ctx.registry().tags_page(name, ctx.query("last"), n).await?,
+    };
     // Serialized straight from the slice: a repository may have thousands of tags.
     #[derive(serde::Serialize)]
     struct TagList<'a> {

@@ -535,6 +535,52 @@ impl Proxy {
         }
     }
 
+    /// A page of the upstream's tags (and whether more follow), when it answers; else the caller lists
+    /// what is stored.
+    pub async fn tags(
+        &self,
+        cached: &Cached,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Option<(Vec<String>, bool)> {
+        let up = &cached.upstream;
+        let enc = |v: &str| {
+            percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let mut query = Vec::new();
+        if let Some(n) = n {
+            query.push(format!("n={n}"));
+        }
+        if let Some(last) = last {
+            query.push(format!("last={}", enc(last)));
+        }
+        let mut path = "tags/list".to_owned();
+        if !query.is_empty() {
+            path = format!("{path}?{}", query.join("&"));
+        }
+        let resp = up
+            .send(
+                reqwest::Method::GET,
+                &cached.remote,
+                &path,
+                Want::Other,
+                &[],
+            )
+            .await
+            .ok()?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        let more = resp.headers().contains_key(reqwest::header::LINK);
+        let body = read_limited(resp, REFERRERS_LIMIT, up).await.ok()?;
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let list: TagList = serde_json::from_slice(&body).ok()?;
+        Some((list.tags.unwrap_or_default(), more))
+    }
+
     /// The upstream's referrers of `d`, when it has the referrers API: the body and its content type.
     pub async fn referrers(
         &self,

@@ -187,7 +187,10 @@ impl Upstream {
             let request = self.client.request(method.clone(), &url).headers(headers);
             let resp = match tokio::time::timeout(ANSWER_TIMEOUT, request.send()).await {
                 Ok(Ok(r)) => r,
-                Ok(Err(e)) => return Err(self.unreachable(e.to_string())),
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = self.label(), error = %e, "upstream request failed");
+                    return Err(self.unreachable(e.without_url().to_string()));
+                }
                 Err(_) => {
                     return Err(
                         self.unreachable(format!("no answer within {}s", ANSWER_TIMEOUT.as_secs()))
