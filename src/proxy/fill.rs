@@ -2,8 +2,9 @@
 //! its own (a client that goes away does not stop it): it reads the upstream's body, writes each piece to
 //! an unlinked spool file that the clients' responses read from, and hands the same pieces to the
 //! registry's upload, which hashes, verifies and seals the blob. Clients get bytes as they arrive but the
-//! last byte only once the blob is verified and stored, so a fill that fails (upstream gone, wrong bytes)
-//! cuts every response off before it looks complete.
+//! last byte only once the fill has verified the digest itself, so a fill that fails (upstream gone, wrong
+//! bytes) cuts every response off before it looks complete; the blob enters the cache only once the
+//! registry has verified and sealed it too.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 
 use super::upstream::{Upstream, Want};
@@ -30,6 +32,9 @@ enum Stage {
     Asking,
     /// Receiving: `written` bytes are in the spool.
     Receiving,
+    /// Every byte received and its digest verified: clients may have the last byte (the registry is
+    /// still storing it).
+    Verified,
     /// Verified and stored.
     Done,
     Failed(Error),
@@ -206,35 +211,23 @@ impl Run {
             p.size = size;
             p.stage = Stage::Receiving;
         });
-        let spool = self.spool.clone();
-        let tx = self.tx.clone();
-        let offset = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let body =
-            resp.bytes_stream()
-                .map_err(std::io::Error::other)
-                .and_then(move |chunk: Bytes| {
-                    let spool = spool.clone();
-                    let tx = tx.clone();
-                    let offset = offset.clone();
-                    async move {
-                        let at = offset
-                            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::SeqCst);
-                        let piece = chunk.clone();
-                        tokio::task::spawn_blocking(move || spool.write_all_at(&piece, at))
-                            .await
-                            .map_err(std::io::Error::other)??;
-                        crate::metrics::proxy_upstream_bytes(chunk.len() as u64);
-                        tx.send_modify(|p| p.written = at + chunk.len() as u64);
-                        Ok(chunk)
-                    }
-                });
+        let body = Tee {
+            upstream: Box::pin(resp.bytes_stream().map_err(std::io::Error::other)),
+            spool: self.spool.clone(),
+            tx: self.tx.clone(),
+            digest: self.digest.clone(),
+            size,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+        .stream();
         let check = ChunkCheck {
             start: None,
             len: size,
         };
         match self
             .registry
-            .put_blob(&self.repo, &self.digest, check, Box::pin(body))
+            .put_blob(&self.repo, &self.digest, check, body)
             .await
         {
             Ok(stored) => {
@@ -258,6 +251,53 @@ impl Run {
     }
 }
 
+/// The upstream's body on its way into the registry: each piece written to the spool and hashed; at its
+/// end the digest and size are checked, which lets the clients have the last byte.
+struct Tee {
+    upstream: ByteStream,
+    spool: Arc<std::fs::File>,
+    tx: watch::Sender<Progress>,
+    digest: Digest,
+    size: Option<u64>,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl Tee {
+    fn stream(self) -> ByteStream {
+        Box::pin(futures_util::stream::try_unfold(
+            self,
+            |mut tee| async move {
+                let Some(chunk) = tee.upstream.try_next().await? else {
+                    let got =
+                        Digest::from_sha256(std::mem::take(&mut tee.hasher).finalize().as_slice());
+                    let size_ok = tee.size.is_none_or(|n| n == tee.written);
+                    if got != tee.digest || !size_ok {
+                        return Err(std::io::Error::other(format!(
+                            "the upstream sent {} bytes whose digest is {got}",
+                            tee.written
+                        )));
+                    }
+                    tee.tx.send_modify(|p| p.stage = Stage::Verified);
+                    return Ok(None);
+                };
+                let at = tee.written;
+                let piece = chunk.clone();
+                let spool = tee.spool.clone();
+                tokio::task::spawn_blocking(move || spool.write_all_at(&piece, at))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                tee.hasher.update(&chunk);
+                tee.written += chunk.len() as u64;
+                crate::metrics::proxy_upstream_bytes(chunk.len() as u64);
+                let written = tee.written;
+                tee.tx.send_modify(|p| p.written = written);
+                Ok(Some((chunk, tee)))
+            },
+        ))
+    }
+}
+
 impl Fill {
     /// Waits for the upstream's answer: the blob's size if it said, or why the fill failed.
     pub async fn opened(&self) -> Result<Option<u64>, Error> {
@@ -267,7 +307,7 @@ impl Fill {
             match p.stage {
                 Stage::Asking => {}
                 Stage::Failed(e) => return Err(e),
-                Stage::Receiving | Stage::Done => return Ok(p.size),
+                Stage::Receiving | Stage::Verified | Stage::Done => return Ok(p.size),
             }
             if rx.changed().await.is_err() {
                 return Err(Error::Spool("the fill stopped".into()));
@@ -283,7 +323,7 @@ impl Fill {
             match p.stage {
                 Stage::Done => return Ok(p.size.unwrap_or(p.written)),
                 Stage::Failed(e) => return Err(e),
-                Stage::Asking | Stage::Receiving => {}
+                Stage::Asking | Stage::Receiving | Stage::Verified => {}
             }
             if rx.changed().await.is_err() {
                 return Err(Error::Spool("the fill stopped".into()));
@@ -299,7 +339,7 @@ impl Fill {
             let mut rx = fill.progress.clone();
             loop {
                 let p = rx.borrow_and_update().clone();
-                let done = matches!(p.stage, Stage::Done);
+                let done = matches!(p.stage, Stage::Verified | Stage::Done);
                 if let Stage::Failed(e) = &p.stage {
                     return Err(std::io::Error::other(e.to_string()));
                 }

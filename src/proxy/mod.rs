@@ -460,7 +460,13 @@ impl Proxy {
                 )
                 .await?;
             return match resp.status() {
-                s if s.is_success() => match resp.content_length() {
+                // Not `content_length()`: that is the body's, and a HEAD's is empty.
+                s if s.is_success() => match resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
                     Some(n) => Ok(BlobAnswer::Head(n)),
                     None => Err(Error::Upstream {
                         upstream: up.label().to_owned(),
@@ -496,13 +502,13 @@ impl Proxy {
         };
         let size = fill.opened().await.map_err(not_found)?;
         if head || ranged {
-            fill.finished().await.map_err(not_found)?;
+            let stored = fill.finished().await.map_err(not_found)?;
             // The fill linked it into the repository that started it; this one may be another.
             if self.registry.linked_blob(repo, d).await.is_err() {
                 self.registry.mount_blob(repo, d, None).await?;
             }
             if head {
-                return Ok(BlobAnswer::Head(size.unwrap_or_default()));
+                return Ok(BlobAnswer::Head(stored));
             }
             return Ok(BlobAnswer::Stored(CacheStatus::Miss));
         }
