@@ -18,7 +18,7 @@ pub const STATE_LIMIT: u64 = 256 << 20;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlobEntry {
     pub size: u64,
-    /// Seconds since the epoch.
+    /// Milliseconds since the epoch (blobs of one image are pulled within a second of each other).
     pub last: u64,
     pub repos: BTreeSet<String>,
 }
@@ -27,7 +27,7 @@ pub struct BlobEntry {
 struct Saved {
     #[serde(default)]
     blobs: HashMap<String, BlobEntry>,
-    /// `repo@digest` -> last pull.
+    /// `repo@digest` -> last pull (milliseconds since the epoch).
     #[serde(default)]
     manifests: HashMap<String, u64>,
 }
@@ -45,11 +45,13 @@ pub struct Ledger {
     inner: Mutex<Inner>,
 }
 
+/// Milliseconds since the epoch.
 pub fn now() -> u64 {
-    SystemTime::now()
+    let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_secs()
+        .as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
 impl Ledger {
@@ -181,8 +183,8 @@ impl Ledger {
         out
     }
 
-    /// Blobs and manifests last pulled before `cutoff` (seconds since the epoch) whose repository
-    /// `expires` says is subject to it.
+    /// Blobs and manifests not pulled within the TTL `expires` gives their repository, at `now`
+    /// (milliseconds since the epoch).
     #[allow(clippy::type_complexity)]
     pub fn expired(
         &self,
@@ -191,7 +193,10 @@ impl Ledger {
     ) -> (Vec<(Digest, BlobEntry)>, Vec<(String, Digest)>) {
         let inner = self.inner();
         let old = |repo: &str, last: u64| {
-            expires(repo).is_some_and(|ttl| !ttl.is_zero() && last + ttl.as_secs() < now)
+            expires(repo).is_some_and(|ttl| {
+                let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+                ttl != 0 && last.saturating_add(ttl) < now
+            })
         };
         let blobs = inner
             .blobs
@@ -228,7 +233,7 @@ impl Ledger {
         }
     }
 
-    /// Whether `d` was pulled since `since` (seconds since the epoch).
+    /// Whether `d` was pulled after `since` (milliseconds since the epoch).
     pub fn pulled_since(&self, d: &Digest, since: u64) -> bool {
         self.inner().blobs.get(d).is_some_and(|e| e.last > since)
     }
@@ -252,7 +257,7 @@ mod tests {
         {
             let mut inner = l.inner();
             if let Some(e) = inner.blobs.get_mut(&d(2)) {
-                e.last -= 100;
+                e.last -= 100_000;
             }
         }
         let oldest = l.oldest(5);
@@ -265,9 +270,9 @@ mod tests {
         assert_eq!(again.total(), 30);
         again.forget_blob(&d(2));
         assert_eq!(again.total(), 10);
-        let (blobs, _) = again.expired(|_| Some(Duration::from_secs(1)), now() + 10);
+        let (blobs, _) = again.expired(|_| Some(Duration::from_secs(1)), now() + 10_000);
         assert_eq!(blobs.len(), 1);
-        let (blobs, _) = again.expired(|_| Some(Duration::ZERO), now() + 10);
+        let (blobs, _) = again.expired(|_| Some(Duration::ZERO), now() + 10_000);
         assert!(blobs.is_empty(), "a zero TTL keeps");
     }
 }
