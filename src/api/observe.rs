@@ -157,7 +157,7 @@ impl Observation {
         let cache = resp
             .extensions()
             .get::<crate::proxy::CacheStatus>()
-            .map_or("", |c| c.as_str());
+            .map(|c| c.as_str());
         let Observation {
             started,
             method,
