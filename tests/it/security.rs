@@ -1251,3 +1251,97 @@ fn unusable_security_settings_stop_start_up() {
         }
     }
 }
+
+/// A pull-through cache of an upstream served over TLS with htpasswd: berth trusts the upstream through the
+/// configured `ca` and logs in with Basic credentials; a cache configured without the CA refuses the
+/// upstream's certificate and says the upstream is unavailable, serving nothing it could not verify.
+#[test]
+fn a_pull_through_cache_of_a_tls_upstream_trusts_its_ca_and_sends_its_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, ca) = certificates(dir.path());
+    fs::write(
+        dir.path().join("htpasswd"),
+        format!("alice:{}\n", hash("alice", "wonderland")),
+    )
+    .unwrap();
+    let up_dir = dir.path().join("up");
+    fs::create_dir_all(&up_dir).unwrap();
+    let cfg = config(
+        &up_dir,
+        &format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {d}/store\nhttp:\n  tls:\n    certificate: {c}/server.crt\n    key: {c}/server.key\nauth:\n  htpasswd:\n    realm: upstream\n    path: {h}\n",
+            d = up_dir.display(),
+            c = certs.display(),
+            h = dir.path().join("htpasswd").display()
+        ),
+    );
+    let up = Berth::start(&up_dir, Some(&cfg), &[]);
+    let layout = dir.path().join("layout");
+    write_single_arch_layout(&layout, "1", "tls-upstream");
+    let out = skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        ca.to_str().unwrap(),
+        "--dest-creds",
+        "alice:wonderland",
+        &format!("oci:{}:1", layout.display()),
+        &format!("docker://{}/team/tool:1", up.host()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let cache = |name: &str, with_ca: bool| {
+        let d = dir.path().join(name);
+        fs::create_dir_all(&d).unwrap();
+        let ca_line = if with_ca {
+            format!("        ca: {}\n", ca.join("ca.crt").display())
+        } else {
+            String::new()
+        };
+        let cfg = config(
+            &d,
+            &format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {d}/store\nberth:\n  proxy:\n    upstreams:\n      - name: corp\n        url: https://{host}\n        username: alice\n        password: wonderland\n{ca_line}",
+                d = d.display(),
+                host = up.host(),
+            ),
+        );
+        Berth::start(&d, Some(&cfg), &[])
+    };
+    let trusted = cache("trusted", true);
+    let pulled = dir.path().join("pulled");
+    let out = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/corp/team/tool:1", trusted.host()),
+        &format!("oci:{}:1", pulled.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        trusted.log()
+    );
+    crate::support::clients::assert_same_layout(&layout, &pulled, "1");
+
+    let untrusted = cache("untrusted", false);
+    let (status, body) =
+        crate::support::clients::try_http_get(&untrusted.url("/v2/corp/team/tool/manifests/1"))
+            .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("UNAVAILABLE") && body.contains("`corp`"),
+        "{body}"
+    );
+    // Nothing was stored from an upstream whose certificate did not verify.
+    assert!(
+        !dir.path()
+            .join("untrusted/store/docker/registry/v2/repositories/corp")
+            .exists(),
+        "{}",
+        untrusted.log()
+    );
+}
