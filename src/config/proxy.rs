@@ -55,12 +55,18 @@ pub(super) fn build_proxy(
     let own = berth.and_then(|b| b.proxy.take());
     let raw = raw.filter(|p| p.remoteurl.as_ref().is_some_and(|u| !u.0.is_empty()));
     match (raw, own) {
-        (Some(_), Some(_)) => Err(problem(
-            &["berth", "proxy"],
-            "cannot be used with registry:2's `proxy` section: configure every upstream in \
-             `berth.proxy.upstreams`",
-        )),
-        (Some(p), None) => {
+        (Some(_), Some(own)) if own.upstreams.as_ref().is_some_and(|u| !u.is_empty()) => {
+            Err(problem(
+                &["berth", "proxy", "upstreams"],
+                "cannot be used with registry:2's `proxy` section: configure every upstream in \
+                 `berth.proxy.upstreams`, or only `maxsize` and `tagcheck` beside `proxy`",
+            ))
+        }
+        (Some(p), own) => {
+            let (maxsize, tagcheck) = match own {
+                Some(own) => (build_maxsize(own.maxsize)?, own.tagcheck.map(|d| d.0)),
+                None => (None, None),
+            };
             let url = upstream_url(text(p.remoteurl), &["proxy", "remoteurl"])?;
             Ok(Some(Proxy {
                 whole_registry: true,
@@ -75,8 +81,8 @@ pub(super) fn build_proxy(
                     ca: None,
                     ttl: p.ttl.map(|d| d.0),
                 }],
-                maxsize: None,
-                tagcheck: Duration::ZERO,
+                maxsize,
+                tagcheck: tagcheck.unwrap_or(Duration::ZERO),
             }))
         }
         (None, Some(own)) => build_own(own).map(Some),
@@ -84,21 +90,19 @@ pub(super) fn build_proxy(
     }
 }
 
+fn build_maxsize(raw: Option<Scalar>) -> Result<Option<u64>, Problem> {
+    let key = ["berth", "proxy", "maxsize"];
+    match text(raw).filter(|s| !s.is_empty()) {
+        Some(s) => match parse_size(&s).map_err(|e| problem(&key, e))? {
+            0 => Err(problem(&key, "must be more than zero")),
+            n => Ok(Some(n)),
+        },
+        None => Ok(None),
+    }
+}
+
 fn build_own(raw: RawBerthProxy) -> Result<Proxy, Problem> {
-    let maxsize = match text(raw.maxsize).filter(|s| !s.is_empty()) {
-        Some(s) => Some(
-            parse_size(&s)
-                .map_err(|e| problem(&["berth", "proxy", "maxsize"], e))
-                .and_then(|n| match n {
-                    0 => Err(problem(
-                        &["berth", "proxy", "maxsize"],
-                        "must be more than zero",
-                    )),
-                    n => Ok(n),
-                })?,
-        ),
-        None => None,
-    };
+    let maxsize = build_maxsize(raw.maxsize)?;
     let mut upstreams: Vec<Upstream> = Vec::new();
     for (i, u) in raw.upstreams.unwrap_or_default().into_iter().enumerate() {
         let at = |key: &str| Problem {
@@ -235,7 +239,11 @@ impl Proxy {
     /// `berth.proxy`, when that is what configured the cache.
     pub(super) fn berth_value(&self) -> Option<Value> {
         if self.whole_registry {
-            return None;
+            let mut entries = vec![("tagcheck", s(&format_go_duration(self.tagcheck)))];
+            if let Some(n) = self.maxsize {
+                entries.push(("maxsize", Value::Number(n.into())));
+            }
+            return Some(map(entries));
         }
         let upstreams = self.upstreams.iter().map(|u| {
             let mut e = vec![

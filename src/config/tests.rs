@@ -608,7 +608,14 @@ fn proxy_sections() {
         assert!(!c.render_effective().contains("secret"));
         reload(c);
     });
-    check_err(Some(&minimal(&format!("proxy:\n  remoteurl: http://x\n{own}"))), &[], &["berth.proxy", "cannot be used with"]);
+    check_err(Some(&minimal(&format!("proxy:\n  remoteurl: http://x\n{own}"))), &[], &["berth.proxy.upstreams", "cannot be used with"]);
+    // registry:2's section with berth's budget beside it.
+    check_ok(Some(&minimal("proxy:\n  remoteurl: http://x\nberth:\n  proxy:\n    maxsize: 1GiB\n    tagcheck: 30s\n")), &[], |c| {
+        let p = c.proxy.as_ref().unwrap();
+        assert!(p.whole_registry);
+        assert_eq!((p.maxsize, p.tagcheck), (Some(1 << 30), Duration::from_secs(30)));
+        reload(c);
+    });
     check_err(Some(&minimal("berth:\n  proxy:\n    upstreams:\n      - name: Hub\n        url: http://x\n")), &[], &["berth.proxy.upstreams.0.name", "`Hub`"]);
     check_err(Some(&minimal("berth:\n  proxy:\n    upstreams:\n      - name: hub\n        url: ftp://x\n")), &[], &["berth.proxy.upstreams.0.url"]);
     check_err(Some(&minimal("berth:\n  proxy:\n    upstreams:\n      - {name: a, url: 'http://a', default: true}\n      - {name: b, url: 'http://b', default: true}\n")), &[], &["upstreams.1.default", "only one"]);

@@ -155,6 +155,31 @@ impl Ledger {
         inner.dirty = true;
     }
 
+    /// A cached blob found in the layout but not in the ledger (cached by registry:2, or before a crash
+    /// lost the last save): accounted for as pulled at `last`.
+    pub fn adopt(&self, repo: &str, d: &Digest, size: u64, last: u64) {
+        let mut inner = self.inner();
+        match inner.blobs.get_mut(d) {
+            Some(e) => {
+                if e.repos.insert(repo.to_owned()) {
+                    inner.dirty = true;
+                }
+            }
+            None => {
+                inner.blobs.insert(
+                    d.clone(),
+                    BlobEntry {
+                        size,
+                        last,
+                        repos: BTreeSet::from([repo.to_owned()]),
+                    },
+                );
+                inner.total += size;
+                inner.dirty = true;
+            }
+        }
+    }
+
     pub fn manifest_pulled(&self, repo: &str, d: &Digest) {
         let mut inner = self.inner();
         inner.manifests.insert((repo.to_owned(), d.clone()), now());

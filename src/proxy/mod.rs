@@ -642,6 +642,9 @@ impl Proxy {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read the pull-through cache's state"),
         }
+        if let Err(e) = self.adopt_stored().await {
+            tracing::warn!(error = %e, "cannot account for the cached blobs already stored");
+        }
         loop {
             self.expire().await;
             self.evict().await;
@@ -654,6 +657,25 @@ impl Proxy {
             }
         }
         self.save().await;
+    }
+
+    /// Accounts for cached blobs the ledger does not know (a cache taken over from registry:2, or a save
+    /// lost to a crash), as pulled now: expiry counts from here, and eviction takes them before anything
+    /// pulled later.
+    async fn adopt_stored(&self) -> Result<(), registry::Error> {
+        let now = ledger::now().saturating_sub(1);
+        for repo in self.registry.catalog().await? {
+            if !self.is_cached_repo(&repo) {
+                continue;
+            }
+            let Ok(name) = RepoName::parse(&repo) else {
+                continue;
+            };
+            for (d, size) in self.registry.linked_layers(&name).await? {
+                self.ledger.adopt(&repo, &d, size, now);
+            }
+        }
+        Ok(())
     }
 
     async fn save(&self) {

@@ -36,6 +36,25 @@ impl Registry {
         }
     }
 
+    /// The blobs linked into a repository's `_layers` whose data is stored, with their sizes.
+    pub async fn linked_layers(&self, repo: &RepoName) -> Result<Vec<(Digest, u64)>> {
+        let names = match self.driver.list(&paths::layers(repo)).await {
+            Ok(names) => names,
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for hex in names {
+            let Ok(d) = format!("sha256:{hex}").parse::<Digest>() else {
+                continue;
+            };
+            if let Some(size) = self.stored_size(&d).await? {
+                out.push((d, size));
+            }
+        }
+        Ok(out)
+    }
+
     /// Evicts a cached blob: unlinks it from `cached` repositories and removes its data unless a
     /// repository outside them (`is_cached` false) links it or a write relies on it. Returns whether the
     /// data was removed.
