@@ -464,6 +464,24 @@ fn berth_proxy_serves_containerd_podman_and_skopeo_from_two_upstreams_beside_loc
 
     // Under an upstream's prefix the cache is read-only.
     assert_push_refused(&format!("{host}/hub/team/app:1"));
+    cache.assert_read_only("hub/team/app", &alpine.digest);
+    cache.assert_read_only("hub/library/alpine", &alpine.digest);
+
+    let listed = json!([
+        "hub/library/alpine",
+        "other/tools/lint",
+        "other/tools/probe",
+        "team/app"
+    ]);
+    assert_eq!(
+        repositories(&cache.catalog()),
+        listed,
+        "the catalog lists the cached repositories under their upstream's name, and the local one"
+    );
+    let mut seeded: Vec<(String, Vec<u8>)> = alpine.platform_blobs("amd64");
+    seeded.extend(layout_blobs(&other.image(LINT.name).layout));
+    assert_blobs_stored(&cache.root, &seeded);
+
     // Docker Hub's single-component names are under library/.
     let raw = skopeo(&[
         "inspect",
@@ -477,22 +495,11 @@ fn berth_proxy_serves_containerd_podman_and_skopeo_from_two_upstreams_beside_loc
         alpine.digest,
         "hub/alpine:3.20 should be Docker Hub's library/alpine:3.20"
     );
-    cache.assert_read_only("hub/team/app", &alpine.digest);
-    cache.assert_read_only("hub/library/alpine", &alpine.digest);
-
     assert_eq!(
         repositories(&cache.catalog()),
-        json!([
-            "hub/library/alpine",
-            "other/tools/lint",
-            "other/tools/probe",
-            "team/app"
-        ]),
-        "the catalog lists the cached repositories under their upstream's name, and the local one"
+        listed,
+        "hub/alpine is Docker Hub's library/alpine, cached as hub/library/alpine: no repository of its own"
     );
-    let mut seeded: Vec<(String, Vec<u8>)> = alpine.platform_blobs("amd64");
-    seeded.extend(layout_blobs(&other.image(LINT.name).layout));
-    assert_blobs_stored(&cache.root, &seeded);
 }
 
 #[test]
