@@ -294,7 +294,7 @@ fn docker_registry_proxy_section_serves_the_docker_daemon_as_its_mirror() {
 
 /// Where each client is pointed to reach each upstream through a cache.
 struct Routes {
-    /// The host containerd sends docker.io's requests to.
+    /// The host containerd sends docker.io's requests to, and the Docker daemon's mirror.
     hub_host: String,
     /// podman's mirror location for docker.io (`host[/namespace]`).
     hub_mirror: String,
@@ -304,14 +304,15 @@ struct Routes {
     other_prefix: String,
 }
 
-/// containerd, podman and skopeo pull through the caches that `routes` names: docker.io's alpine through
-/// `hub`, PROBE and LINT from `other`.
+/// containerd, the Docker daemon, podman and skopeo pull through the caches that `routes` names:
+/// docker.io's alpine through `hub`, PROBE and LINT from `other`.
 fn pull_through(routes: &Routes, hub: &Upstream, other: &Upstream) {
     let work = tempfile::tempdir().unwrap();
     let alpine = hub.image(ALPINE.name);
 
     // containerd: hosts.toml per registry host, the cache as a pull-only mirror (it adds ?ns=<host>).
-    let dockerd = Dockerd::start();
+    let dockerd =
+        Dockerd::start_with_args(&["--registry-mirror", &format!("http://{}", routes.hub_host)]);
     let hosts = work.path().join("hosts.d");
     for (registry, server, mirror) in [
         (
@@ -356,6 +357,20 @@ fn pull_through(routes: &Routes, hub: &Upstream, other: &Upstream) {
             "ctr should have pulled the index seeded upstream as {reference}:\n{listing}"
         );
     }
+
+    // The Docker daemon: its registry-mirrors asks for `library/alpine`, with no ?ns.
+    dockerd.docker(&["pull", "alpine:3.20"]);
+    assert_eq!(
+        stdout(&dockerd.docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RepoDigests}}",
+            "alpine:3.20"
+        ])),
+        json!([format!("alpine@{}", alpine.digest)]).to_string(),
+        "docker should have pulled the index seeded upstream through its mirror"
+    );
     drop(dockerd);
 
     // podman: a registries.conf whose docker.io has the cache as an insecure mirror.
@@ -431,7 +446,8 @@ fn two_upstreams(hub: Auth) -> (Upstream, Upstream) {
 }
 
 #[test]
-fn berth_proxy_serves_containerd_podman_and_skopeo_from_two_upstreams_beside_local_repositories() {
+fn berth_proxy_serves_containerd_docker_podman_and_skopeo_from_two_upstreams_beside_local_repositories(
+) {
     let (hub, other) = two_upstreams(Auth::Basic);
     let cache = Cache::berth_two_upstreams(&hub, &other);
     let host = cache.host();
@@ -519,4 +535,47 @@ fn the_client_setup_of_the_berth_proxy_test_pulls_through_docker_registry() {
         &other,
     );
     assert_push_refused(&format!("{}/team/app:1", hub_cache.host()));
+}
+
+#[test]
+fn cached_images_still_pull_when_the_upstream_is_gone_and_uncached_ones_are_unavailable() {
+    let mut hub = Upstream::start(Auth::Basic, &[ALPINE]);
+    let cache = Cache::registry2(Kind::Berth, &hub);
+    let alpine = hub.image(ALPINE.name).clone();
+    let work = tempfile::tempdir().unwrap();
+    let remote = format!("docker://{}/{}:{}", cache.host(), ALPINE.name, ALPINE.tag);
+    let first = work.path().join("first");
+    skopeo_copy(&remote, &format!("oci:{}:{}", first.display(), ALPINE.tag));
+    assert_same_layout(&alpine.layout, &first, ALPINE.tag);
+
+    hub.stop();
+    // The tag is checked upstream on every pull; with nothing answering, the cached one is served.
+    let second = work.path().join("second");
+    skopeo_copy(&remote, &format!("oci:{}:{}", second.display(), ALPINE.tag));
+    assert_same_layout(&alpine.layout, &second, ALPINE.tag);
+    let uncached = fails(
+        std::process::Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+            ])
+            .arg(format!("docker://{}/{}:3.21", cache.host(), ALPINE.name)),
+    );
+    assert!(
+        uncached.to_lowercase().contains("unavailable") || uncached.contains("503"),
+        "skopeo inspect of a tag never cached should fail with 503 UNAVAILABLE: {uncached}"
+    );
+    cache
+        .call("GET", "/v2/library/alpine/manifests/3.21", &[], Vec::new())
+        .assert_error(503, "UNAVAILABLE");
+    cache
+        .call(
+            "GET",
+            &format!("/v2/library/alpine/blobs/{}", digest(b"never pulled")),
+            &[],
+            Vec::new(),
+        )
+        .assert_error(503, "UNAVAILABLE");
 }

@@ -101,7 +101,9 @@ enum Server {
 /// A running upstream registry that requires credentials ([`USER`] / [`PASSWORD`] may pull) and holds the
 /// seeded images. Stopped on drop.
 pub struct Upstream {
-    server: Server,
+    host: String,
+    /// `None` once stopped.
+    server: Option<Server>,
     images: Vec<Image>,
     _dir: TempDir,
 }
@@ -198,12 +200,16 @@ berth:
     }
 
     fn seeded(server: Server, dir: TempDir, seeds: &[Seed]) -> Upstream {
+        let host = match &server {
+            Server::Reference(r) => r.host(),
+            Server::Berth(b) => b.host(),
+        };
         let mut upstream = Upstream {
-            server,
+            host: host.clone(),
+            server: Some(server),
             images: Vec::new(),
             _dir: dir,
         };
-        let host = upstream.host();
         for (n, seed) in seeds.iter().enumerate() {
             let layout = upstream._dir.path().join(format!("layout-{n}"));
             let content = format!("{} {}", seed.name, seed.tag);
@@ -244,10 +250,12 @@ berth:
 
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
-        match &self.server {
-            Server::Reference(r) => r.host(),
-            Server::Berth(b) => b.host(),
-        }
+        self.host.clone()
+    }
+
+    /// Stops the registry (nothing listens on its port any more); the images' layouts stay.
+    pub fn stop(&mut self) {
+        self.server = None;
     }
 
     /// `http://127.0.0.1:PORT`.
