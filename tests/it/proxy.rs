@@ -579,3 +579,43 @@ fn cached_images_still_pull_when_the_upstream_is_gone_and_uncached_ones_are_unav
         )
         .assert_error(503, "UNAVAILABLE");
 }
+
+#[test]
+fn clients_pulling_the_same_image_at_once_cost_one_upstream_get_per_blob() {
+    let (hub, other) = two_upstreams(Auth::Basic);
+    let cache = Cache::berth_two_upstreams(&hub, &other);
+    let lint = other.image(LINT.name);
+    let work = tempfile::tempdir().unwrap();
+    let remote = format!("docker://{}/other/{}:{}", cache.host(), LINT.name, LINT.tag);
+    let copies: Vec<PathBuf> = (0..4)
+        .map(|n| work.path().join(format!("copy-{n}")))
+        .collect();
+    std::thread::scope(|scope| {
+        for copy in &copies {
+            let remote = &remote;
+            scope.spawn(move || {
+                skopeo_copy(remote, &format!("oci:{}:{}", copy.display(), LINT.tag));
+            });
+        }
+    });
+    for copy in &copies {
+        assert_same_layout(&lint.layout, copy, LINT.tag);
+    }
+    let log = other.log();
+    let manifest = lint.digest.strip_prefix("sha256:").unwrap();
+    for hex in layout_blobs(&lint.layout).keys().filter(|h| *h != manifest) {
+        let gets = log
+            .lines()
+            .filter(|l| {
+                l.contains(&format!(
+                    "method=GET path=/v2/{}/blobs/sha256:{hex} ",
+                    LINT.name
+                ))
+            })
+            .count();
+        assert_eq!(
+            gets, 1,
+            "4 clients pulled blob sha256:{hex} through the cache; the upstream should have served it once"
+        );
+    }
+}

@@ -103,6 +103,11 @@ impl Reference {
     pub fn host(&self) -> String {
         self.addr.to_string()
     }
+
+    /// The registry's log so far.
+    pub fn log(&self) -> String {
+        read(&self.dir.path().join("registry.log"))
+    }
 }
 
 impl Drop for Reference {

@@ -253,6 +253,14 @@ berth:
         self.host.clone()
     }
 
+    /// The registry's log so far (berth's carries an access log line per request).
+    pub fn log(&self) -> String {
+        match self.server.as_ref().expect("the upstream was stopped") {
+            Server::Reference(r) => r.log(),
+            Server::Berth(b) => b.log(),
+        }
+    }
+
     /// Stops the registry (nothing listens on its port any more); the images' layouts stay.
     pub fn stop(&mut self) {
         self.server = None;
