@@ -1,10 +1,11 @@
 //! The pull-through cache with real clients on 127.0.0.1: the Docker daemon's `registry-mirrors` in front of
-//! registry:2's `proxy:` section, and containerd (`hosts.toml`), podman (`registries.conf` mirrors) and
-//! skopeo through `berth.proxy` with two upstreams beside local repositories. The upstreams refuse anonymous
-//! pulls and the machine has no way to Docker Hub, so a client that gets its image got it through the cache.
+//! registry:2's `proxy:` section, and containerd (`hosts.toml`), the Docker daemon, podman (`registries.conf`
+//! mirrors) and skopeo through `berth.proxy` with two upstreams beside local repositories; cached images
+//! with the upstream gone, and clients pulling at once. The upstreams refuse anonymous pulls and the machine
+//! has no way to Docker Hub, so a client that gets its image got it through the cache.
 //!
-//! The registry:2 case runs against docker-registry 2.8.2 in proxy mode too: what a user sees of berth is
-//! what they see of registry:2.
+//! The registry:2 case and the client setup of the `berth.proxy` case run against docker-registry 2.8.2 in
+//! proxy mode too: what a user sees of berth is what they see of registry:2.
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
