@@ -16,6 +16,7 @@ mod limits;
 mod ops;
 mod process;
 mod props;
+mod proxy;
 mod proxy_faults;
 mod s3;
 mod security;

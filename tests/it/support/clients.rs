@@ -157,6 +157,11 @@ pub struct Dockerd {
 
 impl Dockerd {
     pub fn start() -> Dockerd {
+        Dockerd::start_with_args(&[])
+    }
+
+    /// A private dockerd started with further command-line flags (e.g. `--registry-mirror URL`).
+    pub fn start_with_args(extra: &[&str]) -> Dockerd {
         let dockerd = require("dockerd", "docker.io");
         // The docker.io package's own CLI matches the daemon; another `docker` on PATH may be newer and
         // insist on buildx.
@@ -184,6 +189,7 @@ impl Dockerd {
             .args(["--exec-root", &format!("{d}/exec")])
             .args(["--pidfile", &format!("{d}/docker.pid")])
             .args(["-H", &format!("unix://{d}/docker.sock")])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -6,6 +6,7 @@ pub mod clients;
 pub mod garage;
 pub mod pebble;
 pub mod reference;
+pub mod upstream;
 
 use std::fs;
 use std::net::SocketAddr;

@@ -36,11 +36,19 @@ impl Reference {
 
     /// docker-registry with a `storage:` section of its own (another driver); delete is enabled.
     pub fn spawn_with_storage(storage: &str) -> Reference {
+        Reference::spawn_configured(storage, "")
+    }
+
+    /// docker-registry with a `storage:` section and further top-level sections (`auth:`, `proxy:`)
+    /// appended to its config.yml as they are; delete is enabled. It is up when GET /v2/ answers, with 200
+    /// or, under `auth:`, 401.
+    pub fn spawn_configured(storage: &str, extra: &str) -> Reference {
         let program = require("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yml");
         let log = dir.path().join("registry.log");
         let storage = storage.trim_end();
+        let extra = extra.trim_end();
         // The free port is found by binding :0 and closing it again, so another process may take it in
         // between: a registry that exits at start-up is tried again on a new port.
         for attempt in 1..=3 {
@@ -48,7 +56,7 @@ impl Reference {
             fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n{storage}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n"
+                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n{storage}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra}\n"
                 ),
             )
             .unwrap();
@@ -79,7 +87,7 @@ impl Reference {
                     );
                 }
                 match try_http_get(&url) {
-                    Ok((200, _)) => return Reference { addr, _process: process, dir },
+                    Ok((200 | 401, _)) => return Reference { addr, _process: process, dir },
                     Ok((status, body)) => panic!("GET {url} answered {status}: {body}"),
                     Err(e) if Instant::now() >= deadline => panic!(
                         "docker-registry did not answer GET /v2/ within {START_TIMEOUT:?} ({e}); its log:\n{}",
@@ -94,6 +102,11 @@ impl Reference {
 
     pub fn host(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The registry's log so far.
+    pub fn log(&self) -> String {
+        read(&self.dir.path().join("registry.log"))
     }
 }
 
