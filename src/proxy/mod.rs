@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::config;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
 use crate::oci::{Digest, Reference, RepoName};
-use crate::registry::{self, paths, Registry};
+use crate::registry::{self, paths, Eviction, Registry};
 use crate::storage::ByteStream;
 
 pub mod fill;
@@ -698,12 +698,13 @@ impl Proxy {
         if total <= max {
             return;
         }
-        for (d, entry) in self.ledger.oldest(total - max) {
-            if self.busy(&d) {
-                continue;
-            }
-            self.remove_blob(&d, &entry, "size budget").await;
-        }
+        let candidates: Vec<_> = self
+            .ledger
+            .oldest(total - max)
+            .into_iter()
+            .filter(|(d, _)| !self.busy(d))
+            .collect();
+        self.remove_blobs(candidates, "size budget").await;
     }
 
     /// Removes what was not pulled within its upstream's TTL.
@@ -712,11 +713,8 @@ impl Proxy {
         let (blobs, manifests) = self
             .ledger
             .expired(|repo| self.upstream_of_stored(repo).map(|u| u.ttl), now);
-        for (d, entry) in blobs {
-            if !self.busy(&d) {
-                self.remove_blob(&d, &entry, "ttl").await;
-            }
-        }
+        let blobs: Vec<_> = blobs.into_iter().filter(|(d, _)| !self.busy(d)).collect();
+        self.remove_blobs(blobs, "ttl").await;
         for (repo, d) in manifests {
             let Ok(name) = RepoName::parse(&repo) else {
                 self.ledger.forget_manifest(&repo, &d);
@@ -737,28 +735,43 @@ impl Proxy {
         }
     }
 
-    async fn remove_blob(&self, d: &Digest, entry: &ledger::BlobEntry, why: &str) {
-        let repos: Vec<RepoName> = entry
-            .repos
+    async fn remove_blobs(&self, candidates: Vec<(Digest, ledger::BlobEntry)>, why: &str) {
+        if candidates.is_empty() {
+            return;
+        }
+        let batch: Vec<(Digest, Vec<RepoName>)> = candidates
             .iter()
-            .filter_map(|r| RepoName::parse(r).ok())
+            .map(|(d, e)| {
+                let repos = e
+                    .repos
+                    .iter()
+                    .filter_map(|r| RepoName::parse(r).ok())
+                    .collect();
+                (d.clone(), repos)
+            })
             .collect();
-        let since = entry.last;
-        match self
+        let outcomes = match self
             .registry
-            .evict_blob(d, &repos, |r| self.is_cached_repo(r))
+            .evict_blobs(&batch, |r| self.is_cached_repo(r))
             .await
         {
-            // Pulled again while it was being evicted: the links are restored by the next pull.
-            Ok(_) if self.ledger.pulled_since(d, since) => {}
-            Ok(removed) => {
-                self.ledger.forget_blob(d);
-                if removed {
-                    crate::metrics::proxy_evicted(entry.size);
-                    tracing::info!(digest = %d, size = entry.size, reason = why, "evicted a cached blob");
-                }
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot evict cached blobs");
+                return;
             }
-            Err(e) => tracing::warn!(digest = %d, error = %e, "cannot evict a cached blob"),
+        };
+        for ((d, entry), outcome) in candidates.iter().zip(outcomes) {
+            // Pulled again while it was being evicted: the next pull links it again (or fetches it).
+            if outcome == Eviction::InUse || self.ledger.pulled_since(d, entry.last) {
+                continue;
+            }
+            // Removed, or a local repository's now (then not the cache's to count).
+            self.ledger.forget_blob(d);
+            if outcome == Eviction::Removed {
+                crate::metrics::proxy_evicted(entry.size);
+                tracing::info!(digest = %d, size = entry.size, reason = why, "evicted a cached blob");
+            }
         }
     }
 }

@@ -4,6 +4,17 @@
 
 use super::*;
 
+/// What became of a blob a cache evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Its data is gone.
+    Removed,
+    /// A repository that is not a cache links it: its data stays (it is no longer the cache's).
+    Local,
+    /// A write or read relied on it while the eviction ran: it stays.
+    InUse,
+}
+
 impl Registry {
     /// Stores a manifest fetched from an upstream under `reference`: validated as a push is, but its blobs
     /// and children are not required to be here yet (they are fetched when pulled).
@@ -55,39 +66,53 @@ impl Registry {
         Ok(out)
     }
 
-    /// Evicts a cached blob: unlinks it from `cached` repositories and removes its data unless a
-    /// repository outside them (`is_cached` false) links it or a write relies on it. Returns whether the
-    /// data was removed.
-    pub async fn evict_blob(
+    /// Evicts cached blobs, each given with the cached repositories linking it: unlinks it from them and
+    /// removes its data unless a repository that is not a cache (`is_cached` false) links it, or a write
+    /// or read relied on it meanwhile. Runs as a collection does (one [`Fence`] session: every write
+    /// acknowledged before it is seen, every touch during it recorded). Returns what became of each.
+    pub async fn evict_blobs(
         &self,
-        d: &Digest,
-        cached: &[RepoName],
+        candidates: &[(Digest, Vec<RepoName>)],
         is_cached: impl Fn(&str) -> bool,
-    ) -> Result<bool> {
-        for repo in cached {
-            self.driver.delete(&paths::layer_dir(repo, d)).await?;
+    ) -> Result<Vec<Eviction>> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
         }
-        let repos = self.catalog().await?;
-        let _held = self.fence.exclusive().await;
-        if self.fence.is_touched(d) {
-            return Ok(false);
-        }
-        for repo in repos.iter().filter(|r| !is_cached(r)) {
-            let Ok(repo) = RepoName::parse(repo) else {
-                continue;
-            };
-            if self.read_link(&paths::layer_link(&repo, d)).await?.as_ref() == Some(d)
-                || self
-                    .read_link(&paths::revision_link(&repo, d))
-                    .await?
-                    .as_ref()
-                    == Some(d)
-            {
-                return Ok(false);
+        let _session = self.fence.begin().await;
+        // Every repository directory, not only those with manifests: a push in progress has its layers
+        // linked before its manifest exists.
+        let local: Vec<RepoName> = repository_dirs(self.driver.as_ref())
+            .await?
+            .into_iter()
+            .filter(|(name, _)| !is_cached(name))
+            .filter_map(|(name, _)| RepoName::parse(&name).ok())
+            .collect();
+        let mut outcomes = Vec::with_capacity(candidates.len());
+        'blobs: for (d, cached) in candidates {
+            for repo in cached {
+                self.driver.delete(&paths::layer_dir(repo, d)).await?;
             }
+            let _held = self.fence.exclusive().await;
+            if self.fence.is_touched(d) {
+                outcomes.push(Eviction::InUse);
+                continue;
+            }
+            for repo in &local {
+                if self.read_link(&paths::layer_link(repo, d)).await?.as_ref() == Some(d)
+                    || self
+                        .read_link(&paths::revision_link(repo, d))
+                        .await?
+                        .as_ref()
+                        == Some(d)
+                {
+                    outcomes.push(Eviction::Local);
+                    continue 'blobs;
+                }
+            }
+            self.driver.delete(&paths::blob_dir(d)).await?;
+            outcomes.push(Eviction::Removed);
         }
-        self.driver.delete(&paths::blob_dir(d)).await?;
-        Ok(true)
+        Ok(outcomes)
     }
 
     /// Reads berth's own state object at `path` (beside the layout); `None` if there is none.

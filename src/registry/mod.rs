@@ -27,6 +27,7 @@ mod manifests;
 mod referrers;
 
 pub use blobs::LinkedBlob;
+pub use cache::Eviction;
 pub use referrers::{Referrer, ReferrersPage, Summary};
 
 use listing::{remove_marker, repository_dirs};

@@ -52,7 +52,7 @@ fn config_check_prints_the_effective_configuration() {
     let file = dir.path().join("config.yml");
     fs::write(
         &file,
-        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /srv/registry\nhttp:\n  addr: :5001\n  secret: hunter2-very-secret\nproxy:\n  remoteurl: https://registry-1.docker.io\n",
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /srv/registry\nhttp:\n  addr: :5001\n  secret: hunter2-very-secret\nredis:\n  addr: localhost:6379\n",
     )
     .unwrap();
     let o = berth(
@@ -73,7 +73,7 @@ fn config_check_prints_the_effective_configuration() {
         delete_line.contains("true"),
         "REGISTRY_STORAGE_DELETE_ENABLED applies: {out}"
     );
-    assert!(err.contains("proxy"), "the unsupported key is named: {err}");
+    assert!(err.contains("redis"), "the unsupported key is named: {err}");
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn serve_reads_a_file_warns_about_unknown_keys_and_applies_overrides() {
     fs::write(
         &file,
         format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  headers:\n    X-Test: [yes-it-is, and-this-too]\nproxy:\n  remoteurl: https://registry-1.docker.io\n",
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  headers:\n    X-Test: [yes-it-is, and-this-too]\nredis:\n  addr: localhost:6379\n",
             root.display()
         ),
     )
@@ -173,7 +173,7 @@ fn serve_reads_a_file_warns_about_unknown_keys_and_applies_overrides() {
         &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")],
     );
     assert!(
-        b.log().contains("`proxy`"),
+        b.log().contains("`redis`"),
         "the unknown key is named in a warning: {}",
         b.log()
     );

@@ -1174,3 +1174,143 @@ fn metrics_count_a_miss_a_hit_and_the_bytes_from_the_upstream() {
         );
     });
 }
+
+/// Waits (bounded) until `gone` holds, sampling every 200 ms.
+async fn wait_until(what: &str, limit: Duration, mut gone: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !gone() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A local repository that links a blob keeps it: eviction takes the cached blobs around it, and the local
+/// image still pulls whole.
+#[test]
+fn eviction_never_removes_a_blob_a_local_repository_links() {
+    const LAYER: u64 = 6 * MIB;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rig = rig(&rt, Some("8MiB"));
+    let berth = rig.cache.start();
+    let c = client_of(&berth);
+    rt.block_on(async {
+        let up = upstream_client(&rig.up);
+        let shared = seed_image(&up, "faults/shared", "v1", &[LAYER], 31).await;
+        let second = seed_image(&up, "faults/second", "v1", &[LAYER], 32).await;
+        let third = seed_image(&up, "faults/third", "v1", &[LAYER], 33).await;
+        // The team pushed the same layer bytes to a repository of its own.
+        let local = push_blob(&c, "team/app", random_bytes(LAYER, 31 * 1000)).await;
+        assert_eq!(local.digest, shared.layer(0).digest);
+        for image in [&shared, &second, &third] {
+            pull_image(&c, image, &format!("the pull of {}", image.repo)).await;
+            rig.cache.wait_cached(&image.all()).await;
+            // Distinct last-pull times, in pull order.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // 18 MiB pulled with 8 MiB allowed: the oldest cached blobs go, but not the locally linked one.
+        wait_until(
+            "the second image's layer (the oldest one no local repository links) left the cache",
+            Duration::from_secs(40),
+            || !rig.cache.holds(second.layer(0)),
+        )
+        .await;
+        assert!(
+            rig.cache.holds(shared.layer(0)),
+            "eviction removed a blob that the local repository team/app links"
+        );
+        let got = fetch(&c, &format!("/v2/team/app/blobs/{}", local.digest)).await;
+        assert_whole(&got, &local, "the local repository's blob after eviction");
+        assert!(
+            rig.cache.holds(third.layer(0)),
+            "the most recently pulled layer was evicted"
+        );
+    });
+}
+
+/// Last-pull times survive a restart: after one, a tighter budget evicts what was pulled first, not what
+/// was pulled last.
+#[test]
+fn last_pull_times_survive_a_restart() {
+    const LAYER: u64 = 6 * MIB;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rig = rig(&rt, None);
+    let mut berth = rig.cache.start();
+    let (older, newer) = rt.block_on(async {
+        let up = upstream_client(&rig.up);
+        let newer = seed_image(&up, "faults/newer", "v1", &[LAYER], 41).await;
+        let older = seed_image(&up, "faults/older", "v1", &[LAYER], 42).await;
+        let c = client_of(&berth);
+        // Pulled in this order: `older` first, then `newer`, then `older`'s config again does not count
+        // (only its layer decides).
+        pull_image(&c, &older, "the first pull").await;
+        rig.cache.wait_cached(&older.all()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pull_image(&c, &newer, "the second pull").await;
+        rig.cache.wait_cached(&newer.all()).await;
+        (older, newer)
+    });
+    assert!(
+        berth.terminate(Duration::from_secs(20)),
+        "berth did not stop on SIGTERM"
+    );
+    let text = fs::read_to_string(&rig.cache.config).unwrap();
+    fs::write(
+        &rig.cache.config,
+        text.replace("  proxy:\n", "  proxy:\n    maxsize: 8MiB\n"),
+    )
+    .unwrap();
+    let _berth = rig.cache.start();
+    rt.block_on(async {
+        wait_until(
+            "the layer pulled first left the cache after the restart",
+            Duration::from_secs(40),
+            || !rig.cache.holds(older.layer(0)),
+        )
+        .await;
+        assert!(
+            rig.cache.holds(newer.layer(0)),
+            "the layer pulled last was evicted instead: last-pull times were not kept across the restart"
+        );
+    });
+}
+
+/// An upstream's `ttl` removes what was not pulled for that long; the next pull fetches it again.
+#[test]
+fn ttl_expires_what_was_not_pulled_and_the_next_pull_fetches_it_again() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rig = rig(&rt, None);
+    let text = fs::read_to_string(&rig.cache.config).unwrap();
+    fs::write(
+        &rig.cache.config,
+        text.replace("        url: ", "        ttl: 2s\n        url: "),
+    )
+    .unwrap();
+    let berth = rig.cache.start();
+    let c = client_of(&berth);
+    rt.block_on(async {
+        let up = upstream_client(&rig.up);
+        let image = seed_image(&up, "faults/ttl", "v1", &[MIB], 51).await;
+        pull_image(&c, &image, "the first pull").await;
+        rig.cache.wait_cached(&image.all()).await;
+        let revision = rig.cache.root.join(format!(
+            "docker/registry/v2/repositories/{UPSTREAM}/faults/ttl/_manifests/revisions/sha256/{}",
+            image.digest.trim_start_matches("sha256:")
+        ));
+        assert!(revision.exists(), "the manifest was not stored");
+        wait_until(
+            "the layer and the manifest not pulled for 2 s (ttl) left the cache",
+            Duration::from_secs(40),
+            || !rig.cache.holds(image.layer(0)) && !revision.exists(),
+        )
+        .await;
+        let path = image.upstream_blob(image.layer(0));
+        let before = rig.forwarder.count("GET", &path);
+        pull_image(&c, &image, "the pull after expiry").await;
+        assert_eq!(
+            rig.forwarder.count("GET", &path),
+            before + 1,
+            "the expired layer was not fetched again: {:?}",
+            rig.forwarder.requests()
+        );
+    });
+}
