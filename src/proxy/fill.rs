@@ -1,7 +1,7 @@
 //! One upstream fetch per blob, streamed to every client that asks while it runs. A fill is a task of
-//! its own (a client that goes away does not stop it): it reads the upstream's body, writes each piece to
-//! an unlinked spool file that the clients' responses read from, and hands the same pieces to the
-//! registry's upload, which hashes, verifies and seals the blob. Clients get bytes as they arrive but the
+//! its own (a client that goes away does not stop it): it reads the upstream's body and writes each piece
+//! to an unlinked spool file, which the clients' responses read from, and so does the registry's upload,
+//! which hashes, verifies and seals the blob at its own pace. Clients get bytes as they arrive but the
 //! last byte only once the fill has verified the digest itself, so a fill that fails (upstream gone, wrong
 //! bytes) cuts every response off before it looks complete; the blob enters the cache only once the
 //! registry has verified and sealed it too.
@@ -37,6 +37,8 @@ enum Stage {
     Verified,
     /// Verified and stored.
     Done,
+    /// Verified, but the registry could not store it: the clients still get it whole from the spool.
+    Unstored(Error),
     Failed(Error),
 }
 
@@ -104,7 +106,8 @@ impl Fills {
         done: impl FnOnce(Filled) + Send + 'static,
     ) -> Result<Arc<Fill>, Error> {
         let mut active = lock(&self.active);
-        if let Some(fill) = active.get(digest) {
+        // A fill that failed is still listed while it cleans up: the next client starts another.
+        if let Some(fill) = active.get(digest).filter(|f| !f.failed()) {
             return Ok(fill.clone());
         }
         let spool = self.spool_file()?;
@@ -130,12 +133,17 @@ impl Fills {
             spool: fill.spool.clone(),
             tx,
         };
+        let mine = fill.clone();
         tasks.spawn(async move {
             let digest = run.digest.clone();
             let repo = run.repo.clone();
             let fills = run.fills.clone();
             let ended = run.run().await;
-            lock(&fills.active).remove(&digest);
+            let mut active = lock(&fills.active);
+            if active.get(&digest).is_some_and(|f| Arc::ptr_eq(f, &mine)) {
+                active.remove(&digest);
+            }
+            drop(active);
             if let Some(size) = ended {
                 done(Filled { repo, digest, size });
             }
@@ -211,7 +219,7 @@ impl Run {
             p.size = size;
             p.stage = Stage::Receiving;
         });
-        let body = Tee {
+        let tee = Tee {
             upstream: Box::pin(resp.bytes_stream().map_err(std::io::Error::other)),
             spool: self.spool.clone(),
             tx: self.tx.clone(),
@@ -221,30 +229,50 @@ impl Run {
             written: 0,
         }
         .stream();
+        // The upstream's bytes go to the spool at the upstream's pace; the registry stores them from the
+        // spool at its own, so clients never wait for the store (its fsyncs included).
+        let tx = self.tx.clone();
+        let label = self.upstream.label().to_owned();
+        let receive = async move {
+            let mut tee = tee;
+            loop {
+                match tee.try_next().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return true,
+                    Err(e) => {
+                        let e = Error::Upstream {
+                            upstream: label,
+                            detail: format!("failed while sending a blob: {e}"),
+                        };
+                        tracing::warn!(error = %e, "cache fill failed");
+                        tx.send_modify(|p| p.stage = Stage::Failed(e));
+                        return false;
+                    }
+                }
+            }
+        };
         let check = ChunkCheck {
             start: None,
             len: size,
         };
-        match self
+        let from_spool = spool_stream(self.spool.clone(), self.tx.subscribe());
+        let store = self
             .registry
-            .put_blob(&self.repo, &self.digest, check, body)
-            .await
-        {
-            Ok(stored) => {
+            .put_blob(&self.repo, &self.digest, check, from_spool);
+        let (received, stored) = tokio::join!(receive, store);
+        match (received, stored) {
+            (false, _) => None,
+            (true, Ok(stored)) => {
                 self.tx.send_modify(|p| {
                     p.stage = Stage::Done;
                     p.size = Some(stored);
                 });
                 Some(stored)
             }
-            Err(e) => {
-                fail(
-                    &self.tx,
-                    Error::Upstream {
-                        upstream: self.upstream.label().to_owned(),
-                        detail: format!("blob {}: {e}", self.digest),
-                    },
-                );
+            (true, Err(e)) => {
+                let e = Error::Spool(format!("cannot store blob {}: {e}", self.digest));
+                tracing::warn!(digest = %self.digest, error = %e, "a verified blob was not cached");
+                self.tx.send_modify(|p| p.stage = Stage::Unstored(e));
                 None
             }
         }
@@ -299,6 +327,10 @@ impl Tee {
 }
 
 impl Fill {
+    fn failed(&self) -> bool {
+        matches!(self.progress.borrow().stage, Stage::Failed(_))
+    }
+
     /// Waits for the upstream's answer: the blob's size if it said, or why the fill failed.
     pub async fn opened(&self) -> Result<Option<u64>, Error> {
         let mut rx = self.progress.clone();
@@ -307,7 +339,9 @@ impl Fill {
             match p.stage {
                 Stage::Asking => {}
                 Stage::Failed(e) => return Err(e),
-                Stage::Receiving | Stage::Verified | Stage::Done => return Ok(p.size),
+                Stage::Receiving | Stage::Verified | Stage::Done | Stage::Unstored(_) => {
+                    return Ok(p.size)
+                }
             }
             if rx.changed().await.is_err() {
                 return Err(Error::Spool("the fill stopped".into()));
@@ -322,7 +356,7 @@ impl Fill {
             let p = rx.borrow_and_update().clone();
             match p.stage {
                 Stage::Done => return Ok(p.size.unwrap_or(p.written)),
-                Stage::Failed(e) => return Err(e),
+                Stage::Failed(e) | Stage::Unstored(e) => return Err(e),
                 Stage::Asking | Stage::Receiving | Stage::Verified => {}
             }
             if rx.changed().await.is_err() {
@@ -331,15 +365,22 @@ impl Fill {
         }
     }
 
-    /// The blob's bytes from the spool as they arrive; the last byte only once the blob is stored. A fill
-    /// that fails ends the stream with an error.
+    /// The blob's bytes from the spool as they arrive; the last byte only once the blob is verified. A
+    /// fill that fails ends the stream with an error.
     pub fn stream(self: Arc<Self>) -> ByteStream {
-        let state = (self, 0u64);
-        let s = futures_util::stream::try_unfold(state, |(fill, pos)| async move {
-            let mut rx = fill.progress.clone();
+        spool_stream(self.spool.clone(), self.progress.clone())
+    }
+}
+
+/// A spool's bytes as they arrive, following `progress`; the last byte only once the blob is verified. A
+/// fill that fails ends the stream with an error.
+fn spool_stream(spool: Arc<std::fs::File>, progress: watch::Receiver<Progress>) -> ByteStream {
+    let s = futures_util::stream::try_unfold(
+        (spool, progress, 0u64),
+        |(spool, mut rx, pos)| async move {
             loop {
                 let p = rx.borrow_and_update().clone();
-                let done = matches!(p.stage, Stage::Verified | Stage::Done);
+                let done = matches!(p.stage, Stage::Verified | Stage::Done | Stage::Unstored(_));
                 if let Stage::Failed(e) = &p.stage {
                     return Err(std::io::Error::other(e.to_string()));
                 }
@@ -351,15 +392,15 @@ impl Fill {
                 };
                 if pos < available {
                     let len = (available - pos).min(READ_PIECE) as usize;
-                    let spool = fill.spool.clone();
+                    let file = spool.clone();
                     let buf = tokio::task::spawn_blocking(move || {
                         let mut buf = vec![0; len];
-                        spool.read_exact_at(&mut buf, pos).map(|_| buf)
+                        file.read_exact_at(&mut buf, pos).map(|_| buf)
                     })
                     .await
                     .map_err(std::io::Error::other)??;
                     let next = pos + buf.len() as u64;
-                    return Ok(Some((Bytes::from(buf), (fill, next))));
+                    return Ok(Some((Bytes::from(buf), (spool, rx, next))));
                 }
                 if done {
                     return Ok(None);
@@ -368,9 +409,9 @@ impl Fill {
                     return Err(std::io::Error::other("the fill stopped"));
                 }
             }
-        });
-        Box::pin(s)
-    }
+        },
+    );
+    Box::pin(s)
 }
 
 impl Answer {
