@@ -23,7 +23,7 @@ use crate::registry::{ChunkCheck, Registry};
 use crate::storage::ByteStream;
 
 /// The most a response reads from the spool at once.
-const READ_PIECE: u64 = 256 << 10;
+const READ_PIECE: u64 = 1 << 20;
 
 /// Where a fill is.
 #[derive(Debug, Clone)]

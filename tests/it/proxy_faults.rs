@@ -1314,3 +1314,59 @@ fn ttl_expires_what_was_not_pulled_and_the_next_pull_fetches_it_again() {
         );
     });
 }
+
+/// An upstream with the referrers API (berth) answers for the referrers of a cached manifest, filters
+/// included; the cache stores none of them.
+#[test]
+fn referrers_of_a_cached_manifest_come_from_an_upstream_with_the_api() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up_root = tempfile::tempdir().unwrap();
+    let up = Berth::spawn(up_root.path(), &[]);
+    let forwarder = rt.block_on(Forwarder::start(up.addr));
+    let cache = Cache::new(&forwarder, None);
+    let berth = cache.start();
+    let c = client_of(&berth);
+    rt.block_on(async {
+        let u = client_of(&up);
+        let (subject, sd) = u.push_image("team/app", "v1", "subject").await;
+        let empty = u.push_blob("team/app", b"{}").await;
+        let layer = u.push_blob("team/app", b"signature").await;
+        let sig = image_manifest(
+            &empty,
+            2,
+            &[(&layer, 9)],
+            &format!(
+                r#","artifactType":"application/vnd.example.sig","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{sd}","size":{}}}"#,
+                subject.len()
+            ),
+        );
+        u.put_manifest("team/app", &digest(&sig), OCI_MANIFEST, &sig)
+            .await
+            .assert_status(201);
+        c.get(&format!("/v2/{UPSTREAM}/team/app/manifests/v1"))
+            .await
+            .assert_status(200);
+        let r = c
+            .get(&format!("/v2/{UPSTREAM}/team/app/referrers/{sd}"))
+            .await;
+        r.assert_status(200);
+        let body = r.json();
+        let list = body["manifests"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{body}");
+        assert_eq!(list[0]["digest"], digest(&sig));
+        assert_eq!(list[0]["artifactType"], "application/vnd.example.sig");
+        assert!(
+            forwarder.count("GET", &format!("/v2/team/app/referrers/{sd}")) == 1,
+            "{:?}",
+            forwarder.requests()
+        );
+        let r = c
+            .get(&format!(
+                "/v2/{UPSTREAM}/team/app/referrers/{sd}?artifactType=application/vnd.example.sbom"
+            ))
+            .await;
+        r.assert_status(200);
+        assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
+        assert_eq!(r.json()["manifests"].as_array().map(Vec::len), Some(0));
+    });
+}
