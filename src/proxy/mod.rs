@@ -38,6 +38,8 @@ use upstream::{Upstream, Want};
 
 /// How often the cache saves its state and looks for what to evict or expire.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(10);
+/// How often the cache's state is saved when it changed.
+const SAVE_EVERY: Duration = Duration::from_secs(60);
 /// The longest an upstream's body may pause (a manifest's, a referrers list's).
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest referrers list passed on from an upstream.
@@ -645,16 +647,23 @@ impl Proxy {
         if let Err(e) = self.adopt_stored().await {
             tracing::warn!(error = %e, "cannot account for the cached blobs already stored");
         }
+        let mut saved = Instant::now();
+        let mut filled = true;
         loop {
             self.expire().await;
             self.evict().await;
-            self.save().await;
-            crate::metrics::proxy_cached_bytes(self.ledger.total());
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(MAINTAIN_EVERY) => {}
-                _ = self.wake.notified() => {}
+            // The state is rewritten whole: when a fill added to the cache, else at most once a minute
+            // for the last pulls of what it holds (and at shutdown).
+            if filled || saved.elapsed() >= SAVE_EVERY {
+                self.save().await;
+                saved = Instant::now();
             }
+            crate::metrics::proxy_cached_bytes(self.ledger.total());
+            filled = tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(MAINTAIN_EVERY) => false,
+                _ = self.wake.notified() => true,
+            };
         }
         self.save().await;
     }
