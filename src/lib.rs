@@ -11,3 +11,4 @@ pub mod oci;
 pub mod proxy;
 pub mod registry;
 pub mod storage;
+pub mod ui;

@@ -66,6 +66,16 @@ pub trait HealthGate: Send + Sync {
     fn is_healthy(&self) -> bool;
 }
 
+/// Pages served beside the API (the web UI, `crate::ui`), asked before a path is taken for the API's.
+/// The API defines what it asks and the UI answers, so that the API never imports the UI.
+#[async_trait::async_trait]
+pub trait Pages: Send + Sync {
+    /// Whether `path` is one of its pages (never a path under the API's `/v2/`).
+    fn serves(&self, path: &str) -> bool;
+    /// The answer to a request for one of its pages.
+    async fn serve(&self, state: &AppState, req: Request) -> Response;
+}
+
 /// Everything a request is served with.
 pub struct AppState {
     pub registry: Arc<Registry>,
@@ -80,6 +90,8 @@ pub struct AppState {
     pub health: Option<Arc<dyn HealthGate>>,
     /// This instance, as events name it.
     pub source: SourceRecord,
+    /// The web UI, when it is enabled.
+    pub pages: Option<Arc<dyn Pages>>,
 }
 
 impl AppState {
@@ -94,6 +106,7 @@ impl AppState {
             notifier: None,
             health: None,
             source: SourceRecord::default(),
+            pages: None,
         }
     }
 }
@@ -288,6 +301,11 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult {
     if let Some(ts) = &state.tokenserver {
         if parts.uri.path() == ts.path() {
             return Ok(token::handle(ts, &parts, body, client).await);
+        }
+    }
+    if let Some(pages) = &state.pages {
+        if pages.serves(parts.uri.path()) {
+            return Ok(pages.serve(state, Request::from_parts(parts, body)).await);
         }
     }
     let parsed = match parts.extensions.remove::<ParsedRoute>() {

@@ -41,6 +41,8 @@ pub enum AppError {
     Startup(#[from] startup::StartupError),
     #[error(transparent)]
     Ops(#[from] ops::StartError),
+    #[error(transparent)]
+    Ui(#[from] crate::ui::UiError),
     #[error("cannot read the listener's address: {0}")]
     Listener(std::io::Error),
 }
@@ -120,6 +122,10 @@ impl App {
         if let Some(proxy) = &proxy {
             tasks.spawn(proxy.clone().maintain(shutdown.clone()));
         }
+        let pages = match config.berth.ui.enabled {
+            true => Some(Arc::new(crate::ui::Ui::new(ui_config(&config))?) as Arc<dyn api::Pages>),
+            false => None,
+        };
         let state = Arc::new(AppState {
             registry,
             proxy,
@@ -129,6 +135,7 @@ impl App {
             notifier: ops.notifier,
             health: ops.health.map(|h| -> Arc<dyn api::HealthGate> { h }),
             source: ops.source,
+            pages,
         });
         state.registry.start_index();
         if let Some(acme) = acme {
@@ -201,6 +208,21 @@ impl Running {
             );
         }
         joined.is_ok()
+    }
+}
+
+/// What the web UI needs from the configuration.
+fn ui_config(config: &Config) -> crate::ui::UiConfig {
+    let service = match &config.auth {
+        Some(crate::config::Auth::Token(t)) => t.service.clone(),
+        _ => String::new(),
+    };
+    let gc = &config.berth.gc;
+    crate::ui::UiConfig {
+        prefix: config.berth.ui.prefix.clone(),
+        title: config.berth.ui.title.clone(),
+        service,
+        gc_interval: (gc.enabled && !config.storage.readonly).then_some(gc.interval),
     }
 }
 

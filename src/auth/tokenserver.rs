@@ -209,6 +209,11 @@ impl TokenServer {
         }
     }
 
+    /// Whether `password` is the password of `user`, one of this server's users (the web UI's sign-in).
+    pub async fn check_login(&self, user: &str, password: &str) -> bool {
+        self.check_password(user, password).await
+    }
+
     /// The actions of `scope` the ACL allows `account` (empty for anonymous).
     pub fn allowed(
         &self,

@@ -257,6 +257,28 @@ pub(super) fn check_endpoint_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+const UI_PREFIX_RULE: &str =
+    "must be a path such as / or /ui (letters, digits, `-`, `_`, `.`; not under /v2)";
+
+/// `berth.ui.prefix` as the UI matches it (`/` or `/a/b/`), or `None` if it is not a plain path or would
+/// take the API's `/v2/`.
+fn ui_prefix(raw: &str) -> Option<String> {
+    let trimmed = raw.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        return Some("/".into());
+    }
+    let plain = trimmed.split('/').all(|seg| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    });
+    let first = trimmed.split('/').next().unwrap_or_default();
+    (plain && first != "v2").then(|| format!("/{trimmed}/"))
+}
+
 /// The most `berth.http.maxconnections` may be.
 pub(super) const MAX_CONNECTIONS: usize = 1 << 20;
 
@@ -294,6 +316,17 @@ pub(super) fn build_berth(raw: Option<&mut RawBerth>) -> Result<Berth, Problem> 
                 ));
             }
             limits.maxconnections = n;
+        }
+    }
+    if let Some(u) = raw.ui.take() {
+        let ui = &mut berth.ui;
+        ui.enabled = flag(u.enabled, ui.enabled);
+        if let Some(title) = text(u.title).filter(|t| !t.trim().is_empty()) {
+            ui.title = title;
+        }
+        if let Some(prefix) = text(u.prefix) {
+            ui.prefix = ui_prefix(&prefix)
+                .ok_or_else(|| problem(&["berth", "ui", "prefix"], UI_PREFIX_RULE))?;
         }
     }
     if let Some(c) = raw.cache.take() {

@@ -194,6 +194,27 @@ pub struct Berth {
     pub http: Limits,
     pub cache: CacheBudget,
     pub letsencrypt: BerthLetsEncrypt,
+    pub ui: Ui,
+}
+
+/// `berth.ui`: the web UI, served beside the API (never under `/v2/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ui {
+    pub enabled: bool,
+    /// Where its pages are: `/` or `/something/` (always with a leading and a trailing slash).
+    pub prefix: String,
+    /// The name its pages carry.
+    pub title: String,
+}
+
+impl Default for Ui {
+    fn default() -> Ui {
+        Ui {
+            enabled: true,
+            prefix: "/".into(),
+            title: "berth".into(),
+        }
+    }
 }
 
 /// `berth.http`: how long a client may be slow or silent, and how many may be connected. The defaults never

@@ -82,6 +82,15 @@ pub(super) struct RawBerth {
     pub(super) cache: Option<RawCacheBudget>,
     pub(super) letsencrypt: Option<RawBerthLetsEncrypt>,
     pub(super) proxy: Option<RawBerthProxy>,
+    pub(super) ui: Option<RawUi>,
+}
+
+/// `berth.ui`: the web UI.
+#[derive(Deserialize)]
+pub(super) struct RawUi {
+    pub(super) enabled: Option<Bool>,
+    pub(super) prefix: Option<Scalar>,
+    pub(super) title: Option<Scalar>,
 }
 
 #[derive(Deserialize)]

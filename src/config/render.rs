@@ -300,6 +300,17 @@ impl Berth {
                 ]),
             ),
         ]);
+        if let Value::Mapping(m) = &mut value {
+            let ui = &self.ui;
+            m.insert(
+                s("ui"),
+                map(vec![
+                    ("enabled", Value::Bool(ui.enabled)),
+                    ("prefix", s(&ui.prefix)),
+                    ("title", s(&ui.title)),
+                ]),
+            );
+        }
         if let (Value::Mapping(m), Some(ca)) = (&mut value, &self.letsencrypt.directoryca) {
             m.insert(
                 s("letsencrypt"),

@@ -213,6 +213,10 @@ fn values() {
     check_ok(Some(&minimal("berth:\n  gc:\n    enabled: true\n    interval: 30m\n    deleteuntagged: true\n    graceperiod: 0s\n    dryrun: yes\n")), &[], |c| assert_eq!(c.berth.gc, Gc { enabled: true, interval: Duration::from_secs(1800), deleteuntagged: true, graceperiod: Duration::ZERO, dryrun: true }));
     check_ok(Some(&minimal("berth:\n  gc:\n    interval: 0s\n")), &[], |c| assert_eq!(c.berth.gc.interval, Duration::ZERO));
     check_ok(Some(&minimal("berth:\n")), &[], |c| assert_eq!(c.berth, Berth::default()));
+    check_ok(None, &[], |c| assert_eq!(c.berth.ui, Ui { enabled: true, prefix: "/".into(), title: "berth".into() }));
+    check_ok(Some(&minimal("berth:\n  ui:\n    enabled: false\n    prefix: /ui\n    title: Acme registry\n")), &[], |c| assert_eq!(c.berth.ui, Ui { enabled: false, prefix: "/ui/".into(), title: "Acme registry".into() }));
+    check_ok(Some(&minimal("berth:\n  ui:\n    prefix: /a/b/\n")), &[], |c| assert_eq!(c.berth.ui.prefix, "/a/b/"));
+    check_ok(None, &[("REGISTRY_BERTH_UI_ENABLED", "false")], |c| assert!(!c.berth.ui.enabled));
     check_ok(Some(&minimal("health:\n  file:\n    - file: /tmp/x\n      interval: 10s\n  tcp:\n    - addr: redis:6379\n      timeout: 3s\n      threshold: 3\n  http:\n    - uri: http://x/\n      headers:\n        Authorization: [Basic x]\n      statuscode: 200\n")), &[], |_| {});
 }
 
@@ -361,6 +365,8 @@ fn errors() {
     check_err(Some(&minimal("notifications:\n  endpoints:\n    - url: http://x/\n      headers:\n        'A B': [x]\n")), &[], &["notifications.endpoints.0.headers", "line 7"]);
     check_err(Some(&minimal("berth:\n  gc:\n    enabled: true\n    interval: 0s\n")), &[], &["berth.gc.interval", "more than zero", "line 7"]);
     check_err(Some(&minimal("berth:\n  http:\n    bodytimeout: 0s\n")), &[], &["berth.http.bodytimeout", "more than zero", "line 6"]);
+    check_err(Some(&minimal("berth:\n  ui:\n    prefix: /v2\n")), &[], &["berth.ui.prefix", "not under /v2"]);
+    check_err(Some(&minimal("berth:\n  ui:\n    prefix: /a/../b\n")), &[], &["berth.ui.prefix", "a path"]);
     check_err(Some(&minimal("berth:\n  http:\n    headertimeout: 0s\n")), &[], &["berth.http.headertimeout", "more than zero"]);
     check_err(Some(&minimal("berth:\n  http:\n    idletimeout: 0s\n")), &[], &["berth.http.idletimeout", "more than zero"]);
     check_err(Some(&minimal("berth:\n  http:\n    maxconnections: 0\n")), &[], &["berth.http.maxconnections", "from 1 to 1048576", "line 6"]);

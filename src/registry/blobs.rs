@@ -42,6 +42,20 @@ impl Registry {
         }
     }
 
+    /// A small blob's bytes (an image configuration): `None` when it is larger than `limit` or its data
+    /// is gone.
+    pub async fn read_small_blob(&self, blob: &LinkedBlob, limit: u64) -> Result<Option<Bytes>> {
+        match self
+            .driver
+            .get(&paths::blob_data(&blob.digest), limit)
+            .await
+        {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.is_not_found() || e.kind == crate::storage::ErrorKind::TooLarge => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A whole blob: its size and its bytes, in one storage request where the driver can.
     pub async fn open_blob(&self, blob: &LinkedBlob) -> Result<(u64, ByteStream)> {
         let d = &blob.digest;

@@ -39,6 +39,26 @@ pub enum Change {
     TagRemoved(String),
 }
 
+/// A page of repositories matching a search: each with its tag count, and where the next page starts
+/// (the last name looked at) when more may follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub repos: Vec<(String, usize)>,
+    pub next: Option<String>,
+}
+
+/// What a search of the index looks for and how much of it one call may look at.
+pub struct Search<'a> {
+    /// A substring of the names wanted (empty: every name).
+    pub needle: &'a str,
+    /// The page starts after this name.
+    pub after: Option<&'a str>,
+    /// At most this many names.
+    pub n: usize,
+    /// At most this many names are looked at: a page stays bounded however few names match.
+    pub scan: usize,
+}
+
 /// One page of a sorted listing and whether more entries follow.
 pub type Page = (Vec<String>, bool);
 
@@ -149,6 +169,46 @@ impl ListingIndex {
         ))
     }
 
+    /// The repositories after `search.after` whose names contain `search.needle` and that `keep`
+    /// accepts, with their tag counts; `None` while the index is not ready. Looks at most at
+    /// `search.scan` names.
+    pub fn search(&self, search: &Search<'_>, keep: impl Fn(&str) -> bool) -> Option<Found> {
+        let state = self.state();
+        let State::Ready(repos) = &*state else {
+            return None;
+        };
+        let lower = match search.after {
+            Some(l) => Bound::Excluded(l.to_owned()),
+            None => Bound::Unbounded,
+        };
+        let mut found = Found {
+            repos: Vec::new(),
+            next: None,
+        };
+        let mut looked = 0usize;
+        let mut last: Option<&String> = None;
+        for (name, tags) in repos.range::<String, _>((lower, Bound::Unbounded)) {
+            if found.repos.len() == search.n || looked == search.scan {
+                found.next = last.cloned();
+                break;
+            }
+            looked += 1;
+            last = Some(name);
+            if name.contains(search.needle) && keep(name) {
+                found.repos.push((name.clone(), tags.len()));
+            }
+        }
+        Some(found)
+    }
+
+    /// How many tags a repository has: `None` while the index is not ready or for an unknown repository.
+    pub fn tag_count(&self, repo: &str) -> Option<usize> {
+        match &*self.state() {
+            State::Ready(repos) => repos.get(repo).map(BTreeSet::len),
+            _ => None,
+        }
+    }
+
     /// A page of a repository's tags: `None` while the index is not ready, `Some(None)` for a repository
     /// without manifests.
     pub fn tags_page(
@@ -206,6 +266,76 @@ mod tests {
             false,
         );
         assert_eq!(index.tags_page("zzz", None, None), Some(None));
+    }
+
+    #[test]
+    fn search() {
+        let index = ListingIndex::default();
+        assert!(index.claim_build());
+        let mut repos: Repos = [
+            ("app/web", &["1", "2"][..]),
+            ("app/db", &[]),
+            ("lib/web", &["x"]),
+            ("z", &[]),
+        ]
+        .iter()
+        .map(|(r, t)| (r.to_string(), set(t)))
+        .collect();
+        assert_eq!(index.finish(&mut repos), None);
+        let check = |needle: &str,
+                     after: Option<&str>,
+                     n: usize,
+                     scan: usize,
+                     want: &[(&str, usize)],
+                     next: Option<&str>| {
+            let got = index.search(
+                &Search {
+                    needle,
+                    after,
+                    n,
+                    scan,
+                },
+                |name| name != "z",
+            );
+            let repos = want.iter().map(|(r, c)| (r.to_string(), *c)).collect();
+            assert_eq!(
+                got,
+                Some(Found {
+                    repos,
+                    next: next.map(str::to_owned)
+                }),
+                "{needle} {after:?} {n} {scan}"
+            );
+        };
+        check(
+            "",
+            None,
+            10,
+            100,
+            &[("app/db", 0), ("app/web", 2), ("lib/web", 1)],
+            None,
+        );
+        check(
+            "web",
+            None,
+            10,
+            100,
+            &[("app/web", 2), ("lib/web", 1)],
+            None,
+        );
+        check("web", None, 1, 100, &[("app/web", 2)], Some("app/web"));
+        check(
+            "web",
+            Some("app/web"),
+            1,
+            100,
+            &[("lib/web", 1)],
+            Some("lib/web"),
+        );
+        check("web", None, 10, 1, &[], Some("app/db"));
+        check("nothing", None, 10, 100, &[], None);
+        assert_eq!(index.tag_count("app/web"), Some(2));
+        assert_eq!(index.tag_count("nope"), None);
     }
 
     #[test]

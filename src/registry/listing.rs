@@ -290,6 +290,32 @@ impl Registry {
         Ok((items.to_vec(), more))
     }
 
+    /// A page of the repositories whose names contain `search.needle` and that `keep` accepts, with their
+    /// tag counts, from the listing index: `None` where there is none (a shared store) or it is not
+    /// ready yet (it is then started).
+    pub fn search_repositories(
+        &self,
+        search: &index::Search<'_>,
+        keep: impl Fn(&str) -> bool,
+    ) -> Option<index::Found> {
+        let Listing::Local(index) = &self.listing else {
+            return None;
+        };
+        let found = index.search(search, keep);
+        if found.is_none() {
+            self.start_index();
+        }
+        found
+    }
+
+    /// How many tags a repository has, from the listing index (`None` without one).
+    pub fn tag_count(&self, repo: &RepoName) -> Option<usize> {
+        match &self.listing {
+            Listing::Local(index) => index.tag_count(repo.as_str()),
+            Listing::Shared(_) => None,
+        }
+    }
+
     /// One page of a repository's tags, as [`Registry::tags`] pages them.
     pub async fn tags_page(
         &self,

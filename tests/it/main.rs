@@ -21,3 +21,4 @@ mod proxy_faults;
 mod s3;
 mod security;
 mod support;
+mod ui;

@@ -2,6 +2,7 @@
 //! HTTP client for the API tests. Every server listens on 127.0.0.1 only and stops on drop.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
 pub mod clients;
 pub mod garage;
 pub mod pebble;

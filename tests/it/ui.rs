@@ -1,0 +1,628 @@
+//! The web UI, in a real browser (headless Chromium over WebDriver) on a berth started by the test, with
+//! images pushed by skopeo (a multi-arch index and a single image) and a referrer: browsing, search,
+//! image pages, deleting, htpasswd and token-server sign-in, rights, an XSS corpus, and screenshots in
+//! both themes (written to `target/ui-screenshots`).
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use super::support::browser::{Browser, Theme};
+use super::support::clients::{skopeo_copy, write_multi_arch_layout, write_single_arch_layout};
+use super::support::{digest, http_client, StoreKind, TestServer, TestStore};
+
+/// Markup and script in everything a client can push; none of it may run or become an element.
+const XSS: [&str; 6] = [
+    "<script>window.__xss=1;alert(1)</script>",
+    "\"><img src=x onerror=\"window.__xss=2;alert(2)\">",
+    "'><svg onload=alert(3)>",
+    "javascript:alert(4)",
+    "</td></tr></table><b class=\"injected\">x</b>",
+    "<iframe src=\"javascript:alert(5)\"></iframe>{{7*7}}",
+];
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots")
+}
+
+fn yaml(store: &TestStore, extra: &str) -> String {
+    format!(
+        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: '{}'\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:0\n  draintimeout: 10s\n{extra}",
+        store.root.display()
+    )
+}
+
+/// Copies an OCI layout's image into the registry with skopeo (off the runtime's threads).
+async fn skopeo_push(src: String, dest: String) {
+    tokio::task::spawn_blocking(move || skopeo_copy(&src, &dest))
+        .await
+        .unwrap();
+}
+
+/// Pushes skopeo's multi-arch image as `repo:tags[0]` (and the other tags), and a single-arch one.
+async fn push_images(server: &TestServer, repo: &str, tags: &[&str]) -> String {
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let multi = dir.path().join("multi");
+    let index = write_multi_arch_layout(&multi, "1.0", repo);
+    for tag in tags {
+        skopeo_push(
+            format!("oci:{}:1.0", multi.display()),
+            format!("docker://{host}/{repo}:{tag}"),
+        )
+        .await;
+    }
+    index
+}
+
+async fn push_single(server: &TestServer, repo: &str, tag: &str) {
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let single = dir.path().join("single");
+    write_single_arch_layout(&single, "v1", repo);
+    skopeo_push(
+        format!("oci:{}:v1", single.display()),
+        format!("docker://{host}/{repo}:{tag}"),
+    )
+    .await;
+}
+
+/// A signature-like artifact whose subject is `subject`, pushed over the API.
+async fn push_referrer(server: &TestServer, repo: &str, subject: &str, note: &str) -> String {
+    let client = server.client();
+    let empty = client.push_blob(repo, b"{}").await;
+    let payload = client
+        .push_blob(repo, format!("signature of {subject}").as_bytes())
+        .await;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "digest": payload,
+                    "size": format!("signature of {subject}").len()}],
+        "subject": {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": subject, "size": 1},
+        "annotations": {"org.opencontainers.image.created": "2024-05-01T10:00:00Z", "note": note},
+    });
+    let body = serde_json::to_vec(&manifest).unwrap();
+    let d = digest(&body);
+    client
+        .put_manifest(repo, &d, OCI_MANIFEST, &body)
+        .await
+        .assert_status(201);
+    d
+}
+
+/// An image whose configuration (author, env, labels, history) and annotations carry the XSS corpus.
+async fn push_xss_image(server: &TestServer, repo: &str, tag: &str) -> String {
+    let client = server.client();
+    let layer = client.push_blob(repo, b"not really a layer").await;
+    let labels: serde_json::Map<String, Value> = XSS
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (format!("label{i}{x}"), json!(x)))
+        .collect();
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "created": XSS[0], "author": XSS[1],
+        "config": {"Env": XSS, "Cmd": XSS, "Entrypoint": [XSS[2]], "Labels": labels,
+                   "ExposedPorts": {XSS[4]: {}}},
+        "history": XSS.iter().map(|x| json!({"created_by": x, "created": x})).collect::<Vec<_>>(),
+        "rootfs": {"type": "layers", "diff_ids": []},
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = client.push_blob(repo, &config).await;
+    let annotations: serde_json::Map<String, Value> = XSS
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (format!("a{i}{x}"), json!(x)))
+        .collect();
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 18}],
+        "annotations": annotations,
+    });
+    let body = serde_json::to_vec(&manifest).unwrap();
+    client
+        .put_manifest(repo, tag, OCI_MANIFEST, &body)
+        .await
+        .assert_status(201);
+    digest(&body)
+}
+
+/// Nothing of the corpus ran or became an element, and its text is on the page as it was pushed.
+async fn assert_inert(b: &Browser, page: &str) {
+    assert!(!b.has_dialog().await, "{page}: a dialog opened");
+    assert_eq!(
+        b.js("return window.__xss === undefined").await,
+        json!(true),
+        "{page}: a payload ran"
+    );
+    for css in [
+        "img",
+        "svg",
+        "iframe",
+        ".injected",
+        "script:not([src])",
+        "[onerror]",
+        "[onload]",
+    ] {
+        assert_eq!(b.count(css).await, 0, "{page}: `{css}` was injected");
+    }
+    assert_eq!(b.count("script").await, 1, "{page}: only the copy script");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_browse_search_inspect_delete() {
+    let store = TestStore::new(StoreKind::Fs);
+    let server = TestServer::from_yaml(&store, &yaml(&store, "")).await;
+    let index = push_images(&server, "apps/web", &["1.0", "latest"]).await;
+    push_single(&server, "tools/cli", "v1").await;
+    let sig = push_referrer(&server, "apps/web", &index, "signed").await;
+    push_xss_image(&server, "xss/evil", "t1").await;
+    server.wait_index_ready().await;
+
+    // The pages' headers, without a browser.
+    let http = http_client(reqwest::Client::builder());
+    let home = http.get(format!("{}/", server.base)).send().await.unwrap();
+    assert_eq!(home.status(), 200);
+    let h = home.headers();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "same-origin");
+    // Nothing under /v2/ changed.
+    let v2 = http
+        .get(format!("{}/v2/", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v2.headers()["content-type"], "application/json");
+    assert!(v2.headers().get("content-security-policy").is_none());
+
+    let b = Browser::start().await;
+    let shots = screenshots();
+    b.theme(Theme::Light).await;
+
+    // Home: every repository, grouped by namespace, with its tag count.
+    b.goto(&format!("{}/", server.base)).await;
+    let text = b.text().await;
+    for repo in ["apps/web", "tools/cli", "xss/evil"] {
+        assert!(text.contains(repo), "home lacks {repo}: {text}");
+    }
+    assert_eq!(b.count("#repositories tr.repo").await, 3);
+    assert_eq!(b.count("#repositories tr.ns").await, 3);
+    b.screenshot(&shots, "home-light").await;
+
+    // Search, from the box.
+    let q = b.client.find(fantoccini::Locator::Css("#q")).await.unwrap();
+    q.send_keys("web").await.unwrap();
+    b.client
+        .find(fantoccini::Locator::Css("form.search button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_until("location.search.includes('q=web')").await;
+    let text = b.text().await;
+    assert!(
+        text.contains("apps/web") && !text.contains("tools/cli"),
+        "search: {text}"
+    );
+    assert_eq!(b.count("#repositories tr.repo").await, 1);
+
+    // The repository: its tags, with digest, size and platforms.
+    b.goto(&format!("{}/r/apps/web", server.base)).await;
+    assert_eq!(b.count("#tags tr.tag").await, 2);
+    let text = b.text().await;
+    assert!(
+        text.contains("linux/amd64") && text.contains("linux/arm64"),
+        "{text}"
+    );
+    assert!(text.contains("2 tags"), "{text}");
+    b.screenshot(&shots, "repository-light").await;
+
+    // The image: platforms, the referrer, the pull commands.
+    b.goto(&format!("{}/i/apps/web:1.0", server.base)).await;
+    assert_eq!(b.count("#platforms tr.platform").await, 2);
+    assert_eq!(b.count("#referrers tr.referrer").await, 1);
+    let text = b.text().await;
+    let host = server.base.trim_start_matches("http://");
+    assert!(
+        text.contains(&format!("docker pull {host}/apps/web:1.0")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("podman pull {host}/apps/web@{index}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("application/vnd.dev.cosign.artifact.sig.v1+json"),
+        "{text}"
+    );
+    assert!(b.count("button.copy").await >= 2, "the copy buttons");
+    b.screenshot(&shots, "image-light").await;
+    // A platform opens its image, with layers and configuration; the referrer opens too.
+    let child = b
+        .js("return document.querySelector('#platforms tr.platform a').getAttribute('href')")
+        .await;
+    b.goto(&format!("{}{}", server.base, child.as_str().unwrap()))
+        .await;
+    assert_eq!(b.count("#layers tbody tr").await, 2);
+    assert!(b.text().await.contains("linux/amd64"));
+    b.goto(&format!("{}/i/apps/web@{sig}", server.base)).await;
+    assert!(
+        b.text().await.contains(&index),
+        "the referrer names its subject"
+    );
+
+    // The XSS corpus is shown as text and never runs.
+    b.goto(&format!("{}/i/xss/evil:t1", server.base)).await;
+    assert_inert(&b, "image").await;
+    let text = b.text().await;
+    for x in XSS {
+        assert!(text.contains(x), "`{x}` is not shown as text");
+    }
+    b.goto(&format!("{}/r/xss/evil", server.base)).await;
+    assert_inert(&b, "repository").await;
+    b.goto(&format!(
+        "{}/?q=%3Cscript%3Ealert(1)%3C/script%3E",
+        server.base
+    ))
+    .await;
+    assert_inert(&b, "search").await;
+
+    // Delete a tag: the confirmation says when the space returns, then the tag is gone.
+    b.goto(&format!("{}/r/apps/web", server.base)).await;
+    let link = b
+        .js("return [...document.querySelectorAll('#tags tr.tag')].find(r => r.innerText.includes('latest')).querySelector('a.danger').getAttribute('href')")
+        .await;
+    b.goto(&format!("{}{}", server.base, link.as_str().unwrap()))
+        .await;
+    assert!(b.text().await.contains("next garbage collection"));
+    b.client
+        .find(fantoccini::Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text("Deleted latest").await;
+    assert_eq!(b.count("#tags tr.tag").await, 1);
+    let tags = server.client().get("/v2/apps/web/tags/list").await;
+    assert_eq!(tags.json()["tags"], json!(["1.0"]));
+
+    // The same pages in the dark theme.
+    b.theme(Theme::Dark).await;
+    b.goto(&format!("{}/", server.base)).await;
+    let bg = b
+        .js("return getComputedStyle(document.body).backgroundColor")
+        .await;
+    assert_eq!(bg, json!("rgb(15, 19, 24)"), "the dark theme");
+    b.screenshot(&shots, "home-dark").await;
+    b.goto(&format!("{}/r/apps/web", server.base)).await;
+    b.screenshot(&shots, "repository-dark").await;
+    b.goto(&format!("{}/i/apps/web:1.0", server.base)).await;
+    b.screenshot(&shots, "image-dark").await;
+    b.close().await;
+}
+
+/// A POST that deletes, as a page's form sends it.
+async fn post_delete(
+    base: &str,
+    cookie: Option<&str>,
+    auth: Option<&str>,
+    repo: &str,
+    reference: &str,
+    csrf: &str,
+) -> u16 {
+    let http = http_client(reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()));
+    let mut req = http
+        .post(format!("{base}/delete"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", base)
+        .body(format!("repo={repo}&ref={reference}&csrf={csrf}"));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_htpasswd_asks_the_browser() {
+    let store = TestStore::new(StoreKind::Fs);
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        berth::auth::htpasswd::entry("alice", "alice-pw", 4).unwrap(),
+    )
+    .unwrap();
+    let extra = format!(
+        "auth:\n  htpasswd:\n    realm: berth-ui\n    path: '{}'\n",
+        htpasswd.display()
+    );
+    let server = TestServer::from_yaml(&store, &yaml(&store, &extra)).await;
+    let http = http_client(reqwest::Client::builder());
+    let anon = http.get(format!("{}/", server.base)).send().await.unwrap();
+    assert_eq!(anon.status(), 401);
+    assert_eq!(
+        anon.headers()["www-authenticate"],
+        "Basic realm=\"berth-ui\""
+    );
+    let wrong = http
+        .get(format!("{}/", server.base))
+        .basic_auth("alice", Some("nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    // Push as alice, then sign in from the browser (credentials in the URL answer its Basic prompt).
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:alice-pw")
+    );
+    let client = server.client();
+    let layer = client
+        .call(
+            "POST",
+            &format!("/v2/team/app/blobs/uploads/?digest={}", digest(b"x")),
+            &[("authorization", &basic)],
+            b"x".to_vec(),
+        )
+        .await;
+    assert_eq!(layer.status, 201, "{layer:?}");
+    server.wait_index_ready().await;
+    let config = br#"{"architecture":"amd64","os":"linux","created":"2024-02-03T04:05:06Z"}"#;
+    let cd = digest(config);
+    client
+        .call(
+            "POST",
+            &format!("/v2/team/app/blobs/uploads/?digest={cd}"),
+            &[("authorization", &basic)],
+            config.to_vec(),
+        )
+        .await
+        .assert_status(201);
+    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(b"x"), "size": 1}]});
+    client
+        .call(
+            "PUT",
+            "/v2/team/app/manifests/v1",
+            &[("authorization", &basic), ("content-type", OCI_MANIFEST)],
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .await
+        .assert_status(201);
+
+    let b = Browser::start().await;
+    let host = server.base.trim_start_matches("http://");
+    b.goto(&format!("http://alice:alice-pw@{host}/")).await;
+    let text = b.text().await;
+    assert!(
+        text.contains("team/app") && text.contains("Signed in as alice"),
+        "{text}"
+    );
+    b.goto(&format!("http://alice:alice-pw@{host}/r/team/app"))
+        .await;
+    let text = b.text().await;
+    assert!(
+        text.contains("2024-02-03 04:05 UTC"),
+        "the creation time: {text}"
+    );
+    assert_eq!(b.count("a.danger").await, 1, "alice may delete");
+    b.close().await;
+    // A delete without the form's token is refused.
+    assert_eq!(
+        post_delete(&server.base, None, Some(&basic), "team/app", "v1", "forged").await,
+        403
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_token_server_sign_in_and_rights() {
+    let store = TestStore::new(StoreKind::Fs);
+    let hash = |u: &str, p: &str| {
+        let line = berth::auth::htpasswd::entry(u, p, 4).unwrap();
+        line.trim().split_once(':').unwrap().1.to_owned()
+    };
+    let extra = format!(
+        r#"auth:
+  token:
+    realm: http://registry.invalid/auth/token
+    service: berth-ui
+    issuer: berth-ui-issuer
+berth:
+  tokenserver:
+    token:
+      issuer: berth-ui-issuer
+      expiration: 300
+    users:
+      admin:
+        password: '{admin}'
+      reader:
+        password: '{reader}'
+      "": {{}}
+    acl:
+      - match: {{account: admin}}
+        actions: ["*"]
+      - match: {{account: reader, name: "shared/*"}}
+        actions: [pull]
+      - match: {{account: "", name: "public/*"}}
+        actions: [pull]
+"#,
+        admin = hash("admin", "admin-pw"),
+        reader = hash("reader", "reader-pw"),
+    );
+    let server = TestServer::from_yaml(&store, &yaml(&store, &extra)).await;
+    for repo in ["shared/app", "private/db", "public/www"] {
+        push_direct(&server, repo).await;
+    }
+    server.wait_index_ready().await;
+
+    let b = Browser::start().await;
+    // Anonymous: only public/*, and a way to sign in.
+    b.goto(&format!("{}/", server.base)).await;
+    let text = b.text().await;
+    assert!(
+        text.contains("public/www") && !text.contains("shared/app") && !text.contains("private/db"),
+        "{text}"
+    );
+    b.goto(&format!("{}/login", server.base)).await;
+    let form = b
+        .client
+        .form(fantoccini::Locator::Css("form.login"))
+        .await
+        .unwrap();
+    form.set_by_name("user", "reader").await.unwrap();
+    form.set_by_name("password", "wrong").await.unwrap();
+    form.submit().await.unwrap();
+    b.wait_for_text("is wrong").await;
+    let form = b
+        .client
+        .form(fantoccini::Locator::Css("form.login"))
+        .await
+        .unwrap();
+    form.set_by_name("user", "reader").await.unwrap();
+    form.set_by_name("password", "reader-pw").await.unwrap();
+    form.submit().await.unwrap();
+    b.wait_for_text("Signed in as reader").await;
+    let text = b.text().await;
+    assert!(text.contains("Signed in as reader"), "{text}");
+    assert!(
+        text.contains("shared/app") && !text.contains("private/db"),
+        "{text}"
+    );
+    // A repository beyond the ACL is not there for reader.
+    b.goto(&format!("{}/r/private/db", server.base)).await;
+    assert!(b.text().await.contains("no such repository"));
+    // reader may pull shared/app, not delete: no delete button, and the POST is refused.
+    b.goto(&format!("{}/i/shared/app:v1", server.base)).await;
+    assert!(b.text().await.contains("docker pull"));
+    assert_eq!(b.count("a.danger").await, 0, "no delete button for reader");
+    let cookie = b.client.get_named_cookie("berth_session").await.unwrap();
+    let cookie = format!("berth_session={}", cookie.value());
+    let csrf = b
+        .js("return document.querySelector('form.inline input[name=csrf]').value")
+        .await;
+    let csrf = csrf.as_str().unwrap();
+    assert_eq!(
+        post_delete(&server.base, Some(&cookie), None, "shared/app", "v1", csrf).await,
+        403
+    );
+    // Sign out, then in as admin: delete buttons, and the delete goes through.
+    b.client
+        .find(fantoccini::Locator::Css("#signout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text("Sign in").await;
+    assert!(
+        b.client.get_named_cookie("berth_session").await.is_err(),
+        "signed out"
+    );
+    b.goto(&format!("{}/login", server.base)).await;
+    let form = b
+        .client
+        .form(fantoccini::Locator::Css("form.login"))
+        .await
+        .unwrap();
+    form.set_by_name("user", "admin").await.unwrap();
+    form.set_by_name("password", "admin-pw").await.unwrap();
+    form.submit().await.unwrap();
+    b.wait_for_text("Signed in as admin").await;
+    assert!(b.text().await.contains("private/db"));
+    b.goto(&format!("{}/r/shared/app", server.base)).await;
+    assert_eq!(b.count("a.danger").await, 1, "admin may delete");
+    let cookie = b.client.get_named_cookie("berth_session").await.unwrap();
+    let cookie = format!("berth_session={}", cookie.value());
+    let csrf = b
+        .js("return document.querySelector('form.inline input[name=csrf]').value")
+        .await;
+    // reader's token is not admin's.
+    assert_eq!(
+        post_delete(&server.base, Some(&cookie), None, "shared/app", "v1", "00").await,
+        403
+    );
+    assert_eq!(
+        post_delete(
+            &server.base,
+            Some(&cookie),
+            None,
+            "shared/app",
+            "v1",
+            csrf.as_str().unwrap()
+        )
+        .await,
+        303
+    );
+    b.goto(&format!("{}/r/shared/app", server.base)).await;
+    assert_eq!(b.count("#tags tr.tag").await, 0, "the tag is gone");
+    b.close().await;
+}
+
+/// An image pushed over the API as admin, with a token from the built-in token server.
+async fn push_direct(server: &TestServer, repo: &str) {
+    let http = http_client(reqwest::Client::builder());
+    let token = http
+        .get(format!(
+            "{}/auth/token?service=berth-ui&scope=repository:{repo}:pull,push",
+            server.base
+        ))
+        .basic_auth("admin", Some("admin-pw"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let token: Value = serde_json::from_slice(&token).unwrap();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    let auth = [("authorization", bearer.as_str())];
+    let client = server.client();
+    let config =
+        br#"{"architecture":"arm64","os":"linux","created":"2024-03-04T05:06:07Z"}"#.to_vec();
+    let layer = format!("layer of {repo}").into_bytes();
+    for blob in [&config, &layer] {
+        client
+            .call(
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/?digest={}", digest(blob)),
+                &auth,
+                blob.clone(),
+            )
+            .await
+            .assert_status(201);
+    }
+    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(&layer), "size": layer.len()}]});
+    client
+        .call(
+            "PUT",
+            &format!("/v2/{repo}/manifests/v1"),
+            &[auth[0], ("content-type", OCI_MANIFEST)],
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .await
+        .assert_status(201);
+}
