@@ -66,7 +66,7 @@ pub trait HealthGate: Send + Sync {
     fn is_healthy(&self) -> bool;
 }
 
-/// Pages served beside the API (the web UI, `crate::ui`), asked before a path is taken for the API's.
+/// Pages served beside the API (the web UI, in the `ui` module), asked before a path is taken for the API's.
 /// The API defines what it asks and the UI answers, so that the API never imports the UI.
 #[async_trait::async_trait]
 pub trait Pages: Send + Sync {
