@@ -185,14 +185,13 @@ impl ListingIndex {
             repos: Vec::new(),
             next: None,
         };
-        let mut looked = 0usize;
         let mut last: Option<&String> = None;
-        for (name, tags) in repos.range::<String, _>((lower, Bound::Unbounded)) {
+        let names = repos.range::<String, _>((lower, Bound::Unbounded));
+        for (looked, (name, tags)) in names.enumerate() {
             if found.repos.len() == search.n || looked == search.scan {
                 found.next = last.cloned();
                 break;
             }
-            looked += 1;
             last = Some(name);
             if name.contains(search.needle) && keep(name) {
                 found.repos.push((name.clone(), tags.len()));
