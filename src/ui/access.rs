@@ -80,10 +80,12 @@ impl Keys {
         String::from_utf8(hex::decode(user).ok()?).ok()
     }
 
-    pub(super) fn session_cookie(&self, ui: &Ui, user: &str) -> HeaderValue {
+    /// The cookie of a new session (`Secure` when served over TLS).
+    pub(super) fn session_cookie(&self, ui: &Ui, user: &str, tls: bool) -> HeaderValue {
         let value = self.session_value(user, now_secs() + SESSION_SECS);
+        let secure = if tls { "; Secure" } else { "" };
         crate::api::header_value(&format!(
-            "{COOKIE}={value}; Path={}; Max-Age={SESSION_SECS}; HttpOnly; SameSite=Strict",
+            "{COOKIE}={value}; Path={}; Max-Age={SESSION_SECS}; HttpOnly; SameSite=Strict{secure}",
             ui.cfg.prefix
         ))
     }

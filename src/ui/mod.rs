@@ -548,7 +548,7 @@ impl Ui {
                 pages::login(self, Some("The user name or the password is wrong.")),
             );
         }
-        let cookie = self.keys.session_cookie(self, user);
+        let cookie = self.keys.session_cookie(self, user, state.config.tls);
         redirect(&self.cfg.prefix, Some((header::SET_COOKIE, cookie)))
     }
 
