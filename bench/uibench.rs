@@ -95,6 +95,8 @@ async fn measure(http: &reqwest::Client, url: &str, must: &str) -> Figures {
 
 #[tokio::main]
 async fn main() {
+    // reqwest is built without a TLS provider of its own; berth's is ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let store = Store {
@@ -157,7 +159,7 @@ async fn main() {
             "team99/repo09999",
         ),
         (
-            "catalog, search `team42/` (100 matches)",
+            "catalog, search `team42/` (100 matches, 50 shown)",
             format!("{base}/?q=team42/"),
             "team42/repo00042",
         ),

@@ -645,8 +645,12 @@ async fn ui_off_or_under_a_prefix() {
     };
     // Off: the root answers as registry:2's does, and nothing else is there.
     let store = TestStore::new(StoreKind::Fs);
-    let off = TestServer::from_yaml(&store, &yaml(&store, "berth:\n  ui:\n    enabled: false\n")).await;
-    assert_eq!(get(format!("{}/", off.base)).await, (200, String::new(), String::new()));
+    let off =
+        TestServer::from_yaml(&store, &yaml(&store, "berth:\n  ui:\n    enabled: false\n")).await;
+    assert_eq!(
+        get(format!("{}/", off.base)).await,
+        (200, String::new(), String::new())
+    );
     assert_eq!(get(format!("{}/static/ui.css", off.base)).await.0, 404);
     // Under /ui/: the pages are there, the root is registry:2's, /v2/ is the API's.
     let store = TestStore::new(StoreKind::Fs);
@@ -654,14 +658,23 @@ async fn ui_off_or_under_a_prefix() {
     let on = TestServer::from_yaml(&store, &yaml(&store, extra)).await;
     let (status, ct, body) = get(format!("{}/ui/", on.base)).await;
     assert_eq!((status, ct.as_str()), (200, "text/html; charset=utf-8"));
-    assert!(body.contains("Acme &lt;registry&gt;"), "the title, escaped: {body}");
+    assert!(
+        body.contains("Acme &lt;registry&gt;"),
+        "the title, escaped: {body}"
+    );
     assert!(body.contains("href=\"/ui/static/ui.css\""));
-    assert_eq!(get(format!("{}/", on.base)).await, (200, String::new(), String::new()));
+    assert_eq!(
+        get(format!("{}/", on.base)).await,
+        (200, String::new(), String::new())
+    );
     let (status, ct, _) = get(format!("{}/ui/static/ui.css", on.base)).await;
     assert_eq!((status, ct.as_str()), (200, "text/css; charset=utf-8"));
     assert_eq!(get(format!("{}/ui/r/nope", on.base)).await.0, 404);
     assert_eq!(get(format!("{}/ui/i/nope:latest", on.base)).await.0, 404);
     assert_eq!(get(format!("{}/ui/nothing-here", on.base)).await.0, 404);
     let (status, ct, body) = get(format!("{}/v2/", on.base)).await;
-    assert_eq!((status, ct.as_str(), body.as_str()), (200, "application/json", "{}"));
+    assert_eq!(
+        (status, ct.as_str(), body.as_str()),
+        (200, "application/json", "{}")
+    );
 }
