@@ -200,6 +200,14 @@ impl ListingIndex {
         Some(found)
     }
 
+    /// Whether a repository has a tag: `None` while the index is not ready.
+    pub fn has_tag(&self, repo: &str, tag: &str) -> Option<bool> {
+        match &*self.state() {
+            State::Ready(repos) => Some(repos.get(repo).is_some_and(|t| t.contains(tag))),
+            _ => None,
+        }
+    }
+
     /// How many tags a repository has: `None` while the index is not ready or for an unknown repository.
     pub fn tag_count(&self, repo: &str) -> Option<usize> {
         match &*self.state() {
@@ -335,6 +343,9 @@ mod tests {
         check("nothing", None, 10, 100, &[], None);
         assert_eq!(index.tag_count("app/web"), Some(2));
         assert_eq!(index.tag_count("nope"), None);
+        assert_eq!(index.has_tag("app/web", "2"), Some(true));
+        assert_eq!(index.has_tag("app/web", "3"), Some(false));
+        assert_eq!(index.has_tag("nope", "2"), Some(false));
     }
 
     #[test]

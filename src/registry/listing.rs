@@ -308,6 +308,14 @@ impl Registry {
         found
     }
 
+    /// Whether a repository has a tag, from the listing index (`None` without one, or before it is ready).
+    pub fn has_indexed_tag(&self, repo: &RepoName, tag: &str) -> Option<bool> {
+        match &self.listing {
+            Listing::Local(index) => index.has_tag(repo.as_str(), tag),
+            Listing::Shared(_) => None,
+        }
+    }
+
     /// How many tags a repository has, from the listing index (`None` without one).
     pub fn tag_count(&self, repo: &RepoName) -> Option<usize> {
         match &self.listing {

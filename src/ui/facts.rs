@@ -64,9 +64,20 @@ impl Facts {
     }
 }
 
+/// The tags cosign and the OCI referrers tag schema give an image's signatures, attestations and SBOMs
+/// (`sha256-<hex>.sig`), with what the tag list calls them.
+const SIDECARS: [(&str, &str); 4] = [
+    (".sig", "signed"),
+    (".att", "attested"),
+    (".sbom", "SBOM"),
+    ("", "referrers"),
+];
+
 /// One row of a tag list.
 pub(crate) struct TagRow {
     pub tag: String,
+    /// What refers to its manifest by a tag of its own (cosign's `sha256-<hex>.sig` and the like).
+    pub marks: Vec<&'static str>,
     /// `None`: the tag went away while the page was read, or its manifest cannot be read.
     pub digest: Option<Digest>,
     pub facts: Option<Arc<Facts>>,
@@ -137,6 +148,7 @@ impl FactsCache {
                     Ok(m) => {
                         let facts = self.of(registry, repo, &m).await;
                         TagRow {
+                            marks: marks(registry, repo, &m.digest),
                             tag,
                             digest: Some(m.digest),
                             facts: Some(facts),
@@ -144,6 +156,7 @@ impl FactsCache {
                     }
                     Err(_) => TagRow {
                         tag,
+                        marks: Vec::new(),
                         digest: None,
                         facts: None,
                     },
@@ -153,6 +166,21 @@ impl FactsCache {
             .collect()
             .await
     }
+}
+
+/// The signature, attestation and SBOM tags a manifest has, from the listing index (a few look-ups).
+fn marks(registry: &Registry, repo: &RepoName, d: &Digest) -> Vec<&'static str> {
+    let s = d.to_string();
+    let Some(hex) = s.strip_prefix("sha256:") else {
+        return Vec::new();
+    };
+    SIDECARS
+        .iter()
+        .filter(|(suffix, _)| {
+            registry.has_indexed_tag(repo, &format!("sha256-{hex}{suffix}")) == Some(true)
+        })
+        .map(|(_, mark)| *mark)
+        .collect()
 }
 
 fn platform_text(p: &crate::oci::manifest::Platform) -> String {

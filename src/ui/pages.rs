@@ -185,7 +185,10 @@ pub(crate) fn repo(ui: &Ui, viewer: &Viewer<'_>, page: &RepoPage<'_>) -> Markup 
                 tbody {
                     @for row in page.rows {
                         tr.tag {
-                            td { a.tagname href=(ui.path(&format!("i/{repo}:{}", row.tag))) { (row.tag) } }
+                            td {
+                                a.tagname href=(ui.path(&format!("i/{repo}:{}", row.tag))) { (row.tag) }
+                                @for m in &row.marks { " " span.badge { (m) } }
+                            }
                             td { @if let Some(d) = &row.digest {
                                 a.digest href=(ui.path(&format!("i/{repo}@{d}"))) title=(d.to_string()) { code { (short_digest(d)) } }
                             } }

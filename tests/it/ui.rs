@@ -92,6 +92,12 @@ async fn push_referrer(server: &TestServer, repo: &str, subject: &str, note: &st
         .put_manifest(repo, &d, OCI_MANIFEST, &body)
         .await
         .assert_status(201);
+    // Also under cosign's tag for a signature of `subject`.
+    let sidecar = format!("{}.sig", subject.replace(':', "-"));
+    client
+        .put_manifest(repo, &sidecar, OCI_MANIFEST, &body)
+        .await
+        .assert_status(201);
     d
 }
 
@@ -224,13 +230,22 @@ async fn ui_browse_search_inspect_delete() {
 
     // The repository: its tags, with digest, size and platforms.
     b.goto(&format!("{}/r/apps/web", server.base)).await;
-    assert_eq!(b.count("#tags tr.tag").await, 2);
+    assert_eq!(
+        b.count("#tags tr.tag").await,
+        3,
+        "1.0, latest and the signature's tag"
+    );
     let text = b.text().await;
     assert!(
         text.contains("linux/amd64") && text.contains("linux/arm64"),
         "{text}"
     );
-    assert!(text.contains("2 tags"), "{text}");
+    assert!(text.contains("3 tags"), "{text}");
+    assert_eq!(
+        b.count("#tags tr.tag .badge").await,
+        2,
+        "1.0 and latest are signed"
+    );
     b.screenshot(&shots, "repository-light").await;
 
     // The image: platforms, the referrer, the pull commands.
@@ -299,9 +314,10 @@ async fn ui_browse_search_inspect_delete() {
         .await
         .unwrap();
     b.wait_for_text("Deleted latest").await;
-    assert_eq!(b.count("#tags tr.tag").await, 1);
+    assert_eq!(b.count("#tags tr.tag").await, 2);
     let tags = server.client().get("/v2/apps/web/tags/list").await;
-    assert_eq!(tags.json()["tags"], json!(["1.0"]));
+    let sidecar = format!("{}.sig", index.replace(':', "-"));
+    assert_eq!(tags.json()["tags"], json!(["1.0", sidecar]));
 
     // The same pages in the dark theme.
     b.theme(Theme::Dark).await;
