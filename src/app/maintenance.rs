@@ -76,6 +76,7 @@ pub async fn maintain(registry: &Registry, m: Maintenance, shutdown: Cancellatio
             let started = std::time::Instant::now();
             match collect(registry, &s.options).await {
                 Ok(r) => {
+                    registry.record_collection(&r);
                     tracing::info!(
                         manifests = r.manifests.len(),
                         blobs = r.blobs.len(),

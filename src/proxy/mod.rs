@@ -155,6 +155,11 @@ impl Proxy {
     }
 
     /// Whether every repository is a cache (registry:2's `proxy:` section).
+    /// The bytes of cached blobs, and `maxsize` if one is set (the web UI's overview).
+    pub fn held(&self) -> (u64, Option<u64>) {
+        (self.ledger.total(), self.maxsize)
+    }
+
     pub fn is_whole_registry(&self) -> bool {
         self.whole_registry
     }

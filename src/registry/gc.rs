@@ -44,6 +44,16 @@ pub struct Options {
     pub grace_period: Duration,
 }
 
+/// A finished collection, in short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collected {
+    pub finished: SystemTime,
+    pub manifests: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+    pub dry_run: bool,
+}
+
 /// What a collection removed (or, in a dry run, would remove).
 #[derive(Debug, Clone, Default)]
 pub struct Report {

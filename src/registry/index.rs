@@ -208,6 +208,14 @@ impl ListingIndex {
         }
     }
 
+    /// How many repositories there are: `None` while the index is not ready.
+    pub fn repo_count(&self) -> Option<usize> {
+        match &*self.state() {
+            State::Ready(repos) => Some(repos.len()),
+            _ => None,
+        }
+    }
+
     /// How many tags a repository has: `None` while the index is not ready or for an unknown repository.
     pub fn tag_count(&self, repo: &str) -> Option<usize> {
         match &*self.state() {
@@ -343,6 +351,7 @@ mod tests {
         check("nothing", None, 10, 100, &[], None);
         assert_eq!(index.tag_count("app/web"), Some(2));
         assert_eq!(index.tag_count("nope"), None);
+        assert_eq!(index.repo_count(), Some(4));
         assert_eq!(index.has_tag("app/web", "2"), Some(true));
         assert_eq!(index.has_tag("app/web", "3"), Some(false));
         assert_eq!(index.has_tag("nope", "2"), Some(false));

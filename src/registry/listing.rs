@@ -316,6 +316,14 @@ impl Registry {
         }
     }
 
+    /// How many repositories there are, from the listing index (`None` without one).
+    pub fn repository_count(&self) -> Option<usize> {
+        match &self.listing {
+            Listing::Local(index) => index.repo_count(),
+            Listing::Shared(_) => None,
+        }
+    }
+
     /// How many tags a repository has, from the listing index (`None` without one).
     pub fn tag_count(&self, repo: &RepoName) -> Option<usize> {
         match &self.listing {

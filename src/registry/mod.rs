@@ -79,6 +79,8 @@ pub struct Registry {
     manifests: Mutex<ManifestCache>,
     /// The background tasks the registry starts (the listing index, catalog markers).
     tasks: tokio_util::task::TaskTracker,
+    /// What the last collection this process ran removed.
+    last_collection: Mutex<Option<gc::Collected>>,
 }
 
 /// Where listings come from. A store this process owns has the in-memory listing index, kept current by
@@ -169,6 +171,7 @@ impl Registry {
             listing,
             manifests: Mutex::default(),
             tasks: tokio_util::task::TaskTracker::new(),
+            last_collection: Mutex::default(),
         }
     }
 
@@ -176,6 +179,22 @@ impl Registry {
     pub fn with_tasks(mut self, tasks: tokio_util::task::TaskTracker) -> Registry {
         self.tasks = tasks;
         self
+    }
+
+    /// Records a finished collection (the web UI's overview shows the last one).
+    pub fn record_collection(&self, report: &gc::Report) {
+        *lock(&self.last_collection) = Some(gc::Collected {
+            finished: std::time::SystemTime::now(),
+            manifests: report.manifests.len(),
+            blobs: report.blobs.len(),
+            bytes: report.bytes,
+            dry_run: report.dry_run,
+        });
+    }
+
+    /// The last collection this process ran, if any.
+    pub fn last_collection(&self) -> Option<gc::Collected> {
+        lock(&self.last_collection).clone()
     }
 
     /// The fence between writes and online garbage collection.

@@ -158,6 +158,11 @@ impl Viewer<'_> {
         state.config.delete_enabled && !state.config.readonly && self.acl_allows(repo, "delete")
     }
 
+    /// Whether the viewer may pull everything (so store-wide counts tell them nothing they may not see).
+    pub(super) fn sees_all(&self) -> bool {
+        matches!(self.access, Access::All)
+    }
+
     /// Whether the UI cannot tell what this viewer may see (tokens of an external server).
     pub(super) fn blind(&self) -> bool {
         matches!(self.access, Access::Nothing)

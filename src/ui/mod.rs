@@ -331,7 +331,16 @@ impl Ui {
                 indexed: false,
             },
         };
-        html(StatusCode::OK, pages::home(self, viewer, &needle, &listing))
+        let summary = pages::Overview {
+            repositories: state.registry.repository_count(),
+            gc_interval: self.cfg.gc_interval,
+            last_collection: state.registry.last_collection(),
+            cache: state.proxy.as_ref().map(|p| p.held()),
+        };
+        html(
+            StatusCode::OK,
+            pages::home(self, viewer, &needle, &listing, &summary),
+        )
     }
 
     async fn repo(

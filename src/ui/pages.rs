@@ -11,6 +11,16 @@ use super::{encode, Ui};
 use crate::oci::manifest::Kind;
 use crate::oci::{Digest, Reference, RepoName};
 
+/// The registry at a glance, on the home page: only what is known without reading the store.
+pub(crate) struct Overview {
+    /// Repositories (all of them, not only the viewer's), from the listing index.
+    pub repositories: Option<usize>,
+    pub gc_interval: Option<std::time::Duration>,
+    pub last_collection: Option<crate::registry::gc::Collected>,
+    /// The pull-through cache's blob bytes and `maxsize`.
+    pub cache: Option<(u64, Option<u64>)>,
+}
+
 /// A catalog page as the home page shows it.
 pub(crate) struct Listing {
     pub repos: Vec<(String, usize)>,
@@ -94,7 +104,40 @@ fn namespace(name: &str) -> &str {
     name.rsplit_once('/').map_or("", |(ns, _)| ns)
 }
 
-pub(crate) fn home(ui: &Ui, viewer: &Viewer<'_>, needle: &str, listing: &Listing) -> Markup {
+fn overview(o: &Overview, show_count: bool) -> Markup {
+    html! {
+        section #overview aria-label="Overview" {
+            dl.facts {
+                @if let (Some(n), true) = (o.repositories, show_count) { dt { "Repositories" } dd { (n) } }
+                dt { "Online collection" }
+                dd { @match o.gc_interval { Some(every) => { "every " (humantime::format_duration(every)) } None => { "off" } } }
+                dt { "Last collection" }
+                dd {
+                    @match &o.last_collection {
+                        Some(c) => {
+                            (humantime::format_rfc3339_seconds(c.finished)) ": "
+                            @if c.dry_run { "a dry run, would have removed " } @else { "removed " }
+                            (c.manifests) " manifests and " (c.blobs) " blobs, reclaiming " (human_size(c.bytes))
+                        }
+                        None => { "none since start-up" }
+                    }
+                }
+                @if let Some((held, max)) = o.cache {
+                    dt { "Pull-through cache" }
+                    dd { (human_size(held)) @if let Some(m) = max { " of " (human_size(m)) } }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn home(
+    ui: &Ui,
+    viewer: &Viewer<'_>,
+    needle: &str,
+    listing: &Listing,
+    summary: &Overview,
+) -> Markup {
     let mut groups: Vec<(&str, Vec<&(String, usize)>)> = Vec::new();
     for entry in &listing.repos {
         let ns = namespace(&entry.0);
@@ -107,6 +150,9 @@ pub(crate) fn home(ui: &Ui, viewer: &Viewer<'_>, needle: &str, listing: &Listing
         h1 {
             "Repositories"
             @if !needle.is_empty() { " matching " q { (needle) } }
+        }
+        @if needle.is_empty() {
+            (overview(summary, viewer.sees_all()))
         }
         @if viewer.blind() {
             p.note { "This registry's tokens come from an external token server: the web UI cannot tell which repositories you may see." }

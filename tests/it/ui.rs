@@ -694,3 +694,41 @@ async fn ui_off_or_under_a_prefix() {
         (200, "application/json", "{}")
     );
 }
+
+#[tokio::test]
+async fn ui_overview_shows_the_last_collection() {
+    let store = TestStore::new(StoreKind::Fs);
+    let extra = "berth:\n  gc:\n    enabled: true\n    interval: 1s\n    graceperiod: 0s\n";
+    let server = TestServer::from_yaml(&store, &yaml(&store, extra)).await;
+    let client = server.client();
+    client.push_image("kept/app", "v1", "kept").await;
+    let (_, gone) = client.push_image("gone/app", "v1", "gone").await;
+    client
+        .delete(&format!("/v2/gone/app/manifests/{gone}"))
+        .await
+        .assert_status(202);
+    server.wait_index_ready().await;
+    let http = http_client(reqwest::Client::builder());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let body = http
+            .get(format!("{}/", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(body.contains("every 1s"), "the schedule: {body}");
+        if body.contains("reclaiming") && !body.contains("reclaiming 0 B") {
+            // gone/app stays in the catalog (its `_manifests` directory), as in registry:2.
+            assert!(body.contains("<dt>Repositories</dt><dd>2</dd>"), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no collection shown: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
