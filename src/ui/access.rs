@@ -187,11 +187,14 @@ pub(super) fn session_user(ui: &Ui, asked: &Asked) -> Option<String> {
 }
 
 /// The viewer of a request, or the answer that asks them to authenticate (htpasswd's 401, which makes
-/// the browser ask for a user and password).
+/// the browser ask for a user and password). `probe`: a request of the home page that is not a browser's,
+/// answered without credentials with a sign-in link instead of a 401, so that probes of `/` still get
+/// registry:2's 200.
 pub(super) async fn viewer<'a>(
     ui: &'a Ui,
     state: &'a AppState,
     asked: &Asked,
+    probe: bool,
 ) -> Result<Viewer<'a>, Response> {
     let anonymous = |access| Viewer {
         user: String::new(),
@@ -208,6 +211,12 @@ pub(super) async fn viewer<'a>(
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok()),
             );
+            if probe && creds == Credentials::None {
+                return Ok(Viewer {
+                    can_sign_in: true,
+                    ..anonymous(Access::Nothing)
+                });
+            }
             match h.authorize(&creds).await {
                 Ok(identity) => Ok(Viewer {
                     user: identity.user,

@@ -282,7 +282,10 @@ impl Ui {
         if matches!(page, Page::Login | Page::Logout) {
             return self.login(state, &asked, &form, page == Page::Logout).await;
         }
-        let viewer = match access::viewer(self, state, &asked).await {
+        // A probe of `/` (no credentials, not a browser) gets registry:2's 200; a browser gets the
+        // challenge that makes it ask for a password.
+        let probe = page == Page::Home && !wants_html(&asked.headers);
+        let viewer = match access::viewer(self, state, &asked, probe).await {
             Ok(v) => v,
             Err(refused) => return refused,
         };
@@ -513,11 +516,19 @@ impl Ui {
         form: &[(String, String)],
         logout: bool,
     ) -> Response {
+        if let crate::auth::Authenticator::Htpasswd(_) = &state.auth {
+            // The browser signs in by answering this page's challenge, and then sends the credentials
+            // with every page below `/`.
+            return match access::viewer(self, state, asked, false).await {
+                Ok(_) => redirect(&self.cfg.prefix, None),
+                Err(challenge) => challenge,
+            };
+        }
         let Some(ts) = &state.tokenserver else {
             return self.error(
                 None,
                 StatusCode::NOT_FOUND,
-                "This registry has no sign-in form: your browser asks for the password itself.",
+                "This registry has no sign-in form.",
             );
         };
         let post = asked.method == Method::POST;
@@ -600,6 +611,15 @@ fn delete_target(pairs: &[(String, String)]) -> Option<(RepoName, Reference)> {
     let repo = RepoName::parse(field(pairs, "repo")?).ok()?;
     let reference = Reference::parse(field(pairs, "ref")?).ok()?;
     Some((repo, reference))
+}
+
+/// Whether the client asked for HTML (a browser's navigation does).
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
 }
 
 /// A form body, at most [`FORM_LIMIT`] bytes; `None` if it is larger or cannot be read.

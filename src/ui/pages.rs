@@ -154,13 +154,16 @@ pub(crate) fn home(
         @if needle.is_empty() {
             (overview(summary, viewer.sees_all()))
         }
-        @if viewer.blind() {
+        @if viewer.blind() && viewer.can_sign_in {
+            p.note { "This registry needs a user name and a password: " a href=(ui.path("login")) { "sign in" } "." }
+        } @else if viewer.blind() {
             p.note { "This registry's tokens come from an external token server: the web UI cannot tell which repositories you may see." }
         }
         @if !listing.indexed {
             p.note { "The listing index is not ready (it is being built, or the store is shared with other instances): repositories cannot be listed yet." }
         }
-        @if listing.repos.is_empty() && listing.indexed && listing.next.is_some() {
+        @if viewer.blind() {
+        } @else if listing.repos.is_empty() && listing.indexed && listing.next.is_some() {
             p.empty { "Nothing here matches among the repositories looked at so far." }
         } @else if listing.repos.is_empty() && listing.indexed {
             p.empty { @if needle.is_empty() { "No repositories yet." } @else { "No repository matches." } }

@@ -374,12 +374,30 @@ async fn ui_htpasswd_asks_the_browser() {
     );
     let server = TestServer::from_yaml(&store, &yaml(&store, &extra)).await;
     let http = http_client(reqwest::Client::builder());
+    // The home page answers probes of `/` with 200 and a way to sign in; a browser, and the other pages,
+    // are asked for a password.
     let anon = http.get(format!("{}/", server.base)).send().await.unwrap();
-    assert_eq!(anon.status(), 401);
-    assert_eq!(
-        anon.headers()["www-authenticate"],
-        "Basic realm=\"berth-ui\""
-    );
+    assert_eq!(anon.status(), 200);
+    assert!(anon.text().await.unwrap().contains("href=\"/login\""));
+    let browser = http
+        .get(format!("{}/", server.base))
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(browser.status(), 401, "a browser is asked");
+    for page in ["/login", "/r/team/app", "/i/team/app:v1"] {
+        let anon = http
+            .get(format!("{}{page}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anon.status(), 401, "{page}");
+        assert_eq!(
+            anon.headers()["www-authenticate"],
+            "Basic realm=\"berth-ui\""
+        );
+    }
     let wrong = http
         .get(format!("{}/", server.base))
         .basic_auth("alice", Some("nope"))
