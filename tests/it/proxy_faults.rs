@@ -1047,6 +1047,7 @@ fn eviction_keeps_the_cache_near_maxsize_and_fetches_evicted_blobs_again() {
         let evictions = rig.cache.metric("registry_proxy_evictions_total", &[]).await;
         assert!(evictions > 0.0, "registry_proxy_evictions_total is {evictions}");
     });
+    assert_collectors_find_nothing(&rig.cache);
 }
 
 #[test]
@@ -1313,6 +1314,7 @@ fn ttl_expires_what_was_not_pulled_and_the_next_pull_fetches_it_again() {
             rig.forwarder.requests()
         );
     });
+    assert_collectors_find_nothing(&rig.cache);
 }
 
 /// An upstream with the referrers API (berth) answers for the referrers of a cached manifest, filters
@@ -1369,4 +1371,90 @@ fn referrers_of_a_cached_manifest_come_from_an_upstream_with_the_api() {
         assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
         assert_eq!(r.json()["manifests"].as_array().map(Vec::len), Some(0));
     });
+}
+
+/// A client that goes away in the middle of a cold blob does not stop the fill: the blob is cached
+/// whole, the next pull is a hit (no second upstream GET), and both collectors (registry:2's and berth's)
+/// agree afterwards that nothing in the layout is garbage.
+#[test]
+fn a_client_that_goes_away_does_not_abort_the_fill() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rig = rig(&rt, None);
+    let berth = rig.cache.start();
+    let c = client_of(&berth);
+    rt.block_on(async {
+        let up = upstream_client(&rig.up);
+        let image = seed_image(&up, "faults/leaver", "v1", &[4 * MIB], 61).await;
+        let r = get_manifest(&c, &image.manifest_path("v1")).await;
+        assert_manifest(&r, &image, "the manifest");
+        rig.forwarder.set(Faults {
+            blob_body: BodyFault::Trickle {
+                after: MIB,
+                chunk: 256 << 10,
+                every: Duration::from_millis(50),
+            },
+            ..Faults::default()
+        });
+        let layer = image.layer(0);
+        let resp = c
+            .http
+            .get(format!("{}{}", c.base, image.blob_path(layer)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.bytes_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert!(!first.is_empty());
+        // The client leaves.
+        drop(body);
+        rig.cache.wait_cached(&[layer]).await;
+        rig.forwarder.set(Faults::default());
+        let path = image.upstream_blob(layer);
+        let before = rig.forwarder.count("GET", &path);
+        assert_eq!(before, 1, "{:?}", rig.forwarder.requests());
+        pull_image(&c, &image, "the pull after the first client left").await;
+        assert_eq!(
+            rig.forwarder.count("GET", &path),
+            before,
+            "the blob was fetched again: the fill did not survive its client"
+        );
+    });
+    assert_collectors_find_nothing(&rig.cache);
+}
+
+/// registry:2's collector and berth's, run (dry) on the cache's layout, agree that nothing is garbage:
+/// what the cache stored, evicted or expired leaves a consistent layout.
+fn assert_collectors_find_nothing(cache: &Cache) {
+    let config = cache.dir.path().join("gc.yml");
+    fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
+            serde_json::to_string(&cache.root.display().to_string()).unwrap()
+        ),
+    )
+    .unwrap();
+    let registry = std::process::Command::new("docker-registry")
+        .args(["garbage-collect", "--dry-run"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&registry.stdout);
+    assert!(
+        registry.status.success() && text.contains("0 blobs and 0 manifests eligible for deletion"),
+        "registry:2's collector: {text}{}",
+        String::from_utf8_lossy(&registry.stderr)
+    );
+    let ours = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["garbage-collect", "--dry-run"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&ours.stdout).into_owned() + &String::from_utf8_lossy(&ours.stderr);
+    assert!(
+        ours.status.success() && text.contains("0 manifests and 0 blobs would be deleted"),
+        "berth's collector: {text}"
+    );
 }
