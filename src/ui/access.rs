@@ -153,9 +153,14 @@ impl Viewer<'_> {
         self.acl_allows(repo, "pull")
     }
 
-    /// Whether the viewer may delete in a repository, and deleting is enabled.
+    /// Whether the viewer may delete in a repository, and deleting is enabled (never in a cache of an
+    /// upstream, where the API refuses deletes too).
     pub(super) fn may_delete(&self, state: &AppState, repo: &str) -> bool {
-        state.config.delete_enabled && !state.config.readonly && self.acl_allows(repo, "delete")
+        let cached = state.proxy.as_ref().is_some_and(|p| p.is_cached_repo(repo));
+        state.config.delete_enabled
+            && !state.config.readonly
+            && !cached
+            && self.acl_allows(repo, "delete")
     }
 
     /// Whether the viewer may pull everything (so store-wide counts tell them nothing they may not see).

@@ -750,3 +750,39 @@ async fn ui_overview_shows_the_last_collection() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A cache of an upstream offers no delete (the API refuses deletes there); a local repository beside it
+/// does.
+#[tokio::test]
+async fn ui_offers_no_delete_in_a_cached_repository() {
+    let http = http_client(reqwest::Client::builder());
+    let up_store = TestStore::new(StoreKind::Fs);
+    let up = TestServer::from_yaml(&up_store, &yaml(&up_store, "")).await;
+    up.client().push_image("lib/app", "1", "cached").await;
+    let store = TestStore::new(StoreKind::Fs);
+    let extra = format!(
+        "berth:\n  proxy:\n    upstreams:\n      - name: up\n        url: {}\n",
+        up.base
+    );
+    let cache = TestServer::from_yaml(&store, &yaml(&store, &extra)).await;
+    let c = cache.client();
+    c.get("/v2/up/lib/app/manifests/1").await.assert_status(200);
+    c.push_image("team/app", "1", "local").await;
+    let page = |path: &str| {
+        let http = http.clone();
+        let url = format!("{}{path}", cache.base);
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let local = page("/r/team/app").await;
+    assert!(local.contains("Delete"), "{local}");
+    let cached = page("/r/up/lib/app").await;
+    assert!(cached.contains("1"), "{cached}");
+    assert!(
+        !cached.contains("Delete"),
+        "a delete is offered in a cached repository: {cached}"
+    );
+}
