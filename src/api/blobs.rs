@@ -79,13 +79,17 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &Routed) -> ApiR
     // A cached repository's blob: fetched (once, streamed) if it is not stored; stored ones are served
     // below as any blob, kept from eviction while they are.
     let mut serving = None;
+    let mut stored = None;
     if let (Some(c), Some(proxy)) = (&ctx.cached, &ctx.state.proxy) {
         let answer = proxy
             .blob(c, name, &d, !is_get, range.is_some())
             .await
             .map_err(ApiError::Proxy)?;
         match answer {
-            BlobAnswer::Stored(status) => serving = Some((proxy.serving(&d), status)),
+            BlobAnswer::Stored(blob, status) => {
+                serving = Some((proxy.serving(&d), status));
+                stored = Some(blob);
+            }
             BlobAnswer::Head(size) => {
                 let resp = blob_response(StatusCode::OK, Body::empty(), &d, 0, size, size);
                 return Ok(with_cache(resp, CacheStatus::Miss));
@@ -119,7 +123,11 @@ pub(crate) async fn get(ctx: &Ctx<'_>, name: &RepoName, digest: &Routed) -> ApiR
         Some(g) => g.wrap(stream, true),
         None => stream,
     };
-    let blob = registry.linked_blob(name, &d).await?;
+    // The cache has checked the link already.
+    let blob = match stored {
+        Some(blob) => blob,
+        None => registry.linked_blob(name, &d).await?,
+    };
     let pulled = |size: u64| Outcome::BlobPulled {
         repo: name.clone(),
         digest: d.clone(),

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::config;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
 use crate::oci::{Digest, Reference, RepoName};
-use crate::registry::{self, paths, Eviction, Registry};
+use crate::registry::{self, paths, Eviction, LinkedBlob, Registry};
 use crate::storage::ByteStream;
 
 pub mod fill;
@@ -34,7 +34,7 @@ pub mod upstream;
 
 use fill::{Answer, Fills};
 use ledger::Ledger;
-use upstream::{Upstream, Want};
+use upstream::{encode, header, Upstream, Want};
 
 /// How often the cache saves its state and looks for what to evict or expire.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(10);
@@ -105,7 +105,7 @@ impl CacheStatus {
 /// How a blob of a cached repository is answered.
 pub enum BlobAnswer {
     /// It is stored and linked: serve it as any blob (wrapped in [`Proxy::serving`]).
-    Stored(CacheStatus),
+    Stored(LinkedBlob, CacheStatus),
     /// A HEAD of a blob not stored: the upstream's size.
     Head(u64),
     /// The bytes as the fill receives them.
@@ -121,7 +121,7 @@ pub struct Proxy {
     fills: Arc<Fills>,
     ledger: Arc<Ledger>,
     tag_checks: Coalescer<(String, String), Result<Option<Digest>, Error>>,
-    fetches: Coalescer<(String, String), Result<(), Error>>,
+    fetches: Coalescer<(String, String), Result<Digest, Error>>,
     serving: Arc<Mutex<HashMap<Digest, usize>>>,
     tasks: TaskTracker,
     wake: Arc<tokio::sync::Notify>,
@@ -261,15 +261,15 @@ impl Proxy {
         };
         let tag = match reference {
             Reference::Digest(d) => {
-                if stored.is_none() {
-                    self.fetch_manifest(cached, repo, reference).await?;
-                }
+                let status = match stored {
+                    Some(_) => CacheStatus::Hit,
+                    None => {
+                        self.fetch_manifest(cached, repo, reference).await?;
+                        CacheStatus::Miss
+                    }
+                };
                 self.ledger.manifest_pulled(repo.as_str(), d);
-                return Ok(if stored.is_some() {
-                    CacheStatus::Hit
-                } else {
-                    CacheStatus::Miss
-                });
+                return Ok(status);
             }
             Reference::Tag(t) => t,
         };
@@ -281,27 +281,25 @@ impl Proxy {
             .tag_checks
             .run(key, self.tagcheck, || self.check_tag(cached, tag))
             .await;
-        let status = match (upstream, &stored) {
-            (Ok(Some(d)), Some(have)) if &d == have => CacheStatus::Hit,
+        let (status, digest) = match (upstream, stored) {
+            (Ok(Some(d)), Some(have)) if d == have => (CacheStatus::Hit, have),
             (Ok(_), _) => {
-                self.fetch_manifest(cached, repo, reference).await?;
-                CacheStatus::Miss
+                let fetched = self.fetch_manifest(cached, repo, reference).await?;
+                (CacheStatus::Miss, fetched)
             }
             // Gone upstream, or the upstream is failing: the tag as last seen (registry:2 does the same).
-            (Err(e), Some(_)) => {
+            (Err(e), Some(have)) => {
                 if !matches!(e, Error::NotFound) {
                     tracing::warn!(repo = %repo, tag = %tag, error = %e, "serving the cached tag: the upstream failed");
                 }
-                CacheStatus::Hit
+                (CacheStatus::Hit, have)
             }
             (Err(Error::NotFound), None) => {
                 return Err(registry::Error::ManifestUnknown(format!("{repo}:{tag}")).into())
             }
             (Err(e), None) => return Err(e),
         };
-        if let Ok(m) = self.registry.get_manifest(repo, reference).await {
-            self.ledger.manifest_pulled(repo.as_str(), &m.digest);
-        }
+        self.ledger.manifest_pulled(repo.as_str(), &digest);
         Ok(status)
     }
 
@@ -317,18 +315,7 @@ impl Proxy {
                 &[],
             )
             .await?;
-        match resp.status() {
-            s if s.is_success() => Ok(resp
-                .headers()
-                .get("docker-content-digest")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())),
-            reqwest::StatusCode::NOT_FOUND => Err(Error::NotFound),
-            s => Err(Error::Upstream {
-                upstream: cached.upstream.label().to_owned(),
-                detail: format!("answered {s} to HEAD manifests/{tag}"),
-            }),
-        }
+        Ok(header(&resp, "docker-content-digest").and_then(|v| v.parse().ok()))
     }
 
     /// Fetches a manifest from the upstream and stores it under `reference` (one fetch at a time per
@@ -338,7 +325,7 @@ impl Proxy {
         cached: &Cached,
         repo: &RepoName,
         reference: &Reference,
-    ) -> Result<(), Error> {
+    ) -> Result<Digest, Error> {
         let key = (repo.to_string(), reference.to_string());
         self.fetches
             .run(key, Duration::ZERO, || async {
@@ -352,31 +339,16 @@ impl Proxy {
                         Want::Manifest,
                         &[],
                     )
-                    .await?;
-                match resp.status() {
-                    reqwest::StatusCode::OK => {}
-                    reqwest::StatusCode::NOT_FOUND => {
-                        return Err(
-                            registry::Error::ManifestUnknown(format!("{repo}:{reference}")).into(),
-                        )
-                    }
-                    s => {
-                        return Err(Error::Upstream {
-                            upstream: up.label().to_owned(),
-                            detail: format!("answered {s} to GET {path}"),
-                        })
-                    }
-                }
-                let content_type = resp
-                    .headers()
-                    .get(reqwest::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let said: Option<Digest> = resp
-                    .headers()
-                    .get("docker-content-digest")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok());
+                    .await
+                    .map_err(|e| match e {
+                        Error::NotFound => {
+                            registry::Error::ManifestUnknown(format!("{repo}:{reference}")).into()
+                        }
+                        e => e,
+                    })?;
+                let content_type = header(&resp, "content-type").map(str::to_owned);
+                let said: Option<Digest> =
+                    header(&resp, "docker-content-digest").and_then(|v| v.parse().ok());
                 let body = read_limited(resp, MAX_MANIFEST_SIZE, up).await?;
                 let got = Digest::of(&body);
                 let expected = match reference {
@@ -391,10 +363,11 @@ impl Proxy {
                         got,
                     });
                 }
-                self.registry
+                let stored = self
+                    .registry
                     .put_fetched_manifest(repo, reference, body, content_type.as_deref())
                     .await?;
-                Ok(())
+                Ok(stored.digest)
             })
             .await
     }
@@ -410,7 +383,7 @@ impl Proxy {
         ranged: bool,
     ) -> Result<BlobAnswer, Error> {
         let answer = self.blob_answer(cached, repo, d, head, ranged).await?;
-        let hit = matches!(answer, BlobAnswer::Stored(CacheStatus::Hit));
+        let hit = matches!(answer, BlobAnswer::Stored(_, CacheStatus::Hit));
         if !head {
             crate::metrics::proxy_pull("blob", hit);
         }
@@ -425,16 +398,21 @@ impl Proxy {
         head: bool,
         ranged: bool,
     ) -> Result<BlobAnswer, Error> {
-        let linked = self.registry.linked_blob(repo, d).await.is_ok();
+        let linked = self.registry.linked_blob(repo, d).await.ok();
         let size = self.registry.stored_size(d).await?;
-        if let (true, Some(size)) = (linked, size) {
+        if let (Some(blob), Some(size)) = (linked, size) {
             self.ledger.blob_pulled(repo.as_str(), d, size);
-            return Ok(BlobAnswer::Stored(CacheStatus::Hit));
+            return Ok(BlobAnswer::Stored(blob, CacheStatus::Hit));
         }
+        let unknown = |e: Error| match e {
+            Error::NotFound => registry::Error::BlobUnknown(d.clone()).into(),
+            e => e,
+        };
         let up = &cached.upstream;
-        let path = format!("blobs/{d}");
-        if size.is_some() && !self.fills.is_filling(d) {
-            // Stored for another repository: linked here once the upstream says this one has it too.
+        if (size.is_some() || head) && !self.fills.is_filling(d) {
+            // One HEAD upstream: a blob stored for another repository is linked here once the upstream
+            // says this one has it too; a HEAD of a blob not stored is answered with the upstream's size.
+            let path = format!("blobs/{d}");
             let resp = up
                 .send(
                     reqwest::Method::HEAD,
@@ -443,51 +421,25 @@ impl Proxy {
                     Want::Other,
                     &[],
                 )
-                .await?;
-            if resp.status().is_success()
-                && self.registry.mount_blob(repo, d, None).await?.is_some()
-            {
-                if let Some(size) = size {
+                .await
+                .map_err(unknown)?;
+            if let Some(size) = size {
+                if self.registry.mount_blob(repo, d, None).await?.is_some() {
                     self.ledger.blob_pulled(repo.as_str(), d, size);
+                    let blob = self.registry.linked_blob(repo, d).await?;
+                    return Ok(BlobAnswer::Stored(blob, CacheStatus::Hit));
                 }
-                return Ok(BlobAnswer::Stored(CacheStatus::Hit));
             }
-            if resp.status() == reqwest::StatusCode::NOT_FOUND {
-                return Err(registry::Error::BlobUnknown(d.clone()).into());
-            }
-        }
-        if head && !self.fills.is_filling(d) {
-            let resp = up
-                .send(
-                    reqwest::Method::HEAD,
-                    &cached.remote,
-                    &path,
-                    Want::Other,
-                    &[],
-                )
-                .await?;
-            return match resp.status() {
+            if head {
                 // Not `content_length()`: that is the body's, and a HEAD's is empty.
-                s if s.is_success() => match resp
-                    .headers()
-                    .get(reqwest::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
+                return header(&resp, "content-length")
                     .and_then(|v| v.parse::<u64>().ok())
-                {
-                    Some(n) => Ok(BlobAnswer::Head(n)),
-                    None => Err(Error::Upstream {
+                    .map(BlobAnswer::Head)
+                    .ok_or_else(|| Error::Upstream {
                         upstream: up.label().to_owned(),
                         detail: format!("gave no size for HEAD {path}"),
-                    }),
-                },
-                reqwest::StatusCode::NOT_FOUND => {
-                    Err(registry::Error::BlobUnknown(d.clone()).into())
-                }
-                s => Err(Error::Upstream {
-                    upstream: up.label().to_owned(),
-                    detail: format!("answered {s} to HEAD {path}"),
-                }),
-            };
+                    });
+            }
         }
         let ledger = self.ledger.clone();
         let wake = self.wake.clone();
@@ -503,21 +455,21 @@ impl Proxy {
                 wake.notify_one();
             },
         )?;
-        let not_found = |e: Error| match e {
-            Error::NotFound => registry::Error::BlobUnknown(d.clone()).into(),
-            e => e,
-        };
-        let size = fill.opened().await.map_err(not_found)?;
+        let size = fill.opened().await.map_err(unknown)?;
         if head || ranged {
-            let stored = fill.finished().await.map_err(not_found)?;
-            // The fill linked it into the repository that started it; this one may be another.
-            if self.registry.linked_blob(repo, d).await.is_err() {
-                self.registry.mount_blob(repo, d, None).await?;
-            }
+            let stored = fill.finished().await.map_err(unknown)?;
             if head {
                 return Ok(BlobAnswer::Head(stored));
             }
-            return Ok(BlobAnswer::Stored(CacheStatus::Miss));
+            // The fill linked it into the repository that started it; this one may be another.
+            let blob = match self.registry.linked_blob(repo, d).await {
+                Ok(blob) => blob,
+                Err(_) => {
+                    self.registry.mount_blob(repo, d, None).await?;
+                    self.registry.linked_blob(repo, d).await?
+                }
+            };
+            return Ok(BlobAnswer::Stored(blob, CacheStatus::Miss));
         }
         let guard = self.serving(d);
         let body = fill.clone().stream();
@@ -557,15 +509,12 @@ impl Proxy {
         last: Option<&str>,
     ) -> Option<(Vec<String>, bool)> {
         let up = &cached.upstream;
-        let enc = |v: &str| {
-            percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
-        };
         let mut query = Vec::new();
         if let Some(n) = n {
             query.push(format!("n={n}"));
         }
         if let Some(last) = last {
-            query.push(format!("last={}", enc(last)));
+            query.push(format!("last={}", encode(last)));
         }
         let mut path = "tags/list".to_owned();
         if !query.is_empty() {
@@ -581,9 +530,6 @@ impl Proxy {
             )
             .await
             .ok()?;
-        if resp.status() != reqwest::StatusCode::OK {
-            return None;
-        }
         let more = resp.headers().contains_key(reqwest::header::LINK);
         let body = read_limited(resp, REFERRERS_LIMIT, up).await.ok()?;
         #[derive(serde::Deserialize)]
@@ -604,10 +550,7 @@ impl Proxy {
         let up = &cached.upstream;
         let mut path = format!("referrers/{d}");
         if let Some(t) = artifact_type {
-            path.push_str(&format!(
-                "?artifactType={}",
-                percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC)
-            ));
+            path.push_str(&format!("?artifactType={}", encode(t)));
         }
         let resp = up
             .send(
@@ -619,13 +562,7 @@ impl Proxy {
             )
             .await
             .ok()?;
-        if resp.status() != reqwest::StatusCode::OK {
-            return None;
-        }
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
+        let content_type = header(&resp, "content-type")
             .unwrap_or("application/vnd.oci.image.index.v1+json")
             .to_owned();
         let body = read_limited(resp, REFERRERS_LIMIT, up).await.ok()?;

@@ -144,8 +144,8 @@ impl Upstream {
         }
     }
 
-    /// Sends `method` to `path` (under `/v2/<remote>/`), answering a challenge once. Returns the answer
-    /// for any status but 401 (after credentials), 429 and 5xx, which are errors.
+    /// Sends `method` to `path` (under `/v2/<remote>/`), answering a challenge once. Returns a successful
+    /// answer; 404 is [`Error::NotFound`], a 429 pauses the upstream, any other status is an error.
     pub async fn send(
         &self,
         method: Method,
@@ -225,10 +225,10 @@ impl Upstream {
                     retry_after: wait.as_secs().max(1),
                 });
             }
-            if status.is_server_error()
-                || status == StatusCode::UNAUTHORIZED
-                || status == StatusCode::FORBIDDEN
-            {
+            if status == StatusCode::NOT_FOUND {
+                return Err(Error::NotFound);
+            }
+            if !status.is_success() {
                 crate::metrics::proxy_upstream_error(self.label(), status.as_str());
                 return Err(Error::Upstream {
                     upstream: self.label().to_owned(),
@@ -277,16 +277,13 @@ impl Upstream {
         service: Option<&str>,
         scope: &str,
     ) -> Result<String, Error> {
-        let enc = |v: &str| {
-            percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
-        };
         let mut url = format!(
             "{realm}{}scope={}",
             if realm.contains('?') { '&' } else { '?' },
-            enc(scope)
+            encode(scope)
         );
         if let Some(s) = service {
-            url.push_str(&format!("&service={}", enc(s)));
+            url.push_str(&format!("&service={}", encode(s)));
         }
         let mut request = self.client.get(&url);
         if let Some(b) = &self.basic {
@@ -334,6 +331,16 @@ impl Upstream {
         tokens.insert(scope.to_owned(), (token.clone(), until));
         Ok(token)
     }
+}
+
+/// A query value, percent-encoded.
+pub fn encode(v: &str) -> String {
+    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A header of an answer, as text.
+pub fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Reads `WWW-Authenticate: Bearer realm="...",service="..."` or `Basic realm="..."`.

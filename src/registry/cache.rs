@@ -29,8 +29,13 @@ impl Registry {
             .await
     }
 
-    /// Whether a repository with manifests exists under this name.
+    /// Whether a repository with manifests exists under this name: from this process's listing index once
+    /// it is ready (this is asked on every pull of a bare name when a default upstream is configured),
+    /// else from the store (a shared store has no index).
     pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
+        if self.repository_count().is_some() {
+            return Ok(self.tag_count(repo).is_some());
+        }
         match self.driver.list(&paths::revisions(repo)).await {
             Ok(entries) => Ok(!entries.is_empty()),
             Err(e) if e.is_not_found() => Ok(false),

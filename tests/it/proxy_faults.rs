@@ -1458,3 +1458,43 @@ fn assert_collectors_find_nothing(cache: &Cache) {
         "berth's collector: {text}"
     );
 }
+
+/// A manifest whose bytes are not the digest asked for (the upstream's stored copy altered, still valid
+/// JSON) is refused: 503 UNAVAILABLE saying so, nothing stored, and the metric counts it.
+#[test]
+fn a_manifest_that_is_not_its_digest_is_refused_and_not_stored() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rig = rig(&rt, None);
+    let berth = rig.cache.start();
+    let c = client_of(&berth);
+    rt.block_on(async {
+        let up = upstream_client(&rig.up);
+        let image = seed_image(&up, "faults/forged", "v1", &[MIB], 71).await;
+        let file = blob_file(
+            rig.up_root.path(),
+            &Blob {
+                digest: image.digest.clone(),
+                len: image.manifest.len() as u64,
+            },
+        );
+        let text = String::from_utf8(fs::read(&file).unwrap()).unwrap();
+        let forged = text.replacen("\"schemaVersion\":2", "\"schemaVersion\": 2", 1);
+        assert_ne!(forged, text, "the manifest was not altered");
+        fs::write(&file, forged).unwrap();
+
+        let r = get_manifest(&c, &image.manifest_path(&image.digest)).await;
+        r.assert_error(503, "UNAVAILABLE");
+        let message = r.json()["errors"][0]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains("whose digest is"), "{message}");
+        let revision = rig.cache.root.join(format!(
+            "docker/registry/v2/repositories/{UPSTREAM}/faults/forged/_manifests/revisions/sha256/{}",
+            image.digest.trim_start_matches("sha256:")
+        ));
+        assert!(!revision.exists(), "the forged manifest was stored");
+        let refused = rig
+            .cache
+            .metric("registry_proxy_upstream_errors_total", &["status=\"digest\""])
+            .await;
+        assert!(refused >= 1.0, "registry_proxy_upstream_errors_total{{status=digest}} is {refused}");
+    });
+}
