@@ -161,14 +161,18 @@ impl Registry {
         {
             writes.push((blob, body.clone()));
         }
-        let _repo = self.repo_lock(repo).await;
+        let tag = match reference {
+            Reference::Tag(tag) => Some(tag),
+            Reference::Digest(_) => None,
+        };
+        let _locks = self.push_lock(repo, tag.map(String::as_str)).await;
         // Every push re-asserts its repository's catalog marker (in the same batch, so at no extra wait):
         // an instance that removed it when the repository emptied cannot hide a push of another's.
         if shared {
             writes.push((paths::catalog_marker(repo), Bytes::new()));
         }
         let mut links = vec![paths::revision_link(repo, &digest)];
-        if let Reference::Tag(tag) = reference {
+        if let Some(tag) = tag {
             links.push(paths::tag_index(repo, tag, &digest));
         }
         for path in links {
@@ -176,10 +180,18 @@ impl Registry {
                 writes.push((path, Bytes::from(digest.to_string())));
             }
         }
-        self.driver.put_all(writes).await?;
+        // The tag moves once the rest is durable; its file is written with the rest (see `link` for
+        // when an unchanged link is skipped).
+        let mut moves = Vec::new();
+        if let Some(tag) = tag {
+            let current = paths::tag_current(repo, tag);
+            if shared || self.read_link(&current).await?.as_ref() != Some(&digest) {
+                moves.push((current, Bytes::from(digest.to_string())));
+            }
+        }
+        self.driver.put_in_order(writes, moves).await?;
         self.listing.record(repo, Change::Manifests(true));
-        if let Reference::Tag(tag) = reference {
-            self.link(&paths::tag_current(repo, tag), &digest).await?;
+        if let Some(tag) = tag {
             self.listing.record(repo, Change::TagAdded(tag.clone()));
         }
         // What a fetch of the stored bytes would report, whatever the push said.

@@ -71,8 +71,11 @@ pub struct Registry {
     upload_locks: Arc<KeyedLocks<String>>,
     summaries: Mutex<SummaryCache>,
     limits: CacheLimits,
-    /// Serialises changes to one repository's manifests and tags, so the index sees them in order.
+    /// Changes to one repository's manifests and tags are made under its lock, so the index sees them in
+    /// the order storage did: pushes share it (each holds its tag's lock too), removals take it alone.
     repo_locks: Arc<KeyedLocks<String>>,
+    /// One tag's moves, in order (a key is `repository:tag`).
+    tag_locks: Arc<KeyedLocks<String>>,
     fence: Fence,
     /// How listings are answered, chosen once from the store.
     listing: Listing,
@@ -167,6 +170,7 @@ impl Registry {
             summaries: Mutex::default(),
             limits,
             repo_locks: Default::default(),
+            tag_locks: Default::default(),
             fence: Fence::default(),
             listing,
             manifests: Mutex::default(),
@@ -202,9 +206,26 @@ impl Registry {
         &self.fence
     }
 
-    /// Changes to one repository's manifests and tags are made under its lock.
+    /// Removals from one repository (of tags, revisions) are made under its exclusive lock.
     async fn repo_lock(&self, repo: &RepoName) -> Held<String> {
         self.repo_locks.lock(repo.to_string()).await
+    }
+
+    /// A push into a repository shares its lock with other pushes and holds the lock of the tag it
+    /// moves: pushes of different tags share group-commit rounds instead of queueing for the
+    /// repository, and one tag's pushes and the repository's removals still reach storage and the index
+    /// in one order.
+    async fn push_lock(
+        &self,
+        repo: &RepoName,
+        tag: Option<&str>,
+    ) -> (Held<String>, Option<Held<String>>) {
+        let shared = self.repo_locks.share(repo.to_string()).await;
+        let tag = match tag {
+            Some(t) => Some(self.tag_locks.lock(format!("{repo}:{t}")).await),
+            None => None,
+        };
+        (shared, tag)
     }
 
     pub fn driver(&self) -> &Arc<dyn Driver> {

@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest as _, Sha256};
@@ -37,31 +37,33 @@ struct State {
     hasher: Sha256,
 }
 
-const HASHER_QUEUE: usize = 4;
-/// Body frames smaller than this are gathered into buffers of this size.
-const GATHER: usize = 256 * 1024;
+const HASHER_QUEUE: usize = 2;
+/// Body frames are handed to the hashing thread in batches of at least this many bytes.
+const BATCH: usize = 1 << 20;
 
 /// Hashes on a blocking thread, fed through a bounded channel, so hashing overlaps the network and disk.
 struct HashPipe {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
     task: tokio::task::JoinHandle<Sha256>,
 }
 
 impl HashPipe {
     fn start(mut hasher: Sha256) -> HashPipe {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(HASHER_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(HASHER_QUEUE);
         let task = tokio::task::spawn_blocking(move || {
-            while let Some(buf) = rx.blocking_recv() {
-                hasher.update(&buf);
+            while let Some(batch) = rx.blocking_recv() {
+                for buf in &batch {
+                    hasher.update(buf);
+                }
             }
             hasher
         });
         HashPipe { tx, task }
     }
 
-    async fn send(&self, buf: Bytes) -> Result<()> {
+    async fn send(&self, batch: Vec<Bytes>) -> Result<()> {
         self.tx
-            .send(buf)
+            .send(batch)
             .await
             .map_err(|_| Error::Body(std::io::Error::other("hasher stopped")))
     }
@@ -308,9 +310,11 @@ impl Registry {
         };
         let hasher = HashPipe::start(state.hasher);
         let mut written: u64 = 0;
-        // Small frames are gathered into larger buffers: fewer hand-offs to the hashing and writing
-        // threads, each of which costs two thread wake-ups.
-        let mut gathered = BytesMut::new();
+        // Frames go to the writer as they come (the filesystem's copies them into its aligned buffer,
+        // an object store's into its part) and to the hasher in batches: no copy here, and one hand-off
+        // to the hashing thread, two thread wake-ups, per batch rather than per frame.
+        let mut batch = Vec::new();
+        let mut batched = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(Error::Body)?;
             if chunk.is_empty() {
@@ -324,25 +328,16 @@ impl Registry {
                     )));
                 }
             }
-            let buf = if gathered.is_empty() && chunk.len() >= GATHER {
-                chunk
-            } else {
-                if gathered.capacity() == 0 {
-                    gathered.reserve(GATHER);
-                }
-                gathered.extend_from_slice(&chunk);
-                if gathered.len() < GATHER {
-                    continue;
-                }
-                gathered.split().freeze()
-            };
-            hasher.send(buf.clone()).await?;
-            writer.write(buf).await?;
+            batched += chunk.len();
+            batch.push(chunk.clone());
+            writer.write(chunk).await?;
+            if batched >= BATCH {
+                hasher.send(std::mem::take(&mut batch)).await?;
+                batched = 0;
+            }
         }
-        if !gathered.is_empty() {
-            let buf = gathered.split().freeze();
-            hasher.send(buf.clone()).await?;
-            writer.write(buf).await?;
+        if !batch.is_empty() {
+            hasher.send(batch).await?;
         }
         if let Some(len) = check.len {
             if written != len {

@@ -20,6 +20,7 @@ macro_rules! with_contracts {
             [$($args)*]
             put_is_atomic_and_overwrites,
             put_all_writes_every_object,
+            put_in_order_writes_both_groups,
             get_over_limit_is_too_large,
             missing_object_is_not_found,
             prefix_is_not_an_object,
@@ -180,6 +181,31 @@ pub async fn put_all_writes_every_object(d: &dyn Driver) {
     assert_eq!(get(d, "batch/x/y/z").await, b"deep");
     assert_eq!(get(d, "batch/empty").await, b"");
     d.put_all(Vec::new()).await.unwrap();
+}
+
+/// `put_in_order` writes every object of both groups, the second group's over the first's where they
+/// share a path; either group may be empty.
+pub async fn put_in_order_writes_both_groups(d: &dyn Driver) {
+    d.put_in_order(
+        vec![
+            ("ordered/a/link".into(), Bytes::from_static(b"a")),
+            ("ordered/same".into(), Bytes::from_static(b"first")),
+        ],
+        vec![
+            ("ordered/b/c/link".into(), Bytes::from_static(b"b")),
+            ("ordered/same".into(), Bytes::from_static(b"then")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(get(d, "ordered/a/link").await, b"a");
+    assert_eq!(get(d, "ordered/b/c/link").await, b"b");
+    assert_eq!(get(d, "ordered/same").await, b"then");
+    d.put_in_order(Vec::new(), vec![("ordered/only".into(), Bytes::new())])
+        .await
+        .unwrap();
+    assert_eq!(get(d, "ordered/only").await, b"");
+    d.put_in_order(Vec::new(), Vec::new()).await.unwrap();
 }
 
 /// `get` returns an object of exactly `limit` bytes and refuses a larger one with `TooLarge`, for small

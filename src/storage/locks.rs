@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
+/// Exclusive locks by key ([`KeyedLocks::lock`]), which may also be taken shared ([`KeyedLocks::share`]).
 pub struct KeyedLocks<K> {
-    map: Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
+    map: Mutex<HashMap<K, Arc<RwLock<()>>>>,
 }
 
 impl<K> Default for KeyedLocks<K> {
@@ -25,23 +26,42 @@ impl<K> Default for KeyedLocks<K> {
 pub struct Held<K: Eq + Hash> {
     locks: Arc<KeyedLocks<K>>,
     key: K,
-    mutex: Option<Arc<tokio::sync::Mutex<()>>>,
-    guard: Option<OwnedMutexGuard<()>>,
+    lock: Option<Arc<RwLock<()>>>,
+    guard: Option<Guard>,
+}
+
+/// Held for what dropping it releases, never read.
+#[allow(dead_code)]
+enum Guard {
+    Exclusive(OwnedRwLockWriteGuard<()>),
+    Shared(OwnedRwLockReadGuard<()>),
 }
 
 impl<K: Eq + Hash + Clone> KeyedLocks<K> {
-    /// Waits for the lock of `key`.
+    /// Waits for the lock of `key`, exclusively.
     pub async fn lock(self: &Arc<Self>, key: K) -> Held<K> {
-        let mutex = self.entries().entry(key.clone()).or_default().clone();
-        // From here the entry is cleaned up by `held`, whether the wait ends or is cancelled.
-        let mut held = Held {
+        let (mut held, lock) = self.enter(key);
+        held.guard = Some(Guard::Exclusive(lock.write_owned().await));
+        held
+    }
+
+    /// Waits for the lock of `key`, shared with other `share`s (not with a `lock`).
+    pub async fn share(self: &Arc<Self>, key: K) -> Held<K> {
+        let (mut held, lock) = self.enter(key);
+        held.guard = Some(Guard::Shared(lock.read_owned().await));
+        held
+    }
+
+    fn enter(self: &Arc<Self>, key: K) -> (Held<K>, Arc<RwLock<()>>) {
+        let lock = self.entries().entry(key.clone()).or_default().clone();
+        // From here the entry is cleaned up by the `Held`, whether the wait ends or is cancelled.
+        let held = Held {
             locks: self.clone(),
             key,
-            mutex: Some(mutex.clone()),
+            lock: Some(lock.clone()),
             guard: None,
         };
-        held.guard = Some(mutex.lock_owned().await);
-        held
+        (held, lock)
     }
 
     /// How many entries the map holds.
@@ -53,7 +73,7 @@ impl<K: Eq + Hash + Clone> KeyedLocks<K> {
         self.len() == 0
     }
 
-    fn entries(&self) -> MutexGuard<'_, HashMap<K, Arc<tokio::sync::Mutex<()>>>> {
+    fn entries(&self) -> MutexGuard<'_, HashMap<K, Arc<RwLock<()>>>> {
         // A poisoned map of locks is still a map of locks.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -63,7 +83,7 @@ impl<K: Eq + Hash> Drop for Held<K> {
     fn drop(&mut self) {
         // Release first, so that the count below sees only the map's handle and other holders' or waiters'.
         self.guard.take();
-        self.mutex.take();
+        self.lock.take();
         let mut map = self.locks.map.lock().unwrap_or_else(|p| p.into_inner());
         if map
             .get(&self.key)
@@ -128,5 +148,22 @@ mod tests {
         waiter.abort();
         let _ = waiter.await;
         assert!(locks.is_empty(), "a cancelled waiter's entry stayed");
+    }
+
+    #[tokio::test]
+    async fn shares_exclude_only_an_exclusive_lock() {
+        let locks: Arc<KeyedLocks<String>> = Arc::default();
+        let short = std::time::Duration::from_millis(50);
+        let one = locks.share("a".into()).await;
+        let two = tokio::time::timeout(short, locks.share("a".into())).await;
+        assert!(two.is_ok(), "a share waited for a share");
+        let exclusive = tokio::time::timeout(short, locks.lock("a".into())).await;
+        assert!(exclusive.is_err(), "an exclusive lock beside shares");
+        drop((one, two));
+        let held = locks.lock("a".into()).await;
+        let share = tokio::time::timeout(short, locks.share("a".into())).await;
+        assert!(share.is_err(), "a share beside an exclusive lock");
+        drop(held);
+        assert!(locks.is_empty());
     }
 }

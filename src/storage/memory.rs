@@ -65,6 +65,15 @@ impl Driver for MemoryDriver {
         Ok(())
     }
 
+    async fn put_in_order(
+        &self,
+        first: Vec<(String, Bytes)>,
+        then: Vec<(String, Bytes)>,
+    ) -> Result<()> {
+        self.put_all(first).await?;
+        self.put_all(then).await
+    }
+
     async fn stat(&self, path: &str) -> Result<Meta> {
         let guard = self.lock();
         let (data, modified) = guard.get(path).ok_or_else(|| not_found(path))?;

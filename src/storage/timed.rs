@@ -149,6 +149,18 @@ impl Driver for TimedDriver {
         r
     }
 
+    async fn put_in_order(
+        &self,
+        first: Vec<(String, Bytes)>,
+        then: Vec<(String, Bytes)>,
+    ) -> Result<()> {
+        let t = Instant::now();
+        let items_path = first.first().map(|(p, _)| p.clone()).unwrap_or_default();
+        let r = self.inner.put_in_order(first, then).await;
+        self.done("PutContent", items_path.as_str(), t, &r);
+        r
+    }
+
     async fn list_many(&self, prefixes: Vec<String>) -> Result<Vec<Vec<String>>> {
         let t = Instant::now();
         let first = prefixes.first().cloned().unwrap_or_default();

@@ -391,6 +391,15 @@ impl Driver for S3Driver {
             .map(|_| ())
     }
 
+    async fn put_in_order(
+        &self,
+        first: Vec<(String, Bytes)>,
+        then: Vec<(String, Bytes)>,
+    ) -> Result<()> {
+        self.put_all(first).await?;
+        self.put_all(then).await
+    }
+
     async fn stat(&self, path: &str) -> Result<Meta> {
         let key = self.key(path)?;
         let meta = self.store.head(&key).await.map_err(|e| map_err(path, e))?;
