@@ -760,7 +760,7 @@ const WRITE_QUEUE: usize = 2;
 /// with 512-byte and 4 KiB sectors alike).
 const DIRECT_ALIGN: usize = 4096;
 /// Bytes gathered before one `O_DIRECT` write.
-const DIRECT_CHUNK: usize = 1 << 20;
+const DIRECT_CHUNK: usize = 256 << 10;
 
 /// Where a writer's bytes go. Where the filesystem allows it, whole aligned blocks are written with
 /// `O_DIRECT` as they arrive: no copy into the page cache, and the data is on the device before the
