@@ -99,6 +99,7 @@ impl Registry {
             None,
         )
         .await?;
+        self.note_upload(&id, true);
         Ok(UploadStatus { id, offset: 0 })
     }
 
@@ -206,6 +207,7 @@ impl Registry {
     /// Removes an upload's directory; the caller holds the lock.
     async fn discard_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         self.driver.delete(&paths::upload_dir(repo, id)).await?;
+        self.note_upload(id, false);
         Ok(())
     }
 
