@@ -25,9 +25,11 @@ use crate::registry::index::Search;
 mod access;
 mod facts;
 mod pages;
+mod repos;
 
 use access::{Viewer, Who};
 use facts::FactsCache;
+use repos::RepoCache;
 
 /// Repositories and tags on one page.
 pub const PAGE_SIZE: usize = 50;
@@ -57,6 +59,7 @@ pub struct Ui {
     cfg: UiConfig,
     keys: access::Keys,
     facts: FactsCache,
+    repos: RepoCache,
 }
 
 /// Why the UI cannot start.
@@ -72,6 +75,7 @@ impl Ui {
             cfg,
             keys: access::Keys::generate()?,
             facts: FactsCache::new(4 << 20),
+            repos: RepoCache::new(),
         })
     }
 
@@ -290,7 +294,7 @@ impl Ui {
             Err(refused) => return refused,
         };
         let mut resp = match (page, post) {
-            (Page::Home, false) => self.home(state, &viewer, &asked),
+            (Page::Home, false) => self.home(state, &viewer, &asked).await,
             (Page::Repo(name), false) => self.repo(state, &viewer, &asked, &name).await,
             (Page::Image(image), false) => self.image(state, &viewer, &asked, &image).await,
             (Page::Delete, false) => self.confirm_delete(state, &viewer, &asked),
@@ -310,7 +314,7 @@ impl Ui {
         html(status, pages::error(self, viewer, status, message))
     }
 
-    fn home(&self, state: &AppState, viewer: &Viewer<'_>, asked: &Asked) -> Response {
+    async fn home(&self, state: &AppState, viewer: &Viewer<'_>, asked: &Asked) -> Response {
         let needle = asked.query("q").unwrap_or_default().trim().to_owned();
         let after = asked.query("last");
         let search = Search {
@@ -323,13 +327,23 @@ impl Ui {
             .registry
             .search_repositories(&search, |name| viewer.may_pull(name));
         let listing = match found {
-            Some(found) => pages::Listing {
-                repos: found.repos,
-                next: found.next,
-                indexed: true,
-            },
+            Some(found) => {
+                let generations: Vec<(String, u64)> = found
+                    .repos
+                    .iter()
+                    .map(|r| (r.name.clone(), r.generation))
+                    .collect();
+                let sizes = self.repos.sizes(&state.registry, &generations).await;
+                pages::Listing {
+                    repos: found.repos,
+                    sizes,
+                    next: found.next,
+                    indexed: true,
+                }
+            }
             None => pages::Listing {
                 repos: Vec::new(),
+                sizes: Vec::new(),
                 next: None,
                 indexed: false,
             },
@@ -339,6 +353,7 @@ impl Ui {
             gc_interval: self.cfg.gc_interval,
             last_collection: state.registry.last_collection(),
             cache: state.proxy.as_ref().map(|p| p.held()),
+            uploads: state.registry.uploads_in_progress(),
         };
         html(
             StatusCode::OK,
@@ -365,11 +380,29 @@ impl Ui {
             return self.hidden(viewer);
         }
         let after = asked.query("last");
-        let (tags, more) = match state
-            .registry
-            .tags_page(&repo, after, Some(PAGE_SIZE))
-            .await
-        {
+        let skip: usize = asked
+            .query("skip")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        // By time only from the listing index (a shared store has none): tags sort in memory.
+        let by_time = match asked.query("sort") {
+            Some("time") => state.registry.tags_by_time(&repo, skip, PAGE_SIZE),
+            _ => None,
+        };
+        let sort = match by_time {
+            Some(_) => pages::Sort::Time { skip },
+            None => pages::Sort::Name,
+        };
+        let listed = match by_time {
+            Some(page) => page,
+            None => {
+                state
+                    .registry
+                    .tags_page(&repo, after, Some(PAGE_SIZE))
+                    .await
+            }
+        };
+        let (tags, more) = match listed {
             Ok(p) => p,
             Err(crate::registry::Error::NameUnknown(_)) => {
                 return self.error(
@@ -380,13 +413,33 @@ impl Ui {
             }
             Err(e) => return self.failed(viewer, &e),
         };
-        let rows = self.facts.tag_rows(&state.registry, &repo, &tags).await;
+        let mut rows = self.facts.tag_rows(&state.registry, &repo, &tags).await;
+        let times = state.registry.tag_push_times(&repo, &tags);
+        let subjects = self.repos.subjects(&state.registry, &repo).await;
+        for (i, row) in rows.iter_mut().enumerate() {
+            row.pushed = times.as_ref().and_then(|t| t.get(i).copied().flatten());
+            let referred = row
+                .digest
+                .as_ref()
+                .and_then(|d| subjects.as_ref().and_then(|s| s.get(d)));
+            for mark in referred.map(|t| repos::marks_of(t)).unwrap_or_default() {
+                if !row.marks.contains(&mark) {
+                    row.marks.push(mark);
+                }
+            }
+        }
         let count = state.registry.tag_count(&repo);
-        let next = more.then(|| tags.last().cloned()).flatten();
+        let next = match sort {
+            pages::Sort::Name => more.then(|| tags.last().cloned()).flatten(),
+            pages::Sort::Time { skip } => more.then(|| (skip + PAGE_SIZE).to_string()),
+        };
         let page = pages::RepoPage {
             repo: &repo,
             count,
             rows: &rows,
+            sort,
+            times: times.is_some(),
+            referrers: subjects.is_some(),
             next: next.as_deref(),
             deletable: viewer.may_delete(state, repo.as_str()),
             deleted: asked.query("deleted"),

@@ -786,3 +786,115 @@ async fn ui_offers_no_delete_in_a_cached_repository() {
         "a delete is offered in a cached repository: {cached}"
     );
 }
+
+/// The home page's size of tagged images and last push, the overview's stored totals (as the last
+/// collection counted them) and uploads in progress, tags sorted by name and by push time, and a badge
+/// for a referrer found through the referrers API (no cosign tag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_sizes_push_times_sorting_and_referrer_badges() {
+    let store = TestStore::new(StoreKind::Fs);
+    let extra = "berth:\n  gc:\n    enabled: true\n    interval: 1s\n    graceperiod: 1h\n";
+    let server = TestServer::from_yaml(&store, &yaml(&store, extra)).await;
+    server.wait_index_ready().await;
+    let client = server.client();
+    // Pushed b, c, a: by name a, b, c; newest first a, c, b.
+    let mut subject = String::new();
+    let mut size = 0;
+    for seed in ["b", "c", "a"] {
+        let (_, d) = client.push_image("team/app", seed, seed).await;
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+        size += config.len() + format!("layer of {seed}").len();
+        if seed == "b" {
+            subject = d;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // An SBOM of b by its subject only, as `oras attach` pushes one.
+    let empty = client.push_blob("team/app", b"{}").await;
+    let sbom = client
+        .push_blob("team/app", b"{\"spdxVersion\":\"SPDX-2.3\"}")
+        .await;
+    let extra = format!(
+        r#","artifactType":"application/spdx+json","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":1}}"#
+    );
+    let referrer = super::support::image_manifest(&empty, 2, &[(&sbom, 26)], &extra);
+    client
+        .put_manifest("team/app", &digest(&referrer), OCI_MANIFEST, &referrer)
+        .await
+        .assert_status(201);
+    // An upload started and left open.
+    client.start_upload("team/app").await;
+
+    let b = Browser::start().await;
+    b.goto(&format!("{}/", server.base)).await;
+    let row = "document.querySelector('#repositories tr.repo')";
+    assert_eq!(
+        b.js(&format!("return {row}.querySelector('td.size').innerText"))
+            .await,
+        json!(format!("{size} B")),
+        "the size of the tagged images, each blob once"
+    );
+    let pushed = b
+        .js(&format!(
+            "return {row}.querySelector('td.pushed').innerText"
+        ))
+        .await;
+    assert!(
+        pushed.as_str().unwrap().ends_with(" UTC"),
+        "the last push: {pushed}"
+    );
+    let text = b.text().await;
+    assert!(text.contains("Size of tagged images"), "{text}");
+    assert!(
+        b.js("return document.querySelector('#uploads').innerText")
+            .await
+            .as_str()
+            .unwrap()
+            .starts_with("1 "),
+        "one upload in progress: {text}"
+    );
+    // The overview's totals, once a collection has counted them: 4 manifests; 3 configurations, 3
+    // layers, 4 manifests, the empty configuration and the SBOM.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        b.goto(&format!("{}/", server.base)).await;
+        let stored = b
+            .js("return document.querySelector('#stored').innerText")
+            .await;
+        let stored = stored.as_str().unwrap().to_owned();
+        if stored.contains("as the last collection") {
+            assert!(stored.contains(" in 12 blobs, 4 manifests"), "{stored}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no totals: {stored}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
+    // The tags by name, with the SBOM badge on b from the referrers API.
+    let order =
+        "return [...document.querySelectorAll('#tags tr.tag a.tagname')].map(a => a.innerText)";
+    b.goto(&format!("{}/r/team/app", server.base)).await;
+    assert_eq!(b.js(order).await, json!(["a", "b", "c"]));
+    assert_eq!(
+        b.js("return [...document.querySelectorAll('#tags tr.tag')].map(r => [...r.querySelectorAll('.badge')].map(s => s.innerText).join(','))")
+            .await,
+        json!(["", "SBOM", ""]),
+        "b has an SBOM by the referrers API"
+    );
+    assert_eq!(b.count("#tags td.pushed time").await, 3, "push times");
+    // By push time, newest first, from the header's link.
+    b.client
+        .find(fantoccini::Locator::Css("#sort-time"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_until("location.search.includes('sort=time')").await;
+    assert_eq!(b.js(order).await, json!(["a", "c", "b"]));
+    assert!(
+        b.count("#sort-name").await == 1,
+        "a way back to the name order"
+    );
+    b.close().await;
+}
