@@ -23,6 +23,7 @@ use crate::oci::{Digest, Reference, RepoName};
 use crate::registry::index::Search;
 
 mod access;
+mod external;
 mod facts;
 mod pages;
 mod repos;
@@ -50,6 +51,9 @@ pub struct UiConfig {
     pub title: String,
     /// `auth.token.service`: the service the token server's ACL is asked about.
     pub service: String,
+    /// `auth.token.realm`, when it is an external token server's (not `berth.tokenserver`): the sign-in
+    /// form asks it for tokens.
+    pub realm: Option<String>,
     /// The online collection's interval, when `berth.gc` runs one.
     pub gc_interval: Option<Duration>,
 }
@@ -60,6 +64,8 @@ pub struct Ui {
     keys: access::Keys,
     facts: FactsCache,
     repos: RepoCache,
+    /// The external token server, when sign-in goes through one.
+    external: Option<external::TokenClient>,
 }
 
 /// Why the UI cannot start.
@@ -67,15 +73,22 @@ pub struct Ui {
 pub enum UiError {
     #[error("cannot draw the web UI's signing key from the system's random source")]
     Random,
+    #[error("cannot build the web UI's client of the token server")]
+    Client,
 }
 
 impl Ui {
     pub fn new(cfg: UiConfig) -> Result<Ui, UiError> {
+        let external = match &cfg.realm {
+            Some(realm) => Some(external::TokenClient::new(realm, &cfg.service)?),
+            None => None,
+        };
         Ok(Ui {
             cfg,
             keys: access::Keys::generate()?,
             facts: FactsCache::new(4 << 20),
             repos: RepoCache::new(),
+            external,
         })
     }
 
@@ -297,7 +310,7 @@ impl Ui {
             (Page::Home, false) => self.home(state, &viewer, &asked).await,
             (Page::Repo(name), false) => self.repo(state, &viewer, &asked, &name).await,
             (Page::Image(image), false) => self.image(state, &viewer, &asked, &image).await,
-            (Page::Delete, false) => self.confirm_delete(state, &viewer, &asked),
+            (Page::Delete, false) => self.confirm_delete(state, &viewer, &asked).await,
             (Page::Delete, true) => self.delete(state, &viewer, &form).await,
             _ => self.error(
                 Some(&viewer),
@@ -323,9 +336,22 @@ impl Ui {
             n: PAGE_SIZE,
             scan: SCAN_LIMIT,
         };
-        let found = state
-            .registry
-            .search_repositories(&search, |name| viewer.may_pull(name));
+        // With an external token server, what the viewer may pull is learnt for the names found (one
+        // token for the page), and those they may not pull are left out of it.
+        let found = match viewer.asks_per_page() {
+            false => state
+                .registry
+                .search_repositories(&search, |name| viewer.may_pull(name)),
+            true => {
+                let mut found = state.registry.search_repositories(&search, |_| true);
+                if let Some(found) = &mut found {
+                    let names: Vec<&str> = found.repos.iter().map(|r| r.name.as_str()).collect();
+                    viewer.learn(&names).await;
+                    found.repos.retain(|r| viewer.may_pull(&r.name));
+                }
+                found
+            }
+        };
         let listing = match found {
             Some(found) => {
                 let generations: Vec<(String, u64)> = found
@@ -376,6 +402,7 @@ impl Ui {
                 "There is no such repository.",
             );
         };
+        viewer.learn(&[repo.as_str()]).await;
         if !viewer.may_pull(repo.as_str()) {
             return self.hidden(viewer);
         }
@@ -461,6 +488,7 @@ impl Ui {
                 "There is no such image.",
             );
         };
+        viewer.learn(&[repo.as_str()]).await;
         if !viewer.may_pull(repo.as_str()) {
             return self.hidden(viewer);
         }
@@ -487,7 +515,12 @@ impl Ui {
         )
     }
 
-    fn confirm_delete(&self, state: &AppState, viewer: &Viewer<'_>, asked: &Asked) -> Response {
+    async fn confirm_delete(
+        &self,
+        state: &AppState,
+        viewer: &Viewer<'_>,
+        asked: &Asked,
+    ) -> Response {
         let Some((repo, reference)) = delete_target(&asked.query) else {
             return self.error(
                 Some(viewer),
@@ -495,6 +528,7 @@ impl Ui {
                 "Which tag or manifest?",
             );
         };
+        viewer.learn(&[repo.as_str()]).await;
         if !viewer.may_delete(state, repo.as_str()) {
             return self.error(
                 Some(viewer),
@@ -539,6 +573,7 @@ impl Ui {
                 "Deleting is disabled on this registry (storage.delete.enabled, read-only mode).",
             );
         }
+        viewer.learn(&[repo.as_str()]).await;
         if !viewer.may_delete(state, repo.as_str()) {
             return self.error(
                 Some(viewer),
@@ -577,13 +612,17 @@ impl Ui {
                 Err(challenge) => challenge,
             };
         }
-        let Some(ts) = &state.tokenserver else {
+        let external = match (&state.auth, &self.external) {
+            (crate::auth::Authenticator::Token(verifier), Some(client)) => Some((verifier, client)),
+            _ => None,
+        };
+        if state.tokenserver.is_none() && external.is_none() {
             return self.error(
                 None,
                 StatusCode::NOT_FOUND,
                 "This registry has no sign-in form.",
             );
-        };
+        }
         let post = asked.method == Method::POST;
         if logout {
             if !post {
@@ -593,7 +632,7 @@ impl Ui {
                     "Sign out with the button.",
                 );
             }
-            let user = access::session_user(self, asked).unwrap_or_default();
+            let (user, id) = access::session_parts(self, asked).unwrap_or_default();
             if !self
                 .keys
                 .csrf_ok(&user, field(form, "csrf").unwrap_or_default())
@@ -603,6 +642,9 @@ impl Ui {
                     StatusCode::FORBIDDEN,
                     "The form has expired; open it again.",
                 );
+            }
+            if let (Some((_, client)), Some(id)) = (external, id) {
+                client.end(&id);
             }
             return redirect(
                 &self.cfg.prefix,
@@ -614,14 +656,41 @@ impl Ui {
         }
         let user = field(form, "user").unwrap_or_default();
         let password = field(form, "password").unwrap_or_default();
-        if user.is_empty() || !ts.check_login(user, password).await {
+        let wrong = || {
             tracing::info!(user = %user, "web UI sign-in refused");
-            return html(
+            html(
                 StatusCode::UNAUTHORIZED,
                 pages::login(self, Some("The user name or the password is wrong.")),
-            );
-        }
-        let cookie = self.keys.session_cookie(self, user, state.config.tls);
+            )
+        };
+        let signed = match (&state.tokenserver, external) {
+            (Some(ts), _) => match !user.is_empty() && ts.check_login(user, password).await {
+                true => user.to_owned(),
+                false => return wrong(),
+            },
+            (None, Some((verifier, client))) => {
+                let Some(id) = self.keys.session_id() else {
+                    return self.error(None, StatusCode::INTERNAL_SERVER_ERROR, "Try again.");
+                };
+                let expires = access::session_expiry();
+                match client.sign_in(verifier, user, password, expires, id).await {
+                    Ok(id) => access::external_session_text(&id, user),
+                    Err(external::External::Refused) => return wrong(),
+                    Err(e) => {
+                        tracing::warn!(user = %user, error = %e, "web UI sign-in failed");
+                        return html(
+                            StatusCode::BAD_GATEWAY,
+                            pages::login(
+                                self,
+                                Some("The token server could not be asked; try again later."),
+                            ),
+                        );
+                    }
+                }
+            }
+            (None, None) => return wrong(),
+        };
+        let cookie = self.keys.session_cookie(self, &signed, state.config.tls);
         redirect(&self.cfg.prefix, Some((header::SET_COOKIE, cookie)))
     }
 

@@ -507,7 +507,7 @@ berth:
     );
     let server = TestServer::from_yaml(&store, &yaml(&store, &extra)).await;
     for repo in ["shared/app", "private/db", "public/www"] {
-        push_direct(&server, repo).await;
+        push_direct(&server, &server.base, "berth-ui", repo).await;
     }
     server.wait_index_ready().await;
 
@@ -614,13 +614,12 @@ berth:
     b.close().await;
 }
 
-/// An image pushed over the API as admin, with a token from the built-in token server.
-async fn push_direct(server: &TestServer, repo: &str) {
+/// An image pushed over the API as admin, with a token from the token server at `ts` for `service`.
+async fn push_direct(server: &TestServer, ts: &str, service: &str, repo: &str) {
     let http = http_client(reqwest::Client::builder());
     let token = http
         .get(format!(
-            "{}/auth/token?service=berth-ui&scope=repository:{repo}:pull,push",
-            server.base
+            "{ts}/auth/token?service={service}&scope=repository:{repo}:pull,push"
         ))
         .basic_auth("admin", Some("admin-pw"))
         .send()
@@ -896,5 +895,156 @@ async fn ui_sizes_push_times_sorting_and_referrer_badges() {
         b.count("#sort-name").await == 1,
         "a way back to the name order"
     );
+    b.close().await;
+}
+
+/// Sign-in through an external token server: a second berth, whose built-in token server signs with a
+/// key whose certificate the UI's berth trusts (`auth.token.rootcertbundle`). The form's password goes to
+/// its realm; the pages show what its tokens grant, anonymous visitors included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_external_token_server_sign_in_and_rights() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["token-signer".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (key_path, cert_path) = (dir.path().join("token.key"), dir.path().join("token.crt"));
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    let hash = |u: &str, p: &str| {
+        let line = berth::auth::htpasswd::entry(u, p, 4).unwrap();
+        line.trim().split_once(':').unwrap().1.to_owned()
+    };
+    let ts_store = TestStore::new(StoreKind::Fs);
+    let ts_extra = format!(
+        r#"auth:
+  token:
+    realm: http://token.invalid/auth/token
+    service: berth-ext
+    issuer: ext-issuer
+berth:
+  tokenserver:
+    token:
+      issuer: ext-issuer
+      expiration: 300
+      key: '{key}'
+      certificate: '{cert}'
+    users:
+      admin:
+        password: '{admin}'
+      reader:
+        password: '{reader}'
+      "": {{}}
+    acl:
+      - match: {{account: admin}}
+        actions: ["*"]
+      - match: {{account: reader, name: "shared/*"}}
+        actions: [pull]
+      - match: {{account: "", name: "public/*"}}
+        actions: [pull]
+"#,
+        key = key_path.display(),
+        cert = cert_path.display(),
+        admin = hash("admin", "admin-pw"),
+        reader = hash("reader", "reader-pw"),
+    );
+    let ts = TestServer::from_yaml(&ts_store, &yaml(&ts_store, &ts_extra)).await;
+    let store = TestStore::new(StoreKind::Fs);
+    let extra = format!(
+        "auth:\n  token:\n    realm: {}/auth/token\n    service: berth-ext\n    issuer: ext-issuer\n    rootcertbundle: '{}'\n",
+        ts.base,
+        cert_path.display()
+    );
+    let server = TestServer::from_yaml(&store, &yaml(&store, &extra)).await;
+    for repo in ["shared/app", "private/db", "public/www"] {
+        push_direct(&server, &ts.base, "berth-ext", repo).await;
+    }
+    server.wait_index_ready().await;
+
+    let b = Browser::start().await;
+    // Anonymous: what the token server grants anonymous, and a way to sign in.
+    b.goto(&format!("{}/", server.base)).await;
+    let text = b.text().await;
+    assert!(
+        text.contains("public/www") && !text.contains("shared/app") && !text.contains("private/db"),
+        "{text}"
+    );
+    assert!(text.contains("Sign in"), "{text}");
+    let sign_in = |user: &'static str, password: &'static str| {
+        let b = &b;
+        let base = server.base.clone();
+        async move {
+            b.goto(&format!("{base}/login")).await;
+            let form = b
+                .client
+                .form(fantoccini::Locator::Css("form.login"))
+                .await
+                .unwrap();
+            form.set_by_name("user", user).await.unwrap();
+            form.set_by_name("password", password).await.unwrap();
+            form.submit().await.unwrap();
+        }
+    };
+    sign_in("reader", "wrong").await;
+    b.wait_for_text("is wrong").await;
+    sign_in("reader", "reader-pw").await;
+    b.wait_for_text("Signed in as reader").await;
+    let text = b.text().await;
+    assert!(
+        text.contains("shared/app") && !text.contains("private/db") && !text.contains("public/www"),
+        "reader sees what the token server grants reader: {text}"
+    );
+    b.goto(&format!("{}/r/private/db", server.base)).await;
+    assert!(b.text().await.contains("no such repository"));
+    b.goto(&format!("{}/r/shared/app", server.base)).await;
+    assert_eq!(b.count("#tags tr.tag").await, 1);
+    assert_eq!(b.count("a.danger").await, 0, "no delete button for reader");
+    let cookie = b.client.get_named_cookie("berth_session").await.unwrap();
+    let cookie = format!("berth_session={}", cookie.value());
+    let csrf = b
+        .js("return document.querySelector('form.inline input[name=csrf]').value")
+        .await;
+    assert_eq!(
+        post_delete(
+            &server.base,
+            Some(&cookie),
+            None,
+            "shared/app",
+            "v1",
+            csrf.as_str().unwrap()
+        )
+        .await,
+        403
+    );
+    // Signed out, the session is gone, also for a copy of its cookie.
+    b.client
+        .find(fantoccini::Locator::Css("#signout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text("Sign in").await;
+    let http = http_client(reqwest::Client::builder());
+    let after = http
+        .get(format!("{}/", server.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!after.contains("shared/app"), "{after}");
+    // admin: everything, with delete buttons.
+    sign_in("admin", "admin-pw").await;
+    b.wait_for_text("Signed in as admin").await;
+    let text = b.text().await;
+    for repo in ["shared/app", "private/db", "public/www"] {
+        assert!(text.contains(repo), "admin sees {repo}: {text}");
+    }
+    b.goto(&format!("{}/r/private/db", server.base)).await;
+    assert_eq!(b.count("a.danger").await, 1, "admin may delete");
     b.close().await;
 }
