@@ -1,7 +1,8 @@
 //! Benchmark (not a test): how long berth's web UI takes to answer its two largest pages, on a store
 //! written straight into distribution's layout: the repository page of a repository with 10,000 tags
-//! (each its own image), and the first page of a catalog of 10,000 repositories, with and without a
-//! search. The target is under 50 ms each. Run it with
+//! (each its own image), by name and by push time, and the first page of a catalog of 10,000
+//! repositories (with each shown repository's size and last push), with and without a search. The target
+//! is under 50 ms each. Run it with
 //!
 //!     cargo run --release --example uibench
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -147,6 +148,16 @@ async fn main() {
             "repository page, 10,000 tags, page 100",
             format!("{base}/r/big/tags?last=t04999"),
             "t05049",
+        ),
+        (
+            "repository page, 10,000 tags, by push time",
+            format!("{base}/r/big/tags?sort=time"),
+            "id=\"sort-name\"",
+        ),
+        (
+            "repository page, 10,000 tags, by push time, page 100",
+            format!("{base}/r/big/tags?sort=time&skip=4950"),
+            "skip=5000",
         ),
         (
             "catalog, first page of 10,001 repositories",

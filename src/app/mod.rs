@@ -213,15 +213,20 @@ impl Running {
 
 /// What the web UI needs from the configuration.
 fn ui_config(config: &Config) -> crate::ui::UiConfig {
-    let service = match &config.auth {
-        Some(crate::config::Auth::Token(t)) => t.service.clone(),
-        _ => String::new(),
+    let (service, realm) = match &config.auth {
+        Some(crate::config::Auth::Token(t)) => (
+            t.service.clone(),
+            // Sign-in through the realm only when it is not berth's own token server.
+            config.tokenserver.is_none().then(|| t.realm.clone()),
+        ),
+        _ => (String::new(), None),
     };
     let gc = &config.berth.gc;
     crate::ui::UiConfig {
         prefix: config.berth.ui.prefix.clone(),
         title: config.berth.ui.title.clone(),
         service,
+        realm,
         gc_interval: (gc.enabled && !config.storage.readonly).then_some(gc.interval),
     }
 }

@@ -52,6 +52,10 @@ pub struct Collected {
     pub blobs: usize,
     pub bytes: u64,
     pub dry_run: bool,
+    /// What the store held when it finished: manifest revisions, blobs and their bytes.
+    pub stored_manifests: usize,
+    pub stored_blobs: usize,
+    pub stored_bytes: u64,
 }
 
 /// What a collection removed (or, in a dry run, would remove).
@@ -74,6 +78,11 @@ pub struct Report {
     pub kept_in_use: usize,
     /// Manifest revisions whose manifest blob is missing from the store.
     pub missing: Vec<(String, Digest)>,
+    /// Manifest revisions left in the store (every repository's, counted once per repository).
+    pub stored_manifests: usize,
+    /// Blobs left in the store, and their bytes.
+    pub stored_blobs: usize,
+    pub stored_bytes: u64,
 }
 
 impl fmt::Display for Report {
@@ -378,6 +387,7 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
             }
         }
         let Some(graph) = graph else { continue };
+        report.stored_manifests += graph.revisions.len();
         for (d, node) in &graph.revisions {
             if node.unreadable == Some(Unreadable::Missing) {
                 report.missing.push((graph.name.to_string(), d.clone()));
@@ -489,10 +499,15 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
         return Err(e);
     }
     report.marked = marked.len();
+    if !opts.dry_run {
+        report.stored_manifests -= report.manifests.len().min(report.stored_manifests);
+    }
 
     // ---- sweep blobs ----
     let mut unmarked = Vec::new();
     for (d, size, modified) in blobs(driver).await? {
+        report.stored_blobs += 1;
+        report.stored_bytes += size;
         if marked.contains(&d) {
             continue;
         }
@@ -537,6 +552,8 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
             tracing::info!(digest = %d, size, layer_links = links, "gc: blob deleted");
             report.layer_links += links;
             report.bytes += size;
+            report.stored_blobs -= 1;
+            report.stored_bytes -= size.min(report.stored_bytes);
             report.blobs.push((d.clone(), size));
         }
     }

@@ -7,17 +7,49 @@
 //! repositories from the layout until none is left, and only then switches to the index, under the same
 //! lock that writers take to record a change. Changes to one repository are recorded under that
 //! repository's lock (see `Registry::repo_lock`), so they reach the index in the order they reached storage.
+//!
+//! Each tag carries its push time (the modification time of its `current/link` when the walk read it, the
+//! time this process recorded it since), so tags sort by time without a storage read; each repository
+//! carries its last push and a generation that changes with every change recorded for it, so that what is
+//! derived from a repository's content (its size, its referrers) can be cached until it changes.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 /// Repositories with a `_manifests` directory, and the tags of each.
-pub type Repos = BTreeMap<String, BTreeSet<String>>;
+pub type Repos = BTreeMap<String, Repo>;
+
+/// One repository of the index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repo {
+    /// Its tags, with their push times where known.
+    pub tags: BTreeMap<String, Option<SystemTime>>,
+    /// The newest push time of its tags (kept when the tag goes).
+    pub last_push: Option<SystemTime>,
+    /// Changes with every change recorded for the repository.
+    pub generation: u64,
+}
+
+impl Repo {
+    /// A repository as the walk found it: its tags and their push times.
+    pub fn walked(tags: impl IntoIterator<Item = (String, Option<SystemTime>)>) -> Repo {
+        let tags: BTreeMap<_, _> = tags.into_iter().collect();
+        let last_push = tags.values().flatten().max().copied();
+        Repo {
+            tags,
+            last_push,
+            generation: 0,
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct ListingIndex {
     state: Mutex<State>,
+    /// The next generation handed out.
+    generations: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -39,12 +71,21 @@ pub enum Change {
     TagRemoved(String),
 }
 
-/// A page of repositories matching a search: each with its tag count, and where the next page starts
-/// (the last name looked at) when more may follow.
+/// A page of repositories matching a search, and where the next page starts (the last name looked at)
+/// when more may follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
-    pub repos: Vec<(String, usize)>,
+    pub repos: Vec<Listed>,
     pub next: Option<String>,
+}
+
+/// A repository as a search lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub tags: usize,
+    pub last_push: Option<SystemTime>,
+    pub generation: u64,
 }
 
 /// What a search of the index looks for and how much of it one call may look at.
@@ -74,12 +115,23 @@ fn page_of<'a>(set: impl Iterator<Item = &'a String>, n: Option<usize>) -> Page 
     }
 }
 
-fn after<'a>(set: &'a BTreeSet<String>, last: Option<&str>) -> impl Iterator<Item = &'a String> {
+fn after<'a>(
+    tags: &'a BTreeMap<String, Option<SystemTime>>,
+    last: Option<&str>,
+) -> impl Iterator<Item = &'a String> {
     let lower = match last {
         Some(l) => Bound::Excluded(l.to_owned()),
         None => Bound::Unbounded,
     };
-    set.range::<String, _>((lower, Bound::Unbounded))
+    tags.range::<String, _>((lower, Bound::Unbounded))
+        .map(|(k, _)| k)
+}
+
+/// Tags newest first (unknown times last), then by name.
+fn by_time(tags: &BTreeMap<String, Option<SystemTime>>) -> Vec<(&String, Option<SystemTime>)> {
+    let mut all: Vec<_> = tags.iter().map(|(t, at)| (t, *at)).collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    all
 }
 
 impl ListingIndex {
@@ -103,13 +155,22 @@ impl ListingIndex {
         }
     }
 
+    fn next_generation(&self) -> u64 {
+        self.generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Installs a walked index unless writes landed meanwhile: then returns the repositories to re-read.
     pub fn finish(&self, repos: &mut Repos) -> Option<HashSet<String>> {
         let mut state = self.state();
         match &mut *state {
             State::Building { dirty } if !dirty.is_empty() => Some(std::mem::take(dirty)),
             _ => {
-                *state = State::Ready(std::mem::take(repos));
+                let mut repos = std::mem::take(repos);
+                for repo in repos.values_mut() {
+                    repo.generation = self.next_generation();
+                }
+                *state = State::Ready(repos);
                 None
             }
         }
@@ -132,22 +193,30 @@ impl ListingIndex {
             State::Building { dirty } => {
                 dirty.insert(repo.to_owned());
             }
-            State::Ready(repos) => match change {
-                Change::Manifests(true) => {
-                    repos.entry(repo.to_owned()).or_default();
-                }
-                Change::Manifests(false) => {
-                    repos.remove(repo);
-                }
-                Change::TagAdded(tag) => {
-                    repos.entry(repo.to_owned()).or_default().insert(tag);
-                }
-                Change::TagRemoved(tag) => {
-                    if let Some(tags) = repos.get_mut(repo) {
-                        tags.remove(&tag);
+            State::Ready(repos) => {
+                let generation = self.next_generation();
+                match change {
+                    Change::Manifests(true) => {
+                        repos.entry(repo.to_owned()).or_default().generation = generation;
+                    }
+                    Change::Manifests(false) => {
+                        repos.remove(repo);
+                    }
+                    Change::TagAdded(tag) => {
+                        let now = Some(SystemTime::now());
+                        let entry = repos.entry(repo.to_owned()).or_default();
+                        entry.tags.insert(tag, now);
+                        entry.last_push = now;
+                        entry.generation = generation;
+                    }
+                    Change::TagRemoved(tag) => {
+                        if let Some(entry) = repos.get_mut(repo) {
+                            entry.tags.remove(&tag);
+                            entry.generation = generation;
+                        }
                     }
                 }
-            },
+            }
         }
     }
 
@@ -187,14 +256,19 @@ impl ListingIndex {
         };
         let mut last: Option<&String> = None;
         let names = repos.range::<String, _>((lower, Bound::Unbounded));
-        for (looked, (name, tags)) in names.enumerate() {
+        for (looked, (name, repo)) in names.enumerate() {
             if found.repos.len() == search.n || looked == search.scan {
                 found.next = last.cloned();
                 break;
             }
             last = Some(name);
             if name.contains(search.needle) && keep(name) {
-                found.repos.push((name.clone(), tags.len()));
+                found.repos.push(Listed {
+                    name: name.clone(),
+                    tags: repo.tags.len(),
+                    last_push: repo.last_push,
+                    generation: repo.generation,
+                });
             }
         }
         Some(found)
@@ -203,7 +277,7 @@ impl ListingIndex {
     /// Whether a repository has a tag: `None` while the index is not ready.
     pub fn has_tag(&self, repo: &str, tag: &str) -> Option<bool> {
         match &*self.state() {
-            State::Ready(repos) => Some(repos.get(repo).is_some_and(|t| t.contains(tag))),
+            State::Ready(repos) => Some(repos.get(repo).is_some_and(|r| r.tags.contains_key(tag))),
             _ => None,
         }
     }
@@ -219,9 +293,45 @@ impl ListingIndex {
     /// How many tags a repository has: `None` while the index is not ready or for an unknown repository.
     pub fn tag_count(&self, repo: &str) -> Option<usize> {
         match &*self.state() {
-            State::Ready(repos) => repos.get(repo).map(BTreeSet::len),
+            State::Ready(repos) => repos.get(repo).map(|r| r.tags.len()),
             _ => None,
         }
+    }
+
+    /// A repository's generation: `None` while the index is not ready or for an unknown repository.
+    pub fn generation(&self, repo: &str) -> Option<u64> {
+        match &*self.state() {
+            State::Ready(repos) => repos.get(repo).map(|r| r.generation),
+            _ => None,
+        }
+    }
+
+    /// The push times of some of a repository's tags (`None` where unknown); `None` while the index is
+    /// not ready.
+    pub fn push_times(&self, repo: &str, tags: &[String]) -> Option<Vec<Option<SystemTime>>> {
+        let state = self.state();
+        let State::Ready(repos) = &*state else {
+            return None;
+        };
+        let entry = repos.get(repo);
+        Some(
+            tags.iter()
+                .map(|t| entry.and_then(|r| r.tags.get(t).copied().flatten()))
+                .collect(),
+        )
+    }
+
+    /// A page of a repository's tags newest first, skipping the first `skip`: `None` while the index is
+    /// not ready, `Some(None)` for a repository without manifests. Sorts the repository's tags in memory.
+    pub fn tags_by_time(&self, repo: &str, skip: usize, n: usize) -> Option<Option<Page>> {
+        let state = self.state();
+        let State::Ready(repos) = &*state else {
+            return None;
+        };
+        Some(repos.get(repo).map(|r| {
+            let sorted = by_time(&r.tags);
+            page_of(sorted.into_iter().skip(skip).map(|(t, _)| t), Some(n))
+        }))
     }
 
     /// A page of a repository's tags: `None` while the index is not ready, `Some(None)` for a repository
@@ -236,7 +346,7 @@ impl ListingIndex {
         let State::Ready(repos) = &*state else {
             return None;
         };
-        Some(repos.get(repo).map(|tags| page_of(after(tags, last), n)))
+        Some(repos.get(repo).map(|r| page_of(after(&r.tags, last), n)))
     }
 }
 
@@ -244,8 +354,8 @@ impl ListingIndex {
 mod tests {
     use super::*;
 
-    fn set(items: &[&str]) -> BTreeSet<String> {
-        items.iter().map(|s| s.to_string()).collect()
+    fn set(items: &[&str]) -> Repo {
+        Repo::walked(items.iter().map(|s| (s.to_string(), None)))
     }
 
     #[test]
@@ -312,13 +422,14 @@ mod tests {
                 },
                 |name| name != "z",
             );
+            let got = got.map(|f| {
+                let repos: Vec<_> = f.repos.into_iter().map(|r| (r.name, r.tags)).collect();
+                (repos, f.next)
+            });
             let repos = want.iter().map(|(r, c)| (r.to_string(), *c)).collect();
             assert_eq!(
                 got,
-                Some(Found {
-                    repos,
-                    next: next.map(str::to_owned)
-                }),
+                Some((repos, next.map(str::to_owned))),
                 "{needle} {after:?} {n} {scan}"
             );
         };
@@ -366,7 +477,7 @@ mod tests {
         let mut walked = Repos::new();
         assert_eq!(
             index.finish(&mut walked),
-            Some(set(&["r"]).into_iter().collect())
+            Some(["r".to_owned()].into_iter().collect())
         );
         assert!(!index.is_ready());
         walked.insert("r".into(), set(&["t"]));
@@ -376,5 +487,65 @@ mod tests {
         index.record("r", Change::Manifests(false));
         let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(index.catalog_page(None, 10), Some((v(&["s"]), false)));
+    }
+
+    #[test]
+    fn push_times_sort_and_generations() {
+        use std::time::Duration;
+        let index = ListingIndex::default();
+        assert!(index.claim_build());
+        let at = |s: u64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        let mut repos: Repos = [(
+            "r".to_owned(),
+            Repo::walked([
+                ("old".to_owned(), at(10)),
+                ("new".to_owned(), at(30)),
+                ("mid".to_owned(), at(20)),
+                ("unknown".to_owned(), None),
+                ("also-mid".to_owned(), at(20)),
+            ]),
+        )]
+        .into_iter()
+        .collect();
+        assert_eq!(repos["r"].last_push, at(30));
+        assert_eq!(index.finish(&mut repos), None);
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let check = |skip, n, want: &[&str], more| {
+            assert_eq!(
+                index.tags_by_time("r", skip, n),
+                Some(Some((v(want), more))),
+                "{skip} {n}"
+            )
+        };
+        check(0, 10, &["new", "also-mid", "mid", "old", "unknown"], false);
+        check(0, 2, &["new", "also-mid"], true);
+        check(2, 2, &["mid", "old"], true);
+        check(4, 2, &["unknown"], false);
+        assert_eq!(index.tags_by_time("nope", 0, 1), Some(None));
+        assert_eq!(
+            index.push_times("r", &v(&["old", "unknown", "gone"])),
+            Some(vec![at(10), None, None])
+        );
+        let g0 = index.generation("r").unwrap();
+        index.record("r", Change::TagAdded("newest".into()));
+        let g1 = index.generation("r").unwrap();
+        assert_ne!(g0, g1, "a push changes the generation");
+        check(0, 1, &["newest"], true);
+        let found = index
+            .search(
+                &Search {
+                    needle: "",
+                    after: None,
+                    n: 10,
+                    scan: 10,
+                },
+                |_| true,
+            )
+            .unwrap();
+        assert!(found.repos[0].last_push > at(30), "the push is the last");
+        index.record("r", Change::TagRemoved("newest".into()));
+        assert_ne!(index.generation("r"), Some(g1));
+        index.record("r", Change::Manifests(true));
+        assert_eq!(index.tag_count("r"), Some(5));
     }
 }

@@ -133,11 +133,15 @@ pub(super) async fn remove_marker(driver: &dyn Driver, repo: &RepoName) -> Resul
     Ok(true)
 }
 
-/// The tags of every repository in `names`; `None` for one that has no `_manifests` (any more).
+/// Tags whose push times are read at once while the index is built.
+const STATS_AT_ONCE: usize = 16;
+
+/// The tags of every repository in `names`, each with its push time (the modification time of its
+/// `current/link`); `None` for one that has no `_manifests` (any more).
 pub(super) async fn read_repos(
     driver: &dyn Driver,
     names: impl IntoIterator<Item = String>,
-) -> Result<Vec<(String, Option<BTreeSet<String>>)>> {
+) -> Result<Vec<(String, Option<index::Repo>)>> {
     let mut out = Vec::new();
     for name in names {
         let Ok(repo) = RepoName::parse(&name) else {
@@ -149,13 +153,22 @@ pub(super) async fn read_repos(
             .iter()
             .any(|c| c == "_manifests");
         let tags = if has_manifests {
-            Some(
-                driver
-                    .list(&paths::tags(&repo))
-                    .await?
-                    .into_iter()
-                    .collect(),
-            )
+            let tags = driver.list(&paths::tags(&repo)).await?;
+            let repo = &repo;
+            let timed: Vec<_> = stream::iter(tags)
+                .map(|tag| async move {
+                    // A tag whose link cannot be read still lists; its time is unknown.
+                    let at = driver
+                        .stat(&paths::tag_current(repo, &tag))
+                        .await
+                        .ok()
+                        .map(|m| m.modified);
+                    (tag, at)
+                })
+                .buffered(STATS_AT_ONCE)
+                .collect()
+                .await;
+            Some(index::Repo::walked(timed))
         } else {
             None
         };
@@ -321,6 +334,43 @@ impl Registry {
         match &self.listing {
             Listing::Local(index) => index.repo_count(),
             Listing::Shared(_) => None,
+        }
+    }
+
+    /// A repository's generation in the listing index, which changes with every change to its manifests
+    /// and tags (`None` without an index).
+    pub fn repository_generation(&self, repo: &RepoName) -> Option<u64> {
+        match &self.listing {
+            Listing::Local(index) => index.generation(repo.as_str()),
+            Listing::Shared(_) => None,
+        }
+    }
+
+    /// The push times of some of a repository's tags, from the listing index (`None` without one).
+    pub fn tag_push_times(
+        &self,
+        repo: &RepoName,
+        tags: &[String],
+    ) -> Option<Vec<Option<std::time::SystemTime>>> {
+        match &self.listing {
+            Listing::Local(index) => index.push_times(repo.as_str(), tags),
+            Listing::Shared(_) => None,
+        }
+    }
+
+    /// A page of a repository's tags newest first, from the listing index: `None` without one (or before
+    /// it is ready), [`Error::NameUnknown`] for a repository without manifests.
+    pub fn tags_by_time(&self, repo: &RepoName, skip: usize, n: usize) -> Option<Result<Page>> {
+        let Listing::Local(index) = &self.listing else {
+            return None;
+        };
+        match index.tags_by_time(repo.as_str(), skip, n) {
+            Some(Some(page)) => Some(Ok(page)),
+            Some(None) => Some(Err(Error::NameUnknown(repo.to_string()))),
+            None => {
+                self.start_index();
+                None
+            }
         }
     }
 

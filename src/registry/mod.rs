@@ -2,7 +2,7 @@
 //! links, manifests, tags, uploads, listing and referrers. No HTTP here: the `api` module calls these
 //! functions and maps their [`Error`]s to responses.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -63,6 +63,9 @@ impl Default for CacheLimits {
     }
 }
 
+/// The uploads in progress this process keeps track of, at most.
+pub const UPLOADS_TRACKED: usize = 100_000;
+
 /// Existence checks of a manifest push issued at once.
 const CHECKS_AT_ONCE: usize = 16;
 
@@ -84,6 +87,8 @@ pub struct Registry {
     tasks: tokio_util::task::TaskTracker,
     /// What the last collection this process ran removed.
     last_collection: Mutex<Option<gc::Collected>>,
+    /// The uploads this process started that are not finished, cancelled or purged yet.
+    uploads: Mutex<HashSet<String>>,
 }
 
 /// Where listings come from. A store this process owns has the in-memory listing index, kept current by
@@ -176,6 +181,7 @@ impl Registry {
             manifests: Mutex::default(),
             tasks: tokio_util::task::TaskTracker::new(),
             last_collection: Mutex::default(),
+            uploads: Mutex::default(),
         }
     }
 
@@ -193,12 +199,33 @@ impl Registry {
             blobs: report.blobs.len(),
             bytes: report.bytes,
             dry_run: report.dry_run,
+            stored_manifests: report.stored_manifests,
+            stored_blobs: report.stored_blobs,
+            stored_bytes: report.stored_bytes,
         });
     }
 
     /// The last collection this process ran, if any.
     pub fn last_collection(&self) -> Option<gc::Collected> {
         lock(&self.last_collection).clone()
+    }
+
+    /// Notes that an upload this process started began (`true`) or ended (`false`). At most
+    /// [`UPLOADS_TRACKED`] are kept (clients can start uploads and never finish them).
+    fn note_upload(&self, id: &str, active: bool) {
+        let mut uploads = lock(&self.uploads);
+        if !active {
+            uploads.remove(id);
+        } else if uploads.len() < UPLOADS_TRACKED {
+            uploads.insert(id.to_owned());
+        }
+    }
+
+    /// How many uploads this process started are still in progress (neither finished, cancelled nor
+    /// purged): at most [`UPLOADS_TRACKED`]. Uploads started before this process, or by another
+    /// process on the same store, are not counted.
+    pub fn uploads_in_progress(&self) -> usize {
+        lock(&self.uploads).len()
     }
 
     /// The fence between writes and online garbage collection.

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Summaries read at once by [`Registry::referred_subjects`].
+const SUMMARIES_AT_ONCE: usize = 8;
+
 /// What the referrers API needs from a stored manifest.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -90,6 +93,37 @@ impl Registry {
             page.referrers.push(Referrer { digest: d, summary });
         }
         Ok(page)
+    }
+
+    /// Every subject in `repo` that has referrers, with the artifact types of its referrers: one pass over
+    /// the repository's manifest revisions (their summaries are cached by digest), read a few at a time.
+    /// `None` when the repository has more than `max_revisions` revisions (nothing is read then).
+    pub async fn referred_subjects(
+        &self,
+        repo: &RepoName,
+        max_revisions: usize,
+    ) -> Result<Option<HashMap<Digest, Vec<Option<String>>>>> {
+        let revisions = self.driver.list(&paths::revisions(repo)).await?;
+        if revisions.len() > max_revisions {
+            return Ok(None);
+        }
+        let summaries: Vec<Result<Option<Arc<Summary>>>> = stream::iter(revisions)
+            .filter_map(|hex| async move { format!("sha256:{hex}").parse::<Digest>().ok() })
+            .map(|d| async move { self.summary(&d).await })
+            .buffered(SUMMARIES_AT_ONCE)
+            .collect()
+            .await;
+        let mut subjects: HashMap<Digest, Vec<Option<String>>> = HashMap::new();
+        for summary in summaries {
+            let Some(summary) = summary? else { continue };
+            if let Some(subject) = &summary.subject {
+                subjects
+                    .entry(subject.clone())
+                    .or_default()
+                    .push(summary.artifact_type.clone());
+            }
+        }
+        Ok(Some(subjects))
     }
 
     pub(super) async fn summary(&self, d: &Digest) -> Result<Option<Arc<Summary>>> {

@@ -101,6 +101,7 @@ impl Registry {
             None,
         )
         .await?;
+        self.note_upload(&id, true);
         Ok(UploadStatus { id, offset: 0 })
     }
 
@@ -208,6 +209,7 @@ impl Registry {
     /// Removes an upload's directory; the caller holds the lock.
     async fn discard_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         self.driver.delete(&paths::upload_dir(repo, id)).await?;
+        self.note_upload(id, false);
         Ok(())
     }
 

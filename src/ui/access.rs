@@ -1,6 +1,7 @@
 //! Who is asking and what they may see and delete, with the registry's own authentication: every
 //! authenticated user of htpasswd (or anyone, without authentication) may pull and delete everything, as
-//! in the API; with the built-in token server, its ACL decides for the signed-in user (or for anonymous).
+//! in the API; with the built-in token server, its ACL decides for the signed-in user (or for anonymous);
+//! with an external token server, what its tokens grant (see `external`).
 //! A session is a cookie signed with a key drawn at start-up (HttpOnly, SameSite=Strict); forms carry a
 //! CSRF token, an HMAC of the user under the same key.
 
@@ -11,8 +12,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use ring::hmac;
 
+use super::external::{Session, TokenClient};
 use super::{html, pages, Asked, Ui, UiError};
 use crate::api::AppState;
+use crate::auth::token::TokenVerifier;
 use crate::auth::tokenserver::TokenServer;
 use crate::auth::{Authenticator, Credentials, Scope};
 
@@ -53,6 +56,13 @@ impl Keys {
     }
 
     /// The CSRF token of `user`'s forms.
+    /// A new session id (128 random bits, hex); `None` if the system's random source fails.
+    pub(super) fn session_id(&self) -> Option<String> {
+        let mut id = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id).ok()?;
+        Some(hex::encode(id))
+    }
+
     pub(super) fn csrf(&self, user: &str) -> String {
         self.sign("csrf", user)
     }
@@ -91,6 +101,16 @@ impl Keys {
     }
 }
 
+/// When a session that starts now ends.
+pub(super) fn session_expiry() -> u64 {
+    now_secs() + SESSION_SECS
+}
+
+/// What the signed cookie of a session of the external token server holds: its id, then the user.
+pub(super) fn external_session_text(id: &str, user: &str) -> String {
+    format!("{id}\n{user}")
+}
+
 pub(super) fn clear_cookie(ui: &Ui) -> HeaderValue {
     crate::api::header_value(&format!(
         "{COOKIE}=; Path={}; Max-Age=0; HttpOnly; SameSite=Strict",
@@ -113,8 +133,14 @@ enum Access<'a> {
         service: &'a str,
         client: Option<IpAddr>,
     },
-    /// Tokens from an external server, which the UI cannot ask: nothing.
+    /// Nothing (tokens from an external server the UI cannot ask; htpasswd's probe without credentials).
     Nothing,
+    /// What an external token server's tokens grant the session.
+    External {
+        client: &'a TokenClient,
+        verifier: &'a TokenVerifier,
+        session: std::sync::Arc<Session>,
+    },
 }
 
 /// Who is asking, and how to decide what they may do.
@@ -132,6 +158,7 @@ impl Viewer<'_> {
         match &self.access {
             Access::All => true,
             Access::Nothing => false,
+            Access::External { session, .. } => session.may(repo, action),
             Access::Acl {
                 ts,
                 service,
@@ -145,6 +172,24 @@ impl Viewer<'_> {
                 )
                 .iter()
                 .any(|a| a == action),
+        }
+    }
+
+    /// Whether what the viewer may do is learnt page by page (an external token server).
+    pub(super) fn asks_per_page(&self) -> bool {
+        matches!(self.access, Access::External { .. })
+    }
+
+    /// Learns what the viewer may do in `repos`, where that is asked of an external token server (one
+    /// request for those not known yet); nothing otherwise.
+    pub(super) async fn learn(&self, repos: &[&str]) {
+        if let Access::External {
+            client,
+            verifier,
+            session,
+        } = &self.access
+        {
+            client.learn(verifier, session, repos).await;
         }
     }
 
@@ -189,6 +234,18 @@ fn cookie<'h>(asked: &'h Asked, name: &str) -> Option<&'h str> {
 /// The user a request's session cookie names, if it is valid.
 pub(super) fn session_user(ui: &Ui, asked: &Asked) -> Option<String> {
     cookie(asked, COOKIE).and_then(|v| ui.keys.session_user(v))
+}
+
+/// The user of a request's session, and its id for a session of the external token server.
+pub(super) fn session_parts(ui: &Ui, asked: &Asked) -> Option<(String, Option<String>)> {
+    let text = session_user(ui, asked)?;
+    match ui.external {
+        Some(_) => {
+            let (id, user) = text.split_once('\n')?;
+            Some((user.to_owned(), Some(id.to_owned())))
+        }
+        None => Some((text, None)),
+    }
 }
 
 /// The viewer of a request, or the answer that asks them to authenticate (htpasswd's 401, which makes
@@ -247,9 +304,30 @@ pub(super) async fn viewer<'a>(
                 }
             }
         }
-        Authenticator::Token(_) => {
+        Authenticator::Token(verifier) => {
             let Some(ts) = &state.tokenserver else {
-                return Ok(anonymous(Access::Nothing));
+                let Some(client) = &ui.external else {
+                    return Ok(anonymous(Access::Nothing));
+                };
+                let signed_in = session_parts(ui, asked).and_then(|(user, id)| {
+                    let session = client.session(&id?)?;
+                    (session.user == user).then_some(session)
+                });
+                let who = match signed_in.is_some() {
+                    true => Who::User,
+                    false => Who::Anonymous,
+                };
+                let session = signed_in.unwrap_or_else(|| client.anonymous());
+                return Ok(Viewer {
+                    user: session.user.clone(),
+                    who,
+                    can_sign_in: true,
+                    access: Access::External {
+                        client,
+                        verifier,
+                        session,
+                    },
+                });
             };
             let access = Access::Acl {
                 ts,

@@ -81,6 +81,8 @@ pub(crate) struct TagRow {
     /// `None`: the tag went away while the page was read, or its manifest cannot be read.
     pub digest: Option<Digest>,
     pub facts: Option<Arc<Facts>>,
+    /// When the tag was pushed, from the listing index.
+    pub pushed: Option<std::time::SystemTime>,
 }
 
 /// Facts by manifest digest, at most `budget` bytes (a full cache starts over).
@@ -152,6 +154,7 @@ impl FactsCache {
                             tag,
                             digest: Some(m.digest),
                             facts: Some(facts),
+                            pushed: None,
                         }
                     }
                     Err(_) => TagRow {
@@ -159,6 +162,7 @@ impl FactsCache {
                         marks: Vec::new(),
                         digest: None,
                         facts: None,
+                        pushed: None,
                     },
                 }
             })

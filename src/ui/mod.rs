@@ -23,11 +23,14 @@ use crate::oci::{Digest, Reference, RepoName};
 use crate::registry::index::Search;
 
 mod access;
+mod external;
 mod facts;
 mod pages;
+mod repos;
 
 use access::{Viewer, Who};
 use facts::FactsCache;
+use repos::RepoCache;
 
 /// Repositories and tags on one page.
 pub const PAGE_SIZE: usize = 50;
@@ -48,6 +51,9 @@ pub struct UiConfig {
     pub title: String,
     /// `auth.token.service`: the service the token server's ACL is asked about.
     pub service: String,
+    /// `auth.token.realm`, when it is an external token server's (not `berth.tokenserver`): the sign-in
+    /// form asks it for tokens.
+    pub realm: Option<String>,
     /// The online collection's interval, when `berth.gc` runs one.
     pub gc_interval: Option<Duration>,
 }
@@ -57,6 +63,9 @@ pub struct Ui {
     cfg: UiConfig,
     keys: access::Keys,
     facts: FactsCache,
+    repos: RepoCache,
+    /// The external token server, when sign-in goes through one.
+    external: Option<external::TokenClient>,
 }
 
 /// Why the UI cannot start.
@@ -64,14 +73,22 @@ pub struct Ui {
 pub enum UiError {
     #[error("cannot draw the web UI's signing key from the system's random source")]
     Random,
+    #[error("cannot build the web UI's client of the token server")]
+    Client,
 }
 
 impl Ui {
     pub fn new(cfg: UiConfig) -> Result<Ui, UiError> {
+        let external = match &cfg.realm {
+            Some(realm) => Some(external::TokenClient::new(realm, &cfg.service)?),
+            None => None,
+        };
         Ok(Ui {
             cfg,
             keys: access::Keys::generate()?,
             facts: FactsCache::new(4 << 20),
+            repos: RepoCache::new(),
+            external,
         })
     }
 
@@ -290,10 +307,10 @@ impl Ui {
             Err(refused) => return refused,
         };
         let mut resp = match (page, post) {
-            (Page::Home, false) => self.home(state, &viewer, &asked),
+            (Page::Home, false) => self.home(state, &viewer, &asked).await,
             (Page::Repo(name), false) => self.repo(state, &viewer, &asked, &name).await,
             (Page::Image(image), false) => self.image(state, &viewer, &asked, &image).await,
-            (Page::Delete, false) => self.confirm_delete(state, &viewer, &asked),
+            (Page::Delete, false) => self.confirm_delete(state, &viewer, &asked).await,
             (Page::Delete, true) => self.delete(state, &viewer, &form).await,
             _ => self.error(
                 Some(&viewer),
@@ -310,7 +327,7 @@ impl Ui {
         html(status, pages::error(self, viewer, status, message))
     }
 
-    fn home(&self, state: &AppState, viewer: &Viewer<'_>, asked: &Asked) -> Response {
+    async fn home(&self, state: &AppState, viewer: &Viewer<'_>, asked: &Asked) -> Response {
         let needle = asked.query("q").unwrap_or_default().trim().to_owned();
         let after = asked.query("last");
         let search = Search {
@@ -319,17 +336,40 @@ impl Ui {
             n: PAGE_SIZE,
             scan: SCAN_LIMIT,
         };
-        let found = state
-            .registry
-            .search_repositories(&search, |name| viewer.may_pull(name));
+        // With an external token server, what the viewer may pull is learnt for the names found (one
+        // token for the page), and those they may not pull are left out of it.
+        let found = match viewer.asks_per_page() {
+            false => state
+                .registry
+                .search_repositories(&search, |name| viewer.may_pull(name)),
+            true => {
+                let mut found = state.registry.search_repositories(&search, |_| true);
+                if let Some(found) = &mut found {
+                    let names: Vec<&str> = found.repos.iter().map(|r| r.name.as_str()).collect();
+                    viewer.learn(&names).await;
+                    found.repos.retain(|r| viewer.may_pull(&r.name));
+                }
+                found
+            }
+        };
         let listing = match found {
-            Some(found) => pages::Listing {
-                repos: found.repos,
-                next: found.next,
-                indexed: true,
-            },
+            Some(found) => {
+                let generations: Vec<(String, u64)> = found
+                    .repos
+                    .iter()
+                    .map(|r| (r.name.clone(), r.generation))
+                    .collect();
+                let sizes = self.repos.sizes(&state.registry, &generations).await;
+                pages::Listing {
+                    repos: found.repos,
+                    sizes,
+                    next: found.next,
+                    indexed: true,
+                }
+            }
             None => pages::Listing {
                 repos: Vec::new(),
+                sizes: Vec::new(),
                 next: None,
                 indexed: false,
             },
@@ -339,6 +379,7 @@ impl Ui {
             gc_interval: self.cfg.gc_interval,
             last_collection: state.registry.last_collection(),
             cache: state.proxy.as_ref().map(|p| p.held()),
+            uploads: state.registry.uploads_in_progress(),
         };
         html(
             StatusCode::OK,
@@ -361,15 +402,34 @@ impl Ui {
                 "There is no such repository.",
             );
         };
+        viewer.learn(&[repo.as_str()]).await;
         if !viewer.may_pull(repo.as_str()) {
             return self.hidden(viewer);
         }
         let after = asked.query("last");
-        let (tags, more) = match state
-            .registry
-            .tags_page(&repo, after, Some(PAGE_SIZE))
-            .await
-        {
+        let skip: usize = asked
+            .query("skip")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        // By time only from the listing index (a shared store has none): tags sort in memory.
+        let by_time = match asked.query("sort") {
+            Some("time") => state.registry.tags_by_time(&repo, skip, PAGE_SIZE),
+            _ => None,
+        };
+        let sort = match by_time {
+            Some(_) => pages::Sort::Time { skip },
+            None => pages::Sort::Name,
+        };
+        let listed = match by_time {
+            Some(page) => page,
+            None => {
+                state
+                    .registry
+                    .tags_page(&repo, after, Some(PAGE_SIZE))
+                    .await
+            }
+        };
+        let (tags, more) = match listed {
             Ok(p) => p,
             Err(crate::registry::Error::NameUnknown(_)) => {
                 return self.error(
@@ -380,13 +440,33 @@ impl Ui {
             }
             Err(e) => return self.failed(viewer, &e),
         };
-        let rows = self.facts.tag_rows(&state.registry, &repo, &tags).await;
+        let mut rows = self.facts.tag_rows(&state.registry, &repo, &tags).await;
+        let times = state.registry.tag_push_times(&repo, &tags);
+        let subjects = self.repos.subjects(&state.registry, &repo).await;
+        for (i, row) in rows.iter_mut().enumerate() {
+            row.pushed = times.as_ref().and_then(|t| t.get(i).copied().flatten());
+            let referred = row
+                .digest
+                .as_ref()
+                .and_then(|d| subjects.as_ref().and_then(|s| s.get(d)));
+            for mark in referred.map(|t| repos::marks_of(t)).unwrap_or_default() {
+                if !row.marks.contains(&mark) {
+                    row.marks.push(mark);
+                }
+            }
+        }
         let count = state.registry.tag_count(&repo);
-        let next = more.then(|| tags.last().cloned()).flatten();
+        let next = match sort {
+            pages::Sort::Name => more.then(|| tags.last().cloned()).flatten(),
+            pages::Sort::Time { skip } => more.then(|| (skip + PAGE_SIZE).to_string()),
+        };
         let page = pages::RepoPage {
             repo: &repo,
             count,
             rows: &rows,
+            sort,
+            times: times.is_some(),
+            referrers: subjects.is_some(),
             next: next.as_deref(),
             deletable: viewer.may_delete(state, repo.as_str()),
             deleted: asked.query("deleted"),
@@ -408,6 +488,7 @@ impl Ui {
                 "There is no such image.",
             );
         };
+        viewer.learn(&[repo.as_str()]).await;
         if !viewer.may_pull(repo.as_str()) {
             return self.hidden(viewer);
         }
@@ -434,7 +515,12 @@ impl Ui {
         )
     }
 
-    fn confirm_delete(&self, state: &AppState, viewer: &Viewer<'_>, asked: &Asked) -> Response {
+    async fn confirm_delete(
+        &self,
+        state: &AppState,
+        viewer: &Viewer<'_>,
+        asked: &Asked,
+    ) -> Response {
         let Some((repo, reference)) = delete_target(&asked.query) else {
             return self.error(
                 Some(viewer),
@@ -442,6 +528,7 @@ impl Ui {
                 "Which tag or manifest?",
             );
         };
+        viewer.learn(&[repo.as_str()]).await;
         if !viewer.may_delete(state, repo.as_str()) {
             return self.error(
                 Some(viewer),
@@ -486,6 +573,7 @@ impl Ui {
                 "Deleting is disabled on this registry (storage.delete.enabled, read-only mode).",
             );
         }
+        viewer.learn(&[repo.as_str()]).await;
         if !viewer.may_delete(state, repo.as_str()) {
             return self.error(
                 Some(viewer),
@@ -524,13 +612,17 @@ impl Ui {
                 Err(challenge) => challenge,
             };
         }
-        let Some(ts) = &state.tokenserver else {
+        let external = match (&state.auth, &self.external) {
+            (crate::auth::Authenticator::Token(verifier), Some(client)) => Some((verifier, client)),
+            _ => None,
+        };
+        if state.tokenserver.is_none() && external.is_none() {
             return self.error(
                 None,
                 StatusCode::NOT_FOUND,
                 "This registry has no sign-in form.",
             );
-        };
+        }
         let post = asked.method == Method::POST;
         if logout {
             if !post {
@@ -540,7 +632,7 @@ impl Ui {
                     "Sign out with the button.",
                 );
             }
-            let user = access::session_user(self, asked).unwrap_or_default();
+            let (user, id) = access::session_parts(self, asked).unwrap_or_default();
             if !self
                 .keys
                 .csrf_ok(&user, field(form, "csrf").unwrap_or_default())
@@ -550,6 +642,9 @@ impl Ui {
                     StatusCode::FORBIDDEN,
                     "The form has expired; open it again.",
                 );
+            }
+            if let (Some((_, client)), Some(id)) = (external, id) {
+                client.end(&id);
             }
             return redirect(
                 &self.cfg.prefix,
@@ -561,14 +656,41 @@ impl Ui {
         }
         let user = field(form, "user").unwrap_or_default();
         let password = field(form, "password").unwrap_or_default();
-        if user.is_empty() || !ts.check_login(user, password).await {
+        let wrong = || {
             tracing::info!(user = %user, "web UI sign-in refused");
-            return html(
+            html(
                 StatusCode::UNAUTHORIZED,
                 pages::login(self, Some("The user name or the password is wrong.")),
-            );
-        }
-        let cookie = self.keys.session_cookie(self, user, state.config.tls);
+            )
+        };
+        let signed = match (&state.tokenserver, external) {
+            (Some(ts), _) => match !user.is_empty() && ts.check_login(user, password).await {
+                true => user.to_owned(),
+                false => return wrong(),
+            },
+            (None, Some((verifier, client))) => {
+                let Some(id) = self.keys.session_id() else {
+                    return self.error(None, StatusCode::INTERNAL_SERVER_ERROR, "Try again.");
+                };
+                let expires = access::session_expiry();
+                match client.sign_in(verifier, user, password, expires, id).await {
+                    Ok(id) => access::external_session_text(&id, user),
+                    Err(external::External::Refused) => return wrong(),
+                    Err(e) => {
+                        tracing::warn!(user = %user, error = %e, "web UI sign-in failed");
+                        return html(
+                            StatusCode::BAD_GATEWAY,
+                            pages::login(
+                                self,
+                                Some("The token server could not be asked; try again later."),
+                            ),
+                        );
+                    }
+                }
+            }
+            (None, None) => return wrong(),
+        };
+        let cookie = self.keys.session_cookie(self, &signed, state.config.tls);
         redirect(&self.cfg.prefix, Some((header::SET_COOKIE, cookie)))
     }
 

@@ -10,6 +10,12 @@ use super::facts::{human_size, human_time, ConfigView, Detail, TagRow};
 use super::{encode, Ui};
 use crate::oci::manifest::Kind;
 use crate::oci::{Digest, Reference, RepoName};
+use crate::registry::index::Listed;
+
+/// A time for people, to the minute: `2024-05-01 12:34 UTC`.
+fn at(t: std::time::SystemTime) -> String {
+    human_time(&humantime::format_rfc3339_seconds(t).to_string())
+}
 
 /// The registry at a glance, on the home page: only what is known without reading the store.
 pub(crate) struct Overview {
@@ -19,11 +25,15 @@ pub(crate) struct Overview {
     pub last_collection: Option<crate::registry::gc::Collected>,
     /// The pull-through cache's blob bytes and `maxsize`.
     pub cache: Option<(u64, Option<u64>)>,
+    /// Uploads this process started and has not finished.
+    pub uploads: usize,
 }
 
 /// A catalog page as the home page shows it.
 pub(crate) struct Listing {
-    pub repos: Vec<(String, usize)>,
+    pub repos: Vec<Listed>,
+    /// The size of each repository's tagged images, where known.
+    pub sizes: Vec<Option<u64>>,
     pub next: Option<String>,
     /// Answered from the listing index (else there is none yet, or the store is shared).
     pub indexed: bool,
@@ -122,6 +132,20 @@ fn overview(o: &Overview, show_count: bool) -> Markup {
                         None => { "none since start-up" }
                     }
                 }
+                @if show_count {
+                    dt { "Stored" }
+                    dd #stored {
+                        @match &o.last_collection {
+                            Some(c) => {
+                                (human_size(c.stored_bytes)) " in " (c.stored_blobs) " blobs, " (c.stored_manifests) " manifests"
+                                " (as the last collection, " (at(c.finished)) ", counted them)"
+                            }
+                            None => { span.none { "—" } " (counted by each garbage collection; none has run since start-up)" }
+                        }
+                    }
+                }
+                dt { "Uploads in progress" }
+                dd #uploads { (o.uploads) " (started through this process and not yet finished or cancelled)" }
                 @if let Some((held, max)) = o.cache {
                     dt { "Pull-through cache" }
                     dd { (human_size(held)) @if let Some(m) = max { " of " (human_size(m)) } }
@@ -138,9 +162,11 @@ pub(crate) fn home(
     listing: &Listing,
     summary: &Overview,
 ) -> Markup {
-    let mut groups: Vec<(&str, Vec<&(String, usize)>)> = Vec::new();
-    for entry in &listing.repos {
-        let ns = namespace(&entry.0);
+    type Row<'r> = (&'r Listed, Option<u64>);
+    let mut groups: Vec<(&str, Vec<Row<'_>>)> = Vec::new();
+    for (i, repo) in listing.repos.iter().enumerate() {
+        let entry = (repo, listing.sizes.get(i).copied().flatten());
+        let ns = namespace(&repo.name);
         match groups.last_mut() {
             Some((last, items)) if *last == ns => items.push(entry),
             _ => groups.push((ns, vec![entry])),
@@ -169,14 +195,25 @@ pub(crate) fn home(
             p.empty { @if needle.is_empty() { "No repositories yet." } @else { "No repository matches." } }
         } @else if !listing.repos.is_empty() {
             table.list #repositories {
-                thead { tr { th scope="col" { "Repository" } th.num scope="col" { "Tags" } } }
+                thead { tr {
+                    th scope="col" { "Repository" } th.num scope="col" { "Tags" }
+                    th.num scope="col" title="Configuration and layers of the tagged images, each blob counted once" { "Size of tagged images" }
+                    th scope="col" { "Last push" }
+                } }
                 @for (ns, items) in &groups {
                     tbody {
-                        tr.ns { th colspan="2" scope="rowgroup" { @if ns.is_empty() { "(top level)" } @else { (ns) "/" } } }
-                        @for (name, tags) in items {
+                        tr.ns { th colspan="4" scope="rowgroup" { @if ns.is_empty() { "(top level)" } @else { (ns) "/" } } }
+                        @for (repo, size) in items {
                             tr.repo {
-                                td { a href=(ui.path(&format!("r/{name}"))) { (name) } }
-                                td.num { (tags) }
+                                td { a href=(ui.path(&format!("r/{}", repo.name))) { (repo.name) } }
+                                td.num { (repo.tags) }
+                                td.num.size {
+                                    @match size {
+                                        Some(s) => { (human_size(*s)) }
+                                        None => { span.none title=(format!("Not added up: more than {} tags, or a manifest cannot be read", super::repos::SIZE_TAGS)) { "—" } }
+                                    }
+                                }
+                                td.pushed { @match repo.last_push { Some(t) => { time { (at(t)) } } None => { span.none { "—" } } } }
                             }
                         }
                     }
@@ -204,10 +241,25 @@ fn platforms(facts: &super::facts::Facts) -> Markup {
     }
 }
 
+/// How a tag list is sorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sort {
+    Name,
+    /// Newest push first, from the `skip`th tag.
+    Time {
+        skip: usize,
+    },
+}
+
 pub(crate) struct RepoPage<'a> {
     pub repo: &'a RepoName,
     pub count: Option<usize>,
     pub rows: &'a [TagRow],
+    pub sort: Sort,
+    /// Push times are known (the listing index), so the list can sort by them.
+    pub times: bool,
+    /// The repository's referrers were looked up (it is not too large for that).
+    pub referrers: bool,
     pub next: Option<&'a str>,
     pub deletable: bool,
     pub deleted: Option<&'a str>,
@@ -219,6 +271,20 @@ pub(crate) fn repo(ui: &Ui, viewer: &Viewer<'_>, page: &RepoPage<'_>) -> Markup 
         nav.crumbs { a href=(ui.cfg.prefix) { "Repositories" } " / " }
         h1 { (repo.as_str()) }
         @if let Some(count) = page.count { p.meta { (count) @if count == 1 { " tag" } @else { " tags" } } }
+        @let here = ui.path(&format!("r/{repo}"));
+        @if page.times {
+            nav.sort aria-label="Sort tags" {
+                "Sort by: "
+                @if page.sort == Sort::Name { strong aria-current="true" { "name" } } @else { a #sort-name href=(format!("{here}?sort=name")) { "name" } }
+                " · "
+                @if page.sort == Sort::Name { a #sort-time href=(format!("{here}?sort=time")) { "push time" } } @else { strong aria-current="true" { "push time" } }
+            }
+        } @else {
+            p.note { "Sorting by push time needs the listing index (not kept on a shared store, or not built yet)." }
+        }
+        @if !page.referrers {
+            p.note { "This repository has more than " (super::repos::REFERRER_REVISIONS) " manifests: its tag list marks only signatures and SBOMs stored under cosign's tags; an image's page lists its referrers." }
+        }
         @if let Some(deleted) = page.deleted {
             p.done role="status" { "Deleted " code { (deleted) } ". The space it used returns at the next garbage collection." }
         }
@@ -228,7 +294,7 @@ pub(crate) fn repo(ui: &Ui, viewer: &Viewer<'_>, page: &RepoPage<'_>) -> Markup 
             table.list #tags {
                 thead { tr {
                     th scope="col" { "Tag" } th scope="col" { "Digest" } th.num scope="col" { "Size" }
-                    th scope="col" { "Created" } th scope="col" { "Platforms" }
+                    th scope="col" { "Created" } th scope="col" { "Pushed" } th scope="col" { "Platforms" }
                     @if page.deletable { th scope="col" { span.hidden { "Actions" } } }
                 } }
                 tbody {
@@ -243,6 +309,7 @@ pub(crate) fn repo(ui: &Ui, viewer: &Viewer<'_>, page: &RepoPage<'_>) -> Markup 
                             } }
                             td.num { @if let Some(f) = &row.facts { (human_size(f.size)) } }
                             td { @if let Some(c) = row.facts.as_ref().and_then(|f| f.created.as_deref()) { time { (human_time(c)) } } }
+                            td.pushed { @match row.pushed { Some(t) => { time { (at(t)) } } None => { span.none { "—" } } } }
                             td { @if let Some(f) = &row.facts { (platforms(f)) } }
                             @if page.deletable {
                                 td { a.danger href=(format!("{}?repo={}&ref={}", ui.path("delete"), encode(repo.as_str()), encode(&row.tag))) { "Delete" } }
@@ -253,7 +320,12 @@ pub(crate) fn repo(ui: &Ui, viewer: &Viewer<'_>, page: &RepoPage<'_>) -> Markup 
             }
         }
         @if let Some(next) = page.next {
-            nav.pages { a rel="next" href=(format!("{}?last={}", ui.path(&format!("r/{repo}")), encode(next))) { "Next page →" } }
+            nav.pages {
+                @match page.sort {
+                    Sort::Name => { a rel="next" href=(format!("{here}?last={}", encode(next))) { "Next page →" } }
+                    Sort::Time { .. } => { a rel="next" href=(format!("{here}?sort=time&skip={}", encode(next))) { "Next page →" } }
+                }
+            }
         }
     };
     layout(ui, Some(viewer), repo.as_str(), "", body)

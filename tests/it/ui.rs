@@ -507,7 +507,7 @@ berth:
     );
     let server = TestServer::from_yaml(&store, &yaml(&store, &extra)).await;
     for repo in ["shared/app", "private/db", "public/www"] {
-        push_direct(&server, repo).await;
+        push_direct(&server, &server.base, "berth-ui", repo).await;
     }
     server.wait_index_ready().await;
 
@@ -614,13 +614,12 @@ berth:
     b.close().await;
 }
 
-/// An image pushed over the API as admin, with a token from the built-in token server.
-async fn push_direct(server: &TestServer, repo: &str) {
+/// An image pushed over the API as admin, with a token from the token server at `ts` for `service`.
+async fn push_direct(server: &TestServer, ts: &str, service: &str, repo: &str) {
     let http = http_client(reqwest::Client::builder());
     let token = http
         .get(format!(
-            "{}/auth/token?service=berth-ui&scope=repository:{repo}:pull,push",
-            server.base
+            "{ts}/auth/token?service={service}&scope=repository:{repo}:pull,push"
         ))
         .basic_auth("admin", Some("admin-pw"))
         .send()
@@ -785,4 +784,267 @@ async fn ui_offers_no_delete_in_a_cached_repository() {
         !cached.contains("Delete"),
         "a delete is offered in a cached repository: {cached}"
     );
+}
+
+/// The home page's size of tagged images and last push, the overview's stored totals (as the last
+/// collection counted them) and uploads in progress, tags sorted by name and by push time, and a badge
+/// for a referrer found through the referrers API (no cosign tag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_sizes_push_times_sorting_and_referrer_badges() {
+    let store = TestStore::new(StoreKind::Fs);
+    let extra = "berth:\n  gc:\n    enabled: true\n    interval: 1s\n    graceperiod: 1h\n";
+    let server = TestServer::from_yaml(&store, &yaml(&store, extra)).await;
+    server.wait_index_ready().await;
+    let client = server.client();
+    // Pushed b, c, a: by name a, b, c; newest first a, c, b.
+    let mut subject = String::new();
+    let mut size = 0;
+    for seed in ["b", "c", "a"] {
+        let (_, d) = client.push_image("team/app", seed, seed).await;
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+        size += config.len() + format!("layer of {seed}").len();
+        if seed == "b" {
+            subject = d;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // An SBOM of b by its subject only, as `oras attach` pushes one.
+    let empty = client.push_blob("team/app", b"{}").await;
+    let sbom = client
+        .push_blob("team/app", b"{\"spdxVersion\":\"SPDX-2.3\"}")
+        .await;
+    let extra = format!(
+        r#","artifactType":"application/spdx+json","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":1}}"#
+    );
+    let referrer = super::support::image_manifest(&empty, 2, &[(&sbom, 26)], &extra);
+    client
+        .put_manifest("team/app", &digest(&referrer), OCI_MANIFEST, &referrer)
+        .await
+        .assert_status(201);
+    // An upload started and left open.
+    client.start_upload("team/app").await;
+
+    let b = Browser::start().await;
+    b.goto(&format!("{}/", server.base)).await;
+    let row = "document.querySelector('#repositories tr.repo')";
+    assert_eq!(
+        b.js(&format!("return {row}.querySelector('td.size').innerText"))
+            .await,
+        json!(format!("{size} B")),
+        "the size of the tagged images, each blob once"
+    );
+    let pushed = b
+        .js(&format!(
+            "return {row}.querySelector('td.pushed').innerText"
+        ))
+        .await;
+    assert!(
+        pushed.as_str().unwrap().ends_with(" UTC"),
+        "the last push: {pushed}"
+    );
+    let text = b.text().await;
+    assert!(text.contains("Size of tagged images"), "{text}");
+    assert!(
+        b.js("return document.querySelector('#uploads').innerText")
+            .await
+            .as_str()
+            .unwrap()
+            .starts_with("1 "),
+        "one upload in progress: {text}"
+    );
+    // The overview's totals, once a collection has counted them: 4 manifests; 3 configurations, 3
+    // layers, 4 manifests, the empty configuration and the SBOM.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        b.goto(&format!("{}/", server.base)).await;
+        let stored = b
+            .js("return document.querySelector('#stored').innerText")
+            .await;
+        let stored = stored.as_str().unwrap().to_owned();
+        if stored.contains("as the last collection") {
+            assert!(stored.contains(" in 12 blobs, 4 manifests"), "{stored}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no totals: {stored}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
+    // The tags by name, with the SBOM badge on b from the referrers API.
+    let order =
+        "return [...document.querySelectorAll('#tags tr.tag a.tagname')].map(a => a.innerText)";
+    b.goto(&format!("{}/r/team/app", server.base)).await;
+    assert_eq!(b.js(order).await, json!(["a", "b", "c"]));
+    assert_eq!(
+        b.js("return [...document.querySelectorAll('#tags tr.tag')].map(r => [...r.querySelectorAll('.badge')].map(s => s.innerText).join(','))")
+            .await,
+        json!(["", "SBOM", ""]),
+        "b has an SBOM by the referrers API"
+    );
+    assert_eq!(b.count("#tags td.pushed time").await, 3, "push times");
+    // By push time, newest first, from the header's link.
+    b.client
+        .find(fantoccini::Locator::Css("#sort-time"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_until("location.search.includes('sort=time')").await;
+    assert_eq!(b.js(order).await, json!(["a", "c", "b"]));
+    assert!(
+        b.count("#sort-name").await == 1,
+        "a way back to the name order"
+    );
+    b.close().await;
+}
+
+/// Sign-in through an external token server: a second berth, whose built-in token server signs with a
+/// key whose certificate the UI's berth trusts (`auth.token.rootcertbundle`). The form's password goes to
+/// its realm; the pages show what its tokens grant, anonymous visitors included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_external_token_server_sign_in_and_rights() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["token-signer".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (key_path, cert_path) = (dir.path().join("token.key"), dir.path().join("token.crt"));
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    let hash = |u: &str, p: &str| {
+        let line = berth::auth::htpasswd::entry(u, p, 4).unwrap();
+        line.trim().split_once(':').unwrap().1.to_owned()
+    };
+    let ts_store = TestStore::new(StoreKind::Fs);
+    let ts_extra = format!(
+        r#"auth:
+  token:
+    realm: http://token.invalid/auth/token
+    service: berth-ext
+    issuer: ext-issuer
+berth:
+  tokenserver:
+    token:
+      issuer: ext-issuer
+      expiration: 300
+      key: '{key}'
+      certificate: '{cert}'
+    users:
+      admin:
+        password: '{admin}'
+      reader:
+        password: '{reader}'
+      "": {{}}
+    acl:
+      - match: {{account: admin}}
+        actions: ["*"]
+      - match: {{account: reader, name: "shared/*"}}
+        actions: [pull]
+      - match: {{account: "", name: "public/*"}}
+        actions: [pull]
+"#,
+        key = key_path.display(),
+        cert = cert_path.display(),
+        admin = hash("admin", "admin-pw"),
+        reader = hash("reader", "reader-pw"),
+    );
+    let ts = TestServer::from_yaml(&ts_store, &yaml(&ts_store, &ts_extra)).await;
+    let store = TestStore::new(StoreKind::Fs);
+    let extra = format!(
+        "auth:\n  token:\n    realm: {}/auth/token\n    service: berth-ext\n    issuer: ext-issuer\n    rootcertbundle: '{}'\n",
+        ts.base,
+        cert_path.display()
+    );
+    let server = TestServer::from_yaml(&store, &yaml(&store, &extra)).await;
+    for repo in ["shared/app", "private/db", "public/www"] {
+        push_direct(&server, &ts.base, "berth-ext", repo).await;
+    }
+    server.wait_index_ready().await;
+
+    let b = Browser::start().await;
+    // Anonymous: what the token server grants anonymous, and a way to sign in.
+    b.goto(&format!("{}/", server.base)).await;
+    let text = b.text().await;
+    assert!(
+        text.contains("public/www") && !text.contains("shared/app") && !text.contains("private/db"),
+        "{text}"
+    );
+    assert!(text.contains("Sign in"), "{text}");
+    let sign_in = |user: &'static str, password: &'static str| {
+        let b = &b;
+        let base = server.base.clone();
+        async move {
+            b.goto(&format!("{base}/login")).await;
+            let form = b
+                .client
+                .form(fantoccini::Locator::Css("form.login"))
+                .await
+                .unwrap();
+            form.set_by_name("user", user).await.unwrap();
+            form.set_by_name("password", password).await.unwrap();
+            form.submit().await.unwrap();
+        }
+    };
+    sign_in("reader", "wrong").await;
+    b.wait_for_text("is wrong").await;
+    sign_in("reader", "reader-pw").await;
+    b.wait_for_text("Signed in as reader").await;
+    let text = b.text().await;
+    assert!(
+        text.contains("shared/app") && !text.contains("private/db") && !text.contains("public/www"),
+        "reader sees what the token server grants reader: {text}"
+    );
+    b.goto(&format!("{}/r/private/db", server.base)).await;
+    assert!(b.text().await.contains("no such repository"));
+    b.goto(&format!("{}/r/shared/app", server.base)).await;
+    assert_eq!(b.count("#tags tr.tag").await, 1);
+    assert_eq!(b.count("a.danger").await, 0, "no delete button for reader");
+    let cookie = b.client.get_named_cookie("berth_session").await.unwrap();
+    let cookie = format!("berth_session={}", cookie.value());
+    let csrf = b
+        .js("return document.querySelector('form.inline input[name=csrf]').value")
+        .await;
+    assert_eq!(
+        post_delete(
+            &server.base,
+            Some(&cookie),
+            None,
+            "shared/app",
+            "v1",
+            csrf.as_str().unwrap()
+        )
+        .await,
+        403
+    );
+    // Signed out, the session is gone, also for a copy of its cookie.
+    b.client
+        .find(fantoccini::Locator::Css("#signout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text("Sign in").await;
+    let http = http_client(reqwest::Client::builder());
+    let after = http
+        .get(format!("{}/", server.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!after.contains("shared/app"), "{after}");
+    // admin: everything, with delete buttons.
+    sign_in("admin", "admin-pw").await;
+    b.wait_for_text("Signed in as admin").await;
+    let text = b.text().await;
+    for repo in ["shared/app", "private/db", "public/www"] {
+        assert!(text.contains(repo), "admin sees {repo}: {text}");
+    }
+    b.goto(&format!("{}/r/private/db", server.base)).await;
+    assert_eq!(b.count("a.danger").await, 1, "admin may delete");
+    b.close().await;
 }
