@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest as _, Sha256};
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::error::{Error, Result};
 use super::{paths, Held, Registry};
 use crate::oci::{Digest, RepoName};
-use crate::storage::{ByteStream, ErrorKind};
+use crate::storage::{ByteStream, ErrorKind, Writer};
 
 /// What a client learns about an upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,10 @@ struct State {
 const HASHER_QUEUE: usize = 2;
 /// Body frames are handed to the hashing thread in batches of at least this many bytes.
 const BATCH: usize = 1 << 20;
+/// Frames smaller than this are small (see [`Feed`]) ...
+const SMALL: usize = 64 << 10;
+/// ... and gathered into buffers of this size.
+const GATHER: usize = 256 << 10;
 
 /// Hashes on a blocking thread, fed through a bounded channel, so hashing overlaps the network and disk.
 struct HashPipe {
@@ -76,6 +80,80 @@ impl HashPipe {
     }
 }
 
+/// Hands a body's frames to the writer and the hasher. Large frames (what a fast client's body arrives
+/// in) go to the writer as they are, and to the hasher in batches of them: no copy here, and one
+/// hand-off to the hashing thread (two thread wake-ups) per batch. Small frames (a slow client's, a
+/// chunked transfer encoding's) are first gathered into one buffer, a copy that costs less than a
+/// hand-off each.
+struct Feed {
+    writer: Box<dyn Writer>,
+    hasher: HashPipe,
+    gathered: BytesMut,
+    batch: Vec<Bytes>,
+    batched: usize,
+}
+
+impl Feed {
+    fn new(writer: Box<dyn Writer>, hasher: HashPipe) -> Feed {
+        Feed {
+            writer,
+            hasher,
+            gathered: BytesMut::new(),
+            batch: Vec::new(),
+            batched: 0,
+        }
+    }
+
+    async fn push(&mut self, frame: Bytes) -> Result<()> {
+        if frame.len() >= SMALL {
+            self.flush_gathered().await?;
+            return self.pass(frame).await;
+        }
+        if self.gathered.capacity() == 0 {
+            self.gathered.reserve(GATHER);
+        }
+        self.gathered.extend_from_slice(&frame);
+        if self.gathered.len() >= GATHER {
+            self.flush_gathered().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_gathered(&mut self) -> Result<()> {
+        if self.gathered.is_empty() {
+            return Ok(());
+        }
+        let buf = self.gathered.split().freeze();
+        self.pass(buf).await
+    }
+
+    async fn pass(&mut self, buf: Bytes) -> Result<()> {
+        self.batched += buf.len();
+        self.batch.push(buf.clone());
+        self.writer.write(buf).await?;
+        if self.batched >= BATCH {
+            self.batched = 0;
+            self.hasher.send(std::mem::take(&mut self.batch)).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands over what is left; the writer is not yet committed, nor the hasher finished.
+    async fn finish(mut self) -> Result<(Box<dyn Writer>, HashPipe)> {
+        self.flush_gathered().await?;
+        if !self.batch.is_empty() {
+            self.hasher.send(std::mem::take(&mut self.batch)).await?;
+        }
+        Ok((self.writer, self.hasher))
+    }
+}
+
+/// A hash state as stored: at its offset's path.
+fn state_object(repo: &RepoName, id: &str, state: &State) -> (String, Bytes) {
+    let raw = Bytes::copy_from_slice(state.hasher.serialize().as_slice());
+    (paths::upload_hashstate(repo, id, state.offset), raw)
+}
+
 /// The upload's data no longer reaches the offset its hash state acknowledges (damaged by hand, or lost).
 fn lost_data(offset: u64) -> Error {
     Error::UploadInvalid(format!(
@@ -88,19 +166,17 @@ impl Registry {
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
         let id = uuid::Uuid::new_v4().to_string();
         let started = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
+        let empty = State {
+            offset: 0,
+            hasher: Sha256::new(),
+        };
+        // `startedat` first: an upload the purger cannot date is one it never removes.
         self.driver
-            .put(&paths::upload_started(repo, &id), Bytes::from(started))
+            .put_in_order(
+                vec![(paths::upload_started(repo, &id), Bytes::from(started))],
+                vec![state_object(repo, &id, &empty)],
+            )
             .await?;
-        self.save_state(
-            repo,
-            &id,
-            &State {
-                offset: 0,
-                hasher: Sha256::new(),
-            },
-            None,
-        )
-        .await?;
         self.note_upload(&id, true);
         Ok(UploadStatus { id, offset: 0 })
     }
@@ -262,22 +338,19 @@ impl Registry {
         Ok(State { offset, hasher })
     }
 
-    async fn save_state(
+    /// Removes the state at `previous` once `state` is saved. The newest state is the acknowledged offset,
+    /// so a superseded state that a crash brings back is harmless: its removal need not be durable (on a
+    /// filesystem, one sync round fewer per chunk).
+    async fn drop_state(
         &self,
         repo: &RepoName,
         id: &str,
         state: &State,
-        previous: Option<u64>,
+        previous: u64,
     ) -> Result<()> {
-        let raw = Bytes::copy_from_slice(state.hasher.serialize().as_slice());
-        self.driver
-            .put(&paths::upload_hashstate(repo, id, state.offset), raw)
-            .await?;
-        // The newest state is the acknowledged offset, so a superseded state that a crash brings back is
-        // harmless: its removal need not be durable (on a filesystem, one sync round fewer per chunk).
-        if let Some(prev) = previous.filter(|&p| p != state.offset) {
+        if previous != state.offset {
             self.driver
-                .delete_object(&paths::upload_hashstate(repo, id, prev))
+                .delete_object(&paths::upload_hashstate(repo, id, previous))
                 .await?;
         }
         Ok(())
@@ -300,7 +373,7 @@ impl Registry {
             }
         }
         let previous = state.offset;
-        let mut writer = match self
+        let writer = match self
             .driver
             .writer(&paths::upload_data(repo, id), state.offset)
             .await
@@ -310,13 +383,8 @@ impl Registry {
             Err(e) if e.kind == ErrorKind::BadOffset => return Err(lost_data(state.offset)),
             Err(e) => return Err(e.into()),
         };
-        let hasher = HashPipe::start(state.hasher);
+        let mut feed = Feed::new(writer, HashPipe::start(state.hasher));
         let mut written: u64 = 0;
-        // Frames go to the writer as they come (the filesystem's copies them into its aligned buffer,
-        // an object store's into its part) and to the hasher in batches: no copy here, and one hand-off
-        // to the hashing thread, two thread wake-ups, per batch rather than per frame.
-        let mut batch = Vec::new();
-        let mut batched = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(Error::Body)?;
             if chunk.is_empty() {
@@ -330,17 +398,9 @@ impl Registry {
                     )));
                 }
             }
-            batched += chunk.len();
-            batch.push(chunk.clone());
-            writer.write(chunk).await?;
-            if batched >= BATCH {
-                hasher.send(std::mem::take(&mut batch)).await?;
-                batched = 0;
-            }
+            feed.push(chunk).await?;
         }
-        if !batch.is_empty() {
-            hasher.send(batch).await?;
-        }
+        let (writer, hasher) = feed.finish().await?;
         if let Some(len) = check.len {
             if written != len {
                 return Err(Error::SizeInvalid(format!(
@@ -348,19 +408,22 @@ impl Registry {
                 )));
             }
         }
-        let size = writer.commit().await?;
         let hasher = hasher.finish().await?;
         let state = State {
             offset: previous + written,
             hasher,
         };
+        // The hash state that acknowledges the bytes is put once they are durable, in one call.
+        let size = writer
+            .commit_then(vec![state_object(repo, id, &state)])
+            .await?;
         if size != state.offset {
             return Err(Error::UploadInvalid(format!(
                 "upload data has {size} bytes, expected {}",
                 state.offset
             )));
         }
-        self.save_state(repo, id, &state, Some(previous)).await?;
+        self.drop_state(repo, id, &state, previous).await?;
         Ok(state)
     }
 }

@@ -37,6 +37,7 @@ macro_rules! with_contracts {
             delete_removes_unsealed_writes,
             delete_object_removes_one_object,
             writer_commit_is_durable_at_offset,
+            writer_commit_then_puts_the_objects,
             writer_restarts_at_either_of_the_last_two_commits,
             writer_discards_what_was_not_committed,
             writer_past_the_commits_is_bad_offset,
@@ -443,6 +444,21 @@ pub async fn writer_commit_is_durable_at_offset(d: &dyn Driver) {
     assert_eq!(w.commit().await.unwrap(), 9, "a commit of nothing");
     d.seal("commit/data", 9, "commit/blob").await.unwrap();
     assert_eq!(get(d, "commit/blob").await, b"abcdefghi");
+}
+
+/// `commit_then` commits like `commit` (the size it returns, the bytes a seal publishes) and puts every
+/// object it was given; with none, it is a `commit`.
+pub async fn writer_commit_then_puts_the_objects(d: &dyn Driver) {
+    let mut w = d.writer("then/data", 0).await.unwrap();
+    w.write(Bytes::from_static(b"abcdef")).await.unwrap();
+    let state = vec![("then/state/6".to_string(), Bytes::from_static(b"six"))];
+    assert_eq!(w.commit_then(state).await.unwrap(), 6);
+    assert_eq!(get(d, "then/state/6").await, b"six");
+    let mut w = d.writer("then/data", 6).await.unwrap();
+    w.write(Bytes::from_static(b"gh")).await.unwrap();
+    assert_eq!(w.commit_then(Vec::new()).await.unwrap(), 8);
+    d.seal("then/data", 8, "then/blob").await.unwrap();
+    assert_eq!(get(d, "then/blob").await, b"abcdefgh");
 }
 
 /// A writer may start again at the earlier of the last two commits (a chunk retried after its

@@ -231,6 +231,13 @@ impl Writer for MemoryWriter {
             .insert(self.path, (self.buf.freeze(), SystemTime::now()));
         Ok(size)
     }
+
+    async fn commit_then(self: Box<Self>, then: Vec<(String, Bytes)>) -> Result<u64> {
+        let driver = self.driver.clone();
+        let size = self.commit().await?;
+        driver.put_all(then).await?;
+        Ok(size)
+    }
 }
 
 #[cfg(test)]

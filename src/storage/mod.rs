@@ -224,4 +224,10 @@ pub trait Writer: Send {
     /// Makes everything written durable and returns the object's total size (the writer's offset plus
     /// what it wrote): the offset a later writer may start from, and the size `seal` may publish.
     async fn commit(self: Box<Self>) -> Result<u64>;
+
+    /// `commit`, then `put_all` of `then`, none of whose objects is seen (by a reader or after a crash)
+    /// before the committed bytes are durable: an upload's hash state acknowledging them. Costs less than
+    /// the two calls (on the filesystem the bytes and the objects' temp files share a round: two rounds,
+    /// not three).
+    async fn commit_then(self: Box<Self>, then: Vec<(String, Bytes)>) -> Result<u64>;
 }

@@ -122,6 +122,13 @@ impl Writer for S3Writer {
         Ok(())
     }
 
+    async fn commit_then(self: Box<Self>, then: Vec<(String, Bytes)>) -> Result<u64> {
+        let driver = self.driver.clone();
+        let size = self.commit().await?;
+        driver.put_all(then).await?;
+        Ok(size)
+    }
+
     async fn commit(self: Box<Self>) -> Result<u64> {
         let this = *self;
         let d = &this.driver;
