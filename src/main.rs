@@ -8,11 +8,6 @@ use clap::{Parser, Subcommand};
 
 use berth::app::{commands, entrypoint};
 
-/// mimalloc: the upload path hands receive buffers between threads, which glibc's per-thread arenas
-/// answered with page faults for memory they had just given back.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A container image registry: a drop-in replacement for CNCF distribution (registry:2).
 #[derive(Parser)]
 #[command(name = "berth", version, propagate_version = true)]
