@@ -20,22 +20,7 @@ bench_start berth-bench docker-registry nginx skopeo curl ss
 # root and the address differ and come from distribution's own environment overrides. registry:2's image
 # ships `cache.blobdescriptor: inmemory`; it is kept for distribution (berth has its own caches and warns
 # about the key).
-cat > "$work/config.yml" <<YAML
-version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: /unused
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: 127.0.0.1:5000
-YAML
+cp "$here/config.yml" "$work/config.yml"
 
 bport=$(free_port); rport=$(free_port); nport=$(free_port)
 mkdir -p "$work/berth" "$work/registry" "$work/nginx/root" "$work/loadgen"
