@@ -72,6 +72,11 @@ impl HashPipe {
             .map_err(|_| Error::Body(std::io::Error::other("hasher stopped")))
     }
 
+    /// Whether everything sent has been taken up by the hashing thread.
+    fn is_idle(&self) -> bool {
+        self.tx.capacity() == self.tx.max_capacity()
+    }
+
     async fn finish(self) -> Result<Sha256> {
         drop(self.tx);
         self.task
@@ -131,7 +136,9 @@ impl Feed {
         self.batched += buf.len();
         self.batch.push(buf.clone());
         self.writer.write(buf).await?;
-        if self.batched >= BATCH {
+        // A batch goes when it is full, or as soon as the hasher has nothing queued: at the start of a
+        // chunk it begins on the first frames instead of waiting for a whole batch.
+        if self.batched >= BATCH || (self.batched >= SMALL && self.hasher.is_idle()) {
             self.batched = 0;
             self.hasher.send(std::mem::take(&mut self.batch)).await?;
         }
