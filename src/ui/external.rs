@@ -1,11 +1,13 @@
-//! Signing in with an external token server (`auth.token` without `berth.tokenserver`): the sign-in
-//! form's user and password are sent to the token server's realm as docker sends them (GET with Basic
-//! credentials, `service` and `scope`s), and the token it answers is verified with the API's verifier.
-//! What a viewer may pull and delete is what such tokens grant: for the repositories a page shows, one
-//! token is asked for with `repository:<name>:pull,delete` scopes, and the grants are kept for the
-//! token's lifetime. A session lives in memory (the cookie names it, signed); the password stays there,
-//! never logged, until the session ends, so that pages can ask for the scopes they need. Anonymous
-//! visitors ask without credentials, for what anonymous access allows.
+//! Signing in with an external token server (`auth.token` without `berth.tokenserver`). The sign-in
+//! form's user and password go to the token server as an OAuth2 `password` grant with
+//! `access_type=offline` (POST, docker's token API), and the session keeps the refresh token it answers
+//! with, not the password. A token server without that API (or one that gives no refresh token) is asked
+//! as docker asks without it: GET with Basic credentials, and then the session keeps the password, in
+//! memory, never logged, until it ends. Every token is verified with the API's verifier. What a viewer
+//! may pull and delete is what such tokens grant: for the repositories a page shows, one token is asked
+//! for with `repository:<name>:pull,delete` scopes, and the grants are kept for the token's lifetime.
+//! A session lives in memory (the cookie names it, signed). Anonymous visitors ask without credentials,
+//! for what anonymous access allows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,10 +40,30 @@ struct Grant {
     until: u64,
 }
 
+/// What a session asks the token server with.
+enum Credential {
+    /// An OAuth2 refresh token.
+    Refresh(String),
+    /// The password, for a token server without the OAuth2 API.
+    Password(String),
+}
+
+/// How one request to the token server authenticates.
+#[derive(Clone, Copy)]
+enum Ask<'a> {
+    Anonymous,
+    /// GET with Basic credentials.
+    Basic(&'a str, &'a str),
+    /// POST, `grant_type=password`, `access_type=offline`.
+    PasswordGrant(&'a str, &'a str),
+    /// POST, `grant_type=refresh_token`.
+    Refresh(&'a str),
+}
+
 /// A signed-in user (or the anonymous visitor) of the external token server.
 pub(super) struct Session {
     pub user: String,
-    password: Option<String>,
+    credential: Option<Credential>,
     pub expires: u64,
     grants: Mutex<HashMap<String, Grant>>,
 }
@@ -71,6 +93,8 @@ pub(super) enum External {
     Unreachable(String),
     #[error("the token server's answer is not a token this registry accepts: {0}")]
     BadToken(String),
+    #[error("the token server has no OAuth2 token API (status {0})")]
+    NoOAuth(u16),
 }
 
 /// The external token server, and the sessions signed in with it.
@@ -90,7 +114,19 @@ struct Answer {
     access_token: Option<String>,
     #[serde(default)]
     expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
+
+/// What the token server granted: the access, until when, and a refresh token if it gave one.
+type Granted = (
+    Vec<crate::auth::token::ResourceActions>,
+    u64,
+    Option<String>,
+);
+
+/// OAuth2 clients name themselves (docker's token API requires `client_id`).
+const CLIENT_ID: &str = "berth-ui";
 
 impl TokenClient {
     pub(super) fn new(realm: &str, service: &str) -> Result<TokenClient, super::UiError> {
@@ -108,7 +144,7 @@ impl TokenClient {
             sessions: Mutex::default(),
             anonymous: Arc::new(Session {
                 user: String::new(),
-                password: None,
+                credential: None,
                 expires: u64::MAX,
                 grants: Mutex::default(),
             }),
@@ -130,34 +166,62 @@ impl TokenClient {
         sessions.remove(id);
     }
 
-    /// Asks the token server for a token of `scopes` and verifies it: what it grants, and for how long.
+    /// Asks the token server for a token of `scopes` and verifies it: what it grants, for how long, and
+    /// the refresh token it gave, if any.
     async fn ask(
         &self,
         verifier: &TokenVerifier,
-        creds: Option<(&str, &str)>,
+        how: Ask<'_>,
         scopes: &[Scope],
-    ) -> Result<(Vec<crate::auth::token::ResourceActions>, u64), External> {
-        let mut url = format!(
-            "{}{}service={}",
-            self.realm,
-            if self.realm.contains('?') { '&' } else { '?' },
-            super::encode(&self.service)
-        );
-        for scope in scopes {
-            url.push_str("&scope=");
-            url.push_str(&super::encode(&scope.to_string()));
-        }
-        let mut req = self.http.get(url);
-        if let Some((user, password)) = creds {
-            req = req.basic_auth(user, Some(password));
-        }
+    ) -> Result<Granted, External> {
+        let scope = scopes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut form = vec![("service", self.service.as_str())];
+        let req = match how {
+            Ask::Anonymous | Ask::Basic(..) => {
+                let mut url = format!(
+                    "{}{}service={}",
+                    self.realm,
+                    if self.realm.contains('?') { '&' } else { '?' },
+                    super::encode(&self.service)
+                );
+                for scope in scopes {
+                    url.push_str("&scope=");
+                    url.push_str(&super::encode(&scope.to_string()));
+                }
+                let req = self.http.get(url);
+                match how {
+                    Ask::Basic(user, password) => req.basic_auth(user, Some(password)),
+                    _ => req,
+                }
+            }
+            Ask::PasswordGrant(user, password) => {
+                form.extend([
+                    ("grant_type", "password"),
+                    ("username", user),
+                    ("password", password),
+                    ("access_type", "offline"),
+                ]);
+                self.post(&form, &scope)
+            }
+            Ask::Refresh(token) => {
+                form.extend([("grant_type", "refresh_token"), ("refresh_token", token)]);
+                self.post(&form, &scope)
+            }
+        };
         let resp = req
             .send()
             .await
             .map_err(|e| External::Unreachable(e.without_url().to_string()))?;
+        let oauth = matches!(how, Ask::PasswordGrant(..) | Ask::Refresh(_));
         match resp.status().as_u16() {
             200 => {}
             401 | 403 => return Err(External::Refused),
+            // No POST endpoint, or not these grants: docker falls back to GET the same way.
+            status @ (400 | 404 | 405) if oauth => return Err(External::NoOAuth(status)),
             other => return Err(External::Unreachable(format!("status {other}"))),
         }
         let body = resp
@@ -174,7 +238,25 @@ impl TokenClient {
             .verify(&token)
             .map_err(|e| External::BadToken(e.to_string()))?;
         let lifetime = answer.expires_in.unwrap_or(DEFAULT_EXPIRY_SECS).max(1);
-        Ok((access, now_secs() + lifetime))
+        Ok((access, now_secs() + lifetime, answer.refresh_token))
+    }
+
+    /// A POST of docker's OAuth2 token API: `form` and the space-separated `scope`.
+    fn post(&self, form: &[(&str, &str)], scope: &str) -> reqwest::RequestBuilder {
+        let mut body = format!("client_id={CLIENT_ID}");
+        for (k, v) in form.iter().chain([("scope", scope)].iter()) {
+            body.push('&');
+            body.push_str(k);
+            body.push('=');
+            body.push_str(&super::encode(v));
+        }
+        self.http
+            .post(&self.realm)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
     }
 
     /// Signs a user in: the token server must give them a token. Returns the new session's id.
@@ -186,11 +268,23 @@ impl TokenClient {
         expires: u64,
         id: String,
     ) -> Result<String, External> {
-        self.ask(verifier, Some((user, password)), &[Scope::catalog()])
-            .await?;
+        let scopes = [Scope::catalog()];
+        let credential = match self
+            .ask(verifier, Ask::PasswordGrant(user, password), &scopes)
+            .await
+        {
+            Ok((_, _, Some(refresh))) => Credential::Refresh(refresh),
+            Ok((_, _, None)) => Credential::Password(password.to_owned()),
+            Err(External::NoOAuth(_)) => {
+                self.ask(verifier, Ask::Basic(user, password), &scopes)
+                    .await?;
+                Credential::Password(password.to_owned())
+            }
+            Err(e) => return Err(e),
+        };
         let session = Arc::new(Session {
             user: user.to_owned(),
-            password: Some(password.to_owned()),
+            credential: Some(credential),
             expires,
             grants: Mutex::default(),
         });
@@ -226,11 +320,12 @@ impl TokenClient {
             .iter()
             .map(|r| Scope::repository(r, &["pull", "delete"]))
             .collect();
-        let creds = session
-            .password
-            .as_deref()
-            .map(|p| (session.user.as_str(), p));
-        let (access, until) = match self.ask(verifier, creds, &scopes).await {
+        let how = match &session.credential {
+            Some(Credential::Refresh(token)) => Ask::Refresh(token),
+            Some(Credential::Password(p)) => Ask::Basic(&session.user, p),
+            None => Ask::Anonymous,
+        };
+        let (access, until, _) = match self.ask(verifier, how, &scopes).await {
             Ok(got) => got,
             Err(External::Refused) => {
                 tracing::debug!(user = %session.user, "web UI: the token server refused a token");
@@ -295,7 +390,7 @@ mod tests {
         check("c", false, false);
         let session = Session {
             user: "u".into(),
-            password: None,
+            credential: None,
             expires: u64::MAX,
             grants: Mutex::new(
                 [

@@ -4,6 +4,7 @@
 //! both themes (written to `target/ui-screenshots`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -903,6 +904,68 @@ async fn ui_sizes_push_times_sorting_and_referrer_badges() {
 /// its realm; the pages show what its tokens grant, anonymous visitors included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_external_token_server_sign_in_and_rights() {
+    external_sign_in(true).await;
+}
+
+/// The same against a token server without docker's OAuth2 API: POSTs get 405, so the UI asks with GET
+/// and Basic credentials, as docker does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_external_token_server_without_oauth_sign_in_and_rights() {
+    external_sign_in(false).await;
+}
+
+/// What reaches an external token server from the UI: through a forwarder that counts POSTs and GETs
+/// with Basic credentials, and answers POSTs with 405 when `oauth` is off.
+struct TokenForwarder {
+    base: String,
+    posts: Arc<std::sync::atomic::AtomicUsize>,
+    basic_gets: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn token_forwarder(upstream: String, oauth: bool) -> TokenForwarder {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let posts = Arc::new(AtomicUsize::new(0));
+    let basic_gets = Arc::new(AtomicUsize::new(0));
+    let (p, g) = (posts.clone(), basic_gets.clone());
+    let http = http_client(reqwest::Client::builder());
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (p, g, http, upstream) = (p.clone(), g.clone(), http.clone(), upstream.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let post = parts.method == axum::http::Method::POST;
+            let auth = parts.headers.get("authorization").cloned();
+            if post {
+                p.fetch_add(1, Ordering::SeqCst);
+                if !oauth {
+                    return (axum::http::StatusCode::METHOD_NOT_ALLOWED, Vec::new());
+                }
+            } else if auth.is_some() {
+                g.fetch_add(1, Ordering::SeqCst);
+            }
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let url = format!("{upstream}{}", parts.uri);
+            let mut out = http.request(parts.method.as_str().parse().unwrap(), url);
+            for name in ["authorization", "content-type"] {
+                if let Some(v) = parts.headers.get(name) {
+                    out = out.header(name, v.to_str().unwrap());
+                }
+            }
+            let resp = out.body(body.to_vec()).send().await.unwrap();
+            let status = axum::http::StatusCode::from_u16(resp.status().as_u16()).unwrap();
+            (status, resp.bytes().await.unwrap().to_vec())
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    TokenForwarder {
+        base,
+        posts,
+        basic_gets,
+    }
+}
+
+async fn external_sign_in(oauth: bool) {
     let dir = tempfile::tempdir().unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["token-signer".to_owned()])
@@ -950,10 +1013,11 @@ berth:
         reader = hash("reader", "reader-pw"),
     );
     let ts = TestServer::from_yaml(&ts_store, &yaml(&ts_store, &ts_extra)).await;
+    let fwd = token_forwarder(ts.base.clone(), oauth).await;
     let store = TestStore::new(StoreKind::Fs);
     let extra = format!(
         "auth:\n  token:\n    realm: {}/auth/token\n    service: berth-ext\n    issuer: ext-issuer\n    rootcertbundle: '{}'\n",
-        ts.base,
+        fwd.base,
         cert_path.display()
     );
     let server = TestServer::from_yaml(&store, &yaml(&store, &extra)).await;
@@ -1047,4 +1111,21 @@ berth:
     b.goto(&format!("{}/r/private/db", server.base)).await;
     assert_eq!(b.count("a.danger").await, 1, "admin may delete");
     b.close().await;
+    // With the OAuth2 API, sign-ins are password grants and later pages use the refresh token: the
+    // password is sent once per sign-in, never with a GET. Without it, every ask is a GET with Basic.
+    let (posts, basic) = (
+        fwd.posts.load(std::sync::atomic::Ordering::SeqCst),
+        fwd.basic_gets.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    if oauth {
+        assert!(
+            posts >= 3 && basic == 0,
+            "posts {posts}, basic GETs {basic}"
+        );
+    } else {
+        assert!(
+            posts >= 3 && basic >= 3,
+            "posts {posts}, basic GETs {basic}"
+        );
+    }
 }
