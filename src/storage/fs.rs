@@ -763,7 +763,9 @@ fn stream_file(mut file: File, len: u64) -> ByteStream {
 struct FsWriter {
     path: String,
     root: PathBuf,
-    tx: Option<mpsc::Sender<ToWriter>>,
+    tx: Option<std::sync::mpsc::Sender<ToWriter>>,
+    /// Room in the queue to the writing thread (closed when the thread has stopped).
+    room: Arc<tokio::sync::Semaphore>,
     task: JoinHandle<io::Result<u64>>,
     /// Set when the writer is dropped without a commit: what is still queued is not written.
     abandoned: Arc<std::sync::atomic::AtomicBool>,
@@ -775,6 +777,15 @@ impl Drop for FsWriter {
             self.abandoned
                 .store(true, std::sync::atomic::Ordering::Release);
         }
+    }
+}
+
+/// Closes a semaphore when dropped.
+struct CloseOnDrop(Arc<tokio::sync::Semaphore>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -944,31 +955,42 @@ impl FsWriter {
         sync: Arc<GroupSync>,
         hold: Held<PathBuf>,
     ) -> FsWriter {
-        let (tx, mut rx) = mpsc::channel::<ToWriter>(WRITE_QUEUE);
+        // A std channel, whose receiver can wait with a timeout without the runtime (which may be
+        // shutting down), bounded by a semaphore the request waits on: one permit per queued message.
+        let (tx, rx) = std::sync::mpsc::channel::<ToWriter>();
+        let room = Arc::new(tokio::sync::Semaphore::new(WRITE_QUEUE));
         let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let dropped = abandoned.clone();
         let offset = sink.pos + sink.fill as u64;
-        let runtime = tokio::runtime::Handle::current();
+        let freed = room.clone();
         let task = tokio::task::spawn_blocking(move || {
             // The path stays held until this thread has stopped writing to it.
             let _hold = hold;
+            // However this thread ends, a request waiting for room is told.
+            let _closed = CloseOnDrop(freed.clone());
             let mut sink = sink;
             let mut size = offset;
             // Whole blocks wait in the buffer for more only while the client keeps sending: after a
             // pause of `IDLE_FLUSH` they are written, so a slow or stalled client's bytes reach the disk.
-            let next = |rx: &mut mpsc::Receiver<ToWriter>, sink: &mut Sink| -> io::Result<_> {
-                if !sink.has_blocks() {
-                    return Ok(rx.blocking_recv());
-                }
-                match runtime.block_on(tokio::time::timeout(IDLE_FLUSH, rx.recv())) {
-                    Ok(msg) => Ok(msg),
-                    Err(_) => {
-                        sink.write_whole_blocks()?;
-                        Ok(rx.blocking_recv())
+            let next = |sink: &mut Sink| -> io::Result<Option<ToWriter>> {
+                let msg = if sink.has_blocks() {
+                    match rx.recv_timeout(IDLE_FLUSH) {
+                        Ok(msg) => Some(msg),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            sink.write_whole_blocks()?;
+                            rx.recv().ok()
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
                     }
+                } else {
+                    rx.recv().ok()
+                };
+                if msg.is_some() {
+                    freed.add_permits(1);
                 }
+                Ok(msg)
             };
-            while let Some(msg) = next(&mut rx, &mut sink)? {
+            while let Some(msg) = next(&mut sink)? {
                 if dropped.load(std::sync::atomic::Ordering::Acquire) {
                     return Ok(size);
                 }
@@ -992,6 +1014,7 @@ impl FsWriter {
             path: path.to_owned(),
             root: root.to_owned(),
             tx: Some(tx),
+            room,
             task,
             abandoned,
         }
@@ -1007,9 +1030,13 @@ impl FsWriter {
 
     /// Hands `msg` to the writing thread, or reports why it stopped.
     async fn send(&mut self, msg: ToWriter) -> Result<()> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(msg).await.is_ok(),
-            None => false,
+        let sent = match (&self.tx, self.room.acquire().await) {
+            (Some(tx), Ok(permit)) => {
+                // The writing thread gives the permit back when it takes the message.
+                permit.forget();
+                tx.send(msg).is_ok()
+            }
+            _ => false,
         };
         if sent {
             return Ok(());
