@@ -142,10 +142,6 @@ impl FsDriver {
     fn full(&self, path: &str) -> Result<PathBuf> {
         full_path(&self.root, path)
     }
-
-    fn full_all(&self, items: Vec<(String, Bytes)>) -> Result<Vec<(PathBuf, Bytes)>> {
-        full_all(&self.root, items)
-    }
 }
 
 /// Where `path` is under `root`; `InvalidPath` for a path that could leave it.
@@ -498,7 +494,7 @@ impl Driver for FsDriver {
         let Some(named) = first.iter().chain(&then).next().map(|(p, _)| p.clone()) else {
             return Ok(());
         };
-        let groups = [self.full_all(first)?, self.full_all(then)?];
+        let groups = [full_all(&self.root, first)?, full_all(&self.root, then)?];
         let sync = self.sync.clone();
         blocking(&named, move || put_durable(Vec::new(), &groups, &sync)).await
     }

@@ -521,26 +521,40 @@ impl Ui {
         viewer: &Viewer<'_>,
         asked: &Asked,
     ) -> Response {
-        let Some((repo, reference)) = delete_target(&asked.query) else {
-            return self.error(
-                Some(viewer),
-                StatusCode::BAD_REQUEST,
-                "Which tag or manifest?",
-            );
+        let (repo, reference) = match self.deletable(state, viewer, &asked.query).await {
+            Ok(target) => target,
+            Err(refused) => return refused,
         };
-        viewer.learn(&[repo.as_str()]).await;
-        if !viewer.may_delete(state, repo.as_str()) {
-            return self.error(
-                Some(viewer),
-                StatusCode::FORBIDDEN,
-                "You may not delete in this repository.",
-            );
-        }
         let token = self.keys.csrf(&viewer.user);
         html(
             StatusCode::OK,
             pages::confirm_delete(self, viewer, &repo, &reference, &token),
         )
+    }
+
+    /// The tag or manifest `pairs` name, if the viewer may delete it; else the page that says why.
+    async fn deletable(
+        &self,
+        state: &AppState,
+        viewer: &Viewer<'_>,
+        pairs: &[(String, String)],
+    ) -> Result<(RepoName, Reference), Response> {
+        let Some((repo, reference)) = delete_target(pairs) else {
+            return Err(self.error(
+                Some(viewer),
+                StatusCode::BAD_REQUEST,
+                "Which tag or manifest?",
+            ));
+        };
+        viewer.learn(&[repo.as_str()]).await;
+        if !viewer.may_delete(state, repo.as_str()) {
+            return Err(self.error(
+                Some(viewer),
+                StatusCode::FORBIDDEN,
+                "You may not delete in this repository.",
+            ));
+        }
+        Ok((repo, reference))
     }
 
     async fn delete(
@@ -559,13 +573,6 @@ impl Ui {
                 "The form has expired or was not sent from this registry's pages; open it again.",
             );
         }
-        let Some((repo, reference)) = delete_target(form) else {
-            return self.error(
-                Some(viewer),
-                StatusCode::BAD_REQUEST,
-                "Which tag or manifest?",
-            );
-        };
         if !state.config.delete_enabled || state.config.readonly {
             return self.error(
                 Some(viewer),
@@ -573,14 +580,10 @@ impl Ui {
                 "Deleting is disabled on this registry (storage.delete.enabled, read-only mode).",
             );
         }
-        viewer.learn(&[repo.as_str()]).await;
-        if !viewer.may_delete(state, repo.as_str()) {
-            return self.error(
-                Some(viewer),
-                StatusCode::FORBIDDEN,
-                "You may not delete in this repository.",
-            );
-        }
+        let (repo, reference) = match self.deletable(state, viewer, form).await {
+            Ok(target) => target,
+            Err(refused) => return refused,
+        };
         match state.registry.delete_manifest(&repo, &reference).await {
             Ok(()) => {}
             Err(crate::registry::Error::ManifestUnknown(_)) => {

@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 use crate::support::clients::{
     run, run_unchecked, skopeo, stdout, tar, write_single_arch_layout, Dockerd, Podman,
 };
-use crate::support::{digest, Berth};
+use crate::support::{digest, reader_admin_acl, Berth};
 
 fn berth(args: &[&str]) -> Output {
     run(Command::new(env!("CARGO_BIN_EXE_berth")).args(args))
@@ -281,24 +281,10 @@ berth:
     token:
       issuer: berth-test-issuer
       expiration: 300
-    users:
-      admin:
-        password: '{admin}'
-      reader:
-        password: '{reader}'
-      "": {{}}
-    acl:
-      - match: {{account: admin}}
-        actions: ["*"]
-      - match: {{account: reader, name: "shared/*"}}
-        actions: [pull]
-      - match: {{account: "", name: "public/*"}}
-        actions: [pull]
-"#,
+{acl}"#,
             d = dir.display(),
             c = certs.display(),
-            admin = hash("admin", "admin-pw"),
-            reader = hash("reader", "reader-pw"),
+            acl = reader_admin_acl(),
         ),
     )
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::support::browser::{Browser, Theme};
 use super::support::clients::{skopeo_copy, write_multi_arch_layout, write_single_arch_layout};
-use super::support::{digest, http_client, StoreKind, TestServer, TestStore};
+use super::support::{digest, http_client, reader_admin_acl, StoreKind, TestServer, TestStore};
 
 /// Markup and script in everything a client can push; none of it may run or become an element.
 const XSS: [&str; 6] = [
@@ -474,10 +474,6 @@ async fn ui_htpasswd_asks_the_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_token_server_sign_in_and_rights() {
     let store = TestStore::new(StoreKind::Fs);
-    let hash = |u: &str, p: &str| {
-        let line = berth::auth::htpasswd::entry(u, p, 4).unwrap();
-        line.trim().split_once(':').unwrap().1.to_owned()
-    };
     let extra = format!(
         r#"auth:
   token:
@@ -489,22 +485,8 @@ berth:
     token:
       issuer: berth-ui-issuer
       expiration: 300
-    users:
-      admin:
-        password: '{admin}'
-      reader:
-        password: '{reader}'
-      "": {{}}
-    acl:
-      - match: {{account: admin}}
-        actions: ["*"]
-      - match: {{account: reader, name: "shared/*"}}
-        actions: [pull]
-      - match: {{account: "", name: "public/*"}}
-        actions: [pull]
-"#,
-        admin = hash("admin", "admin-pw"),
-        reader = hash("reader", "reader-pw"),
+{acl}"#,
+        acl = reader_admin_acl(),
     );
     let server = TestServer::from_yaml(&store, &yaml(&store, &extra)).await;
     for repo in ["shared/app", "private/db", "public/www"] {
@@ -520,24 +502,9 @@ berth:
         text.contains("public/www") && !text.contains("shared/app") && !text.contains("private/db"),
         "{text}"
     );
-    b.goto(&format!("{}/login", server.base)).await;
-    let form = b
-        .client
-        .form(fantoccini::Locator::Css("form.login"))
-        .await
-        .unwrap();
-    form.set_by_name("user", "reader").await.unwrap();
-    form.set_by_name("password", "wrong").await.unwrap();
-    form.submit().await.unwrap();
+    b.sign_in(&server.base, "reader", "wrong").await;
     b.wait_for_text("is wrong").await;
-    let form = b
-        .client
-        .form(fantoccini::Locator::Css("form.login"))
-        .await
-        .unwrap();
-    form.set_by_name("user", "reader").await.unwrap();
-    form.set_by_name("password", "reader-pw").await.unwrap();
-    form.submit().await.unwrap();
+    b.sign_in(&server.base, "reader", "reader-pw").await;
     b.wait_for_text("Signed in as reader").await;
     let text = b.text().await;
     assert!(text.contains("Signed in as reader"), "{text}");
@@ -563,27 +530,12 @@ berth:
         403
     );
     // Sign out, then in as admin: delete buttons, and the delete goes through.
-    b.client
-        .find(fantoccini::Locator::Css("#signout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.wait_for_text("Sign in").await;
+    b.sign_out().await;
     assert!(
         b.client.get_named_cookie("berth_session").await.is_err(),
         "signed out"
     );
-    b.goto(&format!("{}/login", server.base)).await;
-    let form = b
-        .client
-        .form(fantoccini::Locator::Css("form.login"))
-        .await
-        .unwrap();
-    form.set_by_name("user", "admin").await.unwrap();
-    form.set_by_name("password", "admin-pw").await.unwrap();
-    form.submit().await.unwrap();
+    b.sign_in(&server.base, "admin", "admin-pw").await;
     b.wait_for_text("Signed in as admin").await;
     assert!(b.text().await.contains("private/db"));
     b.goto(&format!("{}/r/shared/app", server.base)).await;
@@ -609,6 +561,24 @@ berth:
         )
         .await,
         303
+    );
+    // The same delete again finds nothing, and a form naming no valid tag is refused.
+    let csrf = csrf.as_str().unwrap();
+    assert_eq!(
+        post_delete(&server.base, Some(&cookie), None, "shared/app", "v1", csrf).await,
+        404
+    );
+    assert_eq!(
+        post_delete(
+            &server.base,
+            Some(&cookie),
+            None,
+            "shared/app",
+            "no%20tag",
+            csrf
+        )
+        .await,
+        400
     );
     b.goto(&format!("{}/r/shared/app", server.base)).await;
     assert_eq!(b.count("#tags tr.tag").await, 0, "the tag is gone");
@@ -975,10 +945,6 @@ async fn external_sign_in(oauth: bool) {
     let (key_path, cert_path) = (dir.path().join("token.key"), dir.path().join("token.crt"));
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     std::fs::write(&cert_path, cert.pem()).unwrap();
-    let hash = |u: &str, p: &str| {
-        let line = berth::auth::htpasswd::entry(u, p, 4).unwrap();
-        line.trim().split_once(':').unwrap().1.to_owned()
-    };
     let ts_store = TestStore::new(StoreKind::Fs);
     let ts_extra = format!(
         r#"auth:
@@ -993,24 +959,10 @@ berth:
       expiration: 300
       key: '{key}'
       certificate: '{cert}'
-    users:
-      admin:
-        password: '{admin}'
-      reader:
-        password: '{reader}'
-      "": {{}}
-    acl:
-      - match: {{account: admin}}
-        actions: ["*"]
-      - match: {{account: reader, name: "shared/*"}}
-        actions: [pull]
-      - match: {{account: "", name: "public/*"}}
-        actions: [pull]
-"#,
+{acl}"#,
         key = key_path.display(),
         cert = cert_path.display(),
-        admin = hash("admin", "admin-pw"),
-        reader = hash("reader", "reader-pw"),
+        acl = reader_admin_acl(),
     );
     let ts = TestServer::from_yaml(&ts_store, &yaml(&ts_store, &ts_extra)).await;
     let fwd = token_forwarder(ts.base.clone(), oauth).await;
@@ -1035,24 +987,9 @@ berth:
         "{text}"
     );
     assert!(text.contains("Sign in"), "{text}");
-    let sign_in = |user: &'static str, password: &'static str| {
-        let b = &b;
-        let base = server.base.clone();
-        async move {
-            b.goto(&format!("{base}/login")).await;
-            let form = b
-                .client
-                .form(fantoccini::Locator::Css("form.login"))
-                .await
-                .unwrap();
-            form.set_by_name("user", user).await.unwrap();
-            form.set_by_name("password", password).await.unwrap();
-            form.submit().await.unwrap();
-        }
-    };
-    sign_in("reader", "wrong").await;
+    b.sign_in(&server.base, "reader", "wrong").await;
     b.wait_for_text("is wrong").await;
-    sign_in("reader", "reader-pw").await;
+    b.sign_in(&server.base, "reader", "reader-pw").await;
     b.wait_for_text("Signed in as reader").await;
     let text = b.text().await;
     assert!(
@@ -1082,14 +1019,7 @@ berth:
         403
     );
     // Signed out, the session is gone, also for a copy of its cookie.
-    b.client
-        .find(fantoccini::Locator::Css("#signout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.wait_for_text("Sign in").await;
+    b.sign_out().await;
     let http = http_client(reqwest::Client::builder());
     let after = http
         .get(format!("{}/", server.base))
@@ -1102,7 +1032,7 @@ berth:
         .unwrap();
     assert!(!after.contains("shared/app"), "{after}");
     // admin: everything, with delete buttons.
-    sign_in("admin", "admin-pw").await;
+    b.sign_in(&server.base, "admin", "admin-pw").await;
     b.wait_for_text("Signed in as admin").await;
     let text = b.text().await;
     for repo in ["shared/app", "private/db", "public/www"] {

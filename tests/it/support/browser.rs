@@ -90,6 +90,31 @@ impl Browser {
             .unwrap_or_else(|e| panic!("loading {url}: {e}"));
     }
 
+    /// Signs in through `base`'s sign-in form (what follows is for the caller to wait for).
+    pub async fn sign_in(&self, base: &str, user: &str, password: &str) {
+        self.goto(&format!("{base}/login")).await;
+        let form = self
+            .client
+            .form(fantoccini::Locator::Css("form.login"))
+            .await
+            .unwrap();
+        form.set_by_name("user", user).await.unwrap();
+        form.set_by_name("password", password).await.unwrap();
+        form.submit().await.unwrap();
+    }
+
+    /// Signs out with the page's button and waits for the signed-out page.
+    pub async fn sign_out(&self) {
+        self.client
+            .find(fantoccini::Locator::Css("#signout"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        self.wait_for_text("Sign in").await;
+    }
+
     /// The page's text.
     pub async fn text(&self) -> String {
         self.js("return document.body.innerText")

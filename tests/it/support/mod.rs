@@ -647,3 +647,31 @@ pub fn stalling(first: usize) -> reqwest::Body {
     });
     reqwest::Body::wrap_stream(head.chain(stall))
 }
+
+/// The `users` and `acl` of a built-in token server (to sit under `berth.tokenserver`) with three
+/// accounts: `admin` (password `admin-pw`) may do everything, `reader` (`reader-pw`) may pull `shared/*`,
+/// and anonymous may pull `public/*`.
+pub fn reader_admin_acl() -> String {
+    let hash = |u: &str, p: &str| {
+        let line = berth::auth::htpasswd::entry(u, p, 4).unwrap();
+        line.trim().split_once(':').unwrap().1.to_owned()
+    };
+    format!(
+        r#"    users:
+      admin:
+        password: '{admin}'
+      reader:
+        password: '{reader}'
+      "": {{}}
+    acl:
+      - match: {{account: admin}}
+        actions: ["*"]
+      - match: {{account: reader, name: "shared/*"}}
+        actions: [pull]
+      - match: {{account: "", name: "public/*"}}
+        actions: [pull]
+"#,
+        admin = hash("admin", "admin-pw"),
+        reader = hash("reader", "reader-pw"),
+    )
+}
