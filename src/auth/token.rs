@@ -463,24 +463,24 @@ fn read_jwks(path: &Path) -> Result<JwkSet, VerifierError> {
     })
 }
 
+/// Access claims for tests: `pull` on repository `a`, everything on `b`.
+#[cfg(test)]
+pub(crate) fn sample_access() -> Vec<ResourceActions> {
+    let grant = |name: &str, action: &str| ResourceActions {
+        kind: "repository".into(),
+        name: name.into(),
+        actions: vec![action.into()],
+    };
+    vec![grant("a", "pull"), grant("b", "*")]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn grants() {
-        let access = vec![
-            ResourceActions {
-                kind: "repository".into(),
-                name: "a".into(),
-                actions: vec!["pull".into()],
-            },
-            ResourceActions {
-                kind: "repository".into(),
-                name: "b".into(),
-                actions: vec!["*".into()],
-            },
-        ];
+        let access = sample_access();
         assert!(granted(&access, &Scope::repository("a", &["pull"])));
         assert!(!granted(
             &access,

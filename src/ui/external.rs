@@ -358,22 +358,10 @@ fn grants_of(access: &[crate::auth::token::ResourceActions], repo: &str, until: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::token::ResourceActions;
 
     #[test]
     fn grants() {
-        let access = vec![
-            ResourceActions {
-                kind: "repository".into(),
-                name: "a".into(),
-                actions: vec!["pull".into()],
-            },
-            ResourceActions {
-                kind: "repository".into(),
-                name: "b".into(),
-                actions: vec!["*".into()],
-            },
-        ];
+        let access = crate::auth::token::sample_access();
         let check = |repo: &str, pull: bool, delete: bool| {
             assert_eq!(
                 grants_of(&access, repo, 9),
