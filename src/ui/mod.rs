@@ -546,6 +546,13 @@ impl Ui {
                 "Which tag or manifest?",
             ));
         };
+        if !state.config.delete_enabled || state.config.readonly {
+            return Err(self.error(
+                Some(viewer),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Deleting is disabled on this registry (storage.delete.enabled, read-only mode).",
+            ));
+        }
         viewer.learn(&[repo.as_str()]).await;
         if !viewer.may_delete(state, repo.as_str()) {
             return Err(self.error(
@@ -571,13 +578,6 @@ impl Ui {
                 Some(viewer),
                 StatusCode::FORBIDDEN,
                 "The form has expired or was not sent from this registry's pages; open it again.",
-            );
-        }
-        if !state.config.delete_enabled || state.config.readonly {
-            return self.error(
-                Some(viewer),
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Deleting is disabled on this registry (storage.delete.enabled, read-only mode).",
             );
         }
         let (repo, reference) = match self.deletable(state, viewer, form).await {

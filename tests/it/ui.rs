@@ -1059,3 +1059,39 @@ berth:
         );
     }
 }
+
+/// With `storage.delete.enabled: false`, the confirmation page and the POST both say that deleting is
+/// disabled (405), and the tag stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_delete_is_refused_when_deleting_is_disabled() {
+    let store = TestStore::new(StoreKind::Fs);
+    let config = yaml(&store, "").replace(
+        "  delete:\n    enabled: true\n",
+        "  delete:\n    enabled: false\n",
+    );
+    assert!(config.contains("enabled: false"), "{config}");
+    let server = TestServer::from_yaml(&store, &config).await;
+    push_images(&server, "team/app", &["v1"]).await;
+    let http = http_client(reqwest::Client::builder());
+    let page = http
+        .get(format!("{}/delete?repo=team/app&ref=v1", server.base))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 405);
+    let text = page.text().await.unwrap();
+    assert!(text.contains("Deleting is disabled"), "{text}");
+    // A POST with a forged token is refused (403) before anything else is looked at.
+    assert_eq!(
+        post_delete(&server.base, None, None, "team/app", "v1", "forged").await,
+        403
+    );
+    let r = http
+        .head(format!("{}/v2/team/app/manifests/v1", server.base))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the tag is still there");
+}
