@@ -807,8 +807,8 @@ const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(50);
 /// `O_DIRECT` as they arrive: no copy into the page cache, and the data is on the device before the
 /// commit, whose `fdatasync` is left with the last partial block (written through the page cache) and
 /// the metadata. A chunked upload's 202 and a monolithic upload's 201 then no longer wait for the
-/// writeback of everything received. Elsewhere (tmpfs, or a first direct write refused) writes are
-/// buffered and the commit's `fdatasync` writes them back.
+/// writeback of everything received. Elsewhere (tmpfs before Linux 6.6, or a first direct write
+/// refused) writes are buffered and the commit's `fdatasync` writes them back.
 struct Sink {
     file: File,
     direct: Option<File>,
@@ -1077,7 +1077,8 @@ mod tests {
     crate::storage::conformance::contract_tests!(fixture());
 
     /// Writes resumed at unaligned offsets, across whole direct chunks and with a tail, read back exactly:
-    /// on this filesystem (`O_DIRECT` where it is supported) and on tmpfs (buffered), when there is one.
+    /// on this filesystem (`O_DIRECT` where it is supported) and on tmpfs, when there is one (buffered
+    /// there before Linux 6.6).
     #[tokio::test]
     async fn resumed_writes_keep_every_byte() {
         let mut roots = vec![tempfile::tempdir().unwrap()];
