@@ -22,6 +22,7 @@ pub mod upload;
 
 mod blobs;
 mod cache;
+mod hashing;
 mod listing;
 mod manifests;
 mod referrers;
@@ -89,6 +90,8 @@ pub struct Registry {
     last_collection: Mutex<Option<gc::Collected>>,
     /// The uploads this process started that are not finished, cancelled or purged yet.
     uploads: Mutex<HashSet<String>>,
+    /// Uploads' hashes at their acknowledged offsets, for their next requests (see [`upload`]).
+    hashes: Mutex<HashMap<String, upload::Hashed>>,
 }
 
 /// Where listings come from. A store this process owns has the in-memory listing index, kept current by
@@ -182,6 +185,7 @@ impl Registry {
             tasks: tokio_util::task::TaskTracker::new(),
             last_collection: Mutex::default(),
             uploads: Mutex::default(),
+            hashes: Mutex::default(),
         }
     }
 

@@ -1,19 +1,24 @@
-//! Blob uploads. An upload is a directory `_uploads/<id>/` holding `data`, `startedat` and the SHA-256
-//! state after the last acknowledged byte, `hashstates/sha256/<offset>`. A chunk is streamed into the
-//! hasher and the data file at the same time, the data is made durable, and only then is the new hash
-//! state written: the newest hash state is the upload's acknowledged offset, so an upload survives a
-//! restart and a chunk cut off half-way is simply overwritten by the next one.
+//! Blob uploads. An upload is a directory `_uploads/<id>/` holding `data`, `startedat` and files
+//! `hashstates/sha256/<offset>`, the newest of which names the upload's acknowledged offset. A chunk is
+//! streamed into the data file and a hashing thread at the same time.
+//!
+//! On a store that reads back what a writer committed before it is sealed (the filesystem), a chunk is
+//! acknowledged once its bytes are durable, marked by an empty file at its end offset, while its hash is
+//! still being worked out: the hash goes on in memory to the upload's next request, which stores it with
+//! its own mark. After a restart an upload goes on from its newest stored hash state, hashing the stored
+//! data from there to the mark. On an object store the hash state at the chunk's end is stored with its
+//! bytes, so a chunk waits for its hash. Either way a chunk cut off half-way is simply overwritten by the
+//! next one.
 
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
-use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::mpsc;
 
 use super::error::{Error, Result};
-use super::{paths, Held, Registry};
+use super::hashing::{self, Feed, Hash, HashPipe, Started};
+use super::{lock, paths, Held, Registry};
 use crate::oci::{Digest, RepoName};
 use crate::storage::{ByteStream, ErrorKind, Writer};
 
@@ -32,133 +37,31 @@ pub struct ChunkCheck {
     pub len: Option<u64>,
 }
 
-struct State {
+/// The uploads whose hash is kept in memory between requests, at most; the others are recovered from
+/// the store when their next request comes.
+pub const HASHES_KEPT: usize = 10_000;
+
+/// An upload's hash at its acknowledged offset.
+pub(super) struct Hashed {
     offset: u64,
-    hasher: Sha256,
+    hash: Hash,
+    /// Whether the store holds this hash state (not only the mark of the offset).
+    saved: bool,
 }
 
-const HASHER_QUEUE: usize = 2;
-/// Body frames are handed to the hashing thread in batches of at least this many bytes.
-const BATCH: usize = 1 << 20;
-/// Frames smaller than this are small (see [`Feed`]) ...
-const SMALL: usize = 64 << 10;
-/// ... and gathered into buffers of this size.
-const GATHER: usize = 256 << 10;
-
-/// Hashes on a blocking thread, fed through a bounded channel, so hashing overlaps the network and disk.
-struct HashPipe {
-    tx: mpsc::Sender<Vec<Bytes>>,
-    task: tokio::task::JoinHandle<Sha256>,
+/// An upload opened by a request: its hash, and the offsets of its stored hash states and marks, newest
+/// (the acknowledged offset) first.
+struct Opened {
+    hashed: Hashed,
+    stored: Vec<u64>,
 }
 
-impl HashPipe {
-    fn start(mut hasher: Sha256) -> HashPipe {
-        let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(HASHER_QUEUE);
-        let task = tokio::task::spawn_blocking(move || {
-            while let Some(batch) = rx.blocking_recv() {
-                for buf in &batch {
-                    hasher.update(buf);
-                }
-            }
-            hasher
-        });
-        HashPipe { tx, task }
-    }
-
-    async fn send(&self, batch: Vec<Bytes>) -> Result<()> {
-        self.tx
-            .send(batch)
-            .await
-            .map_err(|_| Error::Body(std::io::Error::other("hasher stopped")))
-    }
-
-    /// Whether everything sent has been taken up by the hashing thread.
-    fn is_idle(&self) -> bool {
-        self.tx.capacity() == self.tx.max_capacity()
-    }
-
-    async fn finish(self) -> Result<Sha256> {
-        drop(self.tx);
-        self.task
-            .await
-            .map_err(|e| Error::Body(std::io::Error::other(e)))
-    }
-}
-
-/// Hands a body's frames to the writer and the hasher. Large frames (what a fast client's body arrives
-/// in) go to the writer as they are, and to the hasher in batches of them: no copy here, and one
-/// hand-off to the hashing thread (two thread wake-ups) per batch. Small frames (a slow client's, a
-/// chunked transfer encoding's) are first gathered into one buffer, a copy that costs less than a
-/// hand-off each.
-struct Feed {
+/// A chunk received: its writer, not yet committed, and its hashing thread, closed.
+struct Received {
     writer: Box<dyn Writer>,
-    hasher: HashPipe,
-    gathered: BytesMut,
-    batch: Vec<Bytes>,
-    batched: usize,
-}
-
-impl Feed {
-    fn new(writer: Box<dyn Writer>, hasher: HashPipe) -> Feed {
-        Feed {
-            writer,
-            hasher,
-            gathered: BytesMut::new(),
-            batch: Vec::new(),
-            batched: 0,
-        }
-    }
-
-    async fn push(&mut self, frame: Bytes) -> Result<()> {
-        if frame.len() >= SMALL {
-            self.flush_gathered().await?;
-            return self.pass(frame).await;
-        }
-        if self.gathered.capacity() == 0 {
-            self.gathered.reserve(GATHER);
-        }
-        self.gathered.extend_from_slice(&frame);
-        if self.gathered.len() >= GATHER {
-            self.flush_gathered().await?;
-        }
-        Ok(())
-    }
-
-    async fn flush_gathered(&mut self) -> Result<()> {
-        if self.gathered.is_empty() {
-            return Ok(());
-        }
-        let buf = self.gathered.split().freeze();
-        self.pass(buf).await
-    }
-
-    async fn pass(&mut self, buf: Bytes) -> Result<()> {
-        self.batched += buf.len();
-        self.batch.push(buf.clone());
-        self.writer.write(buf).await?;
-        // A batch goes when it is full, or as soon as the hasher has nothing queued: at the start of a
-        // chunk it begins on the first frames instead of waiting for a whole batch.
-        if self.batched >= BATCH || (self.batched >= SMALL && self.hasher.is_idle()) {
-            self.batched = 0;
-            self.hasher.send(std::mem::take(&mut self.batch)).await?;
-        }
-        Ok(())
-    }
-
-    /// Hands over what is left; the writer is not yet committed, nor the hasher finished.
-    async fn finish(mut self) -> Result<(Box<dyn Writer>, HashPipe)> {
-        self.flush_gathered().await?;
-        if !self.batch.is_empty() {
-            self.hasher.send(std::mem::take(&mut self.batch)).await?;
-        }
-        Ok((self.writer, self.hasher))
-    }
-}
-
-/// A hash state as stored: at its offset's path.
-fn state_object(repo: &RepoName, id: &str, state: &State) -> (String, Bytes) {
-    let raw = Bytes::copy_from_slice(state.hasher.serialize().as_slice());
-    (paths::upload_hashstate(repo, id, state.offset), raw)
+    started: Started,
+    hash: Hash,
+    end: u64,
 }
 
 /// The upload's data no longer reaches the offset its hash state acknowledges (damaged by hand, or lost).
@@ -173,27 +76,35 @@ impl Registry {
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
         let id = uuid::Uuid::new_v4().to_string();
         let started = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
-        let empty = State {
-            offset: 0,
-            hasher: Sha256::new(),
-        };
+        let empty = Sha256::new();
         // `startedat` first: an upload the purger cannot date is one it never removes.
         self.driver
             .put_in_order(
                 vec![(paths::upload_started(repo, &id), Bytes::from(started))],
-                vec![state_object(repo, &id, &empty)],
+                vec![(
+                    paths::upload_hashstate(repo, &id, 0),
+                    hashing::serialize(&empty),
+                )],
             )
             .await?;
         self.note_upload(&id, true);
+        self.keep_hash(
+            &id,
+            Hashed {
+                offset: 0,
+                hash: Hash::Ready(empty),
+                saved: true,
+            },
+        );
         Ok(UploadStatus { id, offset: 0 })
     }
 
     /// The acknowledged offset of an upload.
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus> {
-        let state = self.load_state(repo, id).await?;
+        let stored = self.stored_offsets(repo, id).await?;
         Ok(UploadStatus {
             id: id.to_owned(),
-            offset: state.offset,
+            offset: stored[0],
         })
     }
 
@@ -205,11 +116,13 @@ impl Registry {
         check: ChunkCheck,
         body: ByteStream,
     ) -> Result<UploadStatus> {
-        let (_held, state) = self.open_upload(repo, id).await?;
-        let state = self.append(repo, id, state, check, body).await?;
+        let (_held, opened) = self.open_upload(repo, id).await?;
+        let hashed = self.append(repo, id, opened, check, body).await?;
+        let offset = hashed.offset;
+        self.keep_hash(id, hashed);
         Ok(UploadStatus {
             id: id.to_owned(),
-            offset: state.offset,
+            offset,
         })
     }
 
@@ -222,11 +135,21 @@ impl Registry {
         expected: &Digest,
         last_chunk: Option<(ChunkCheck, ByteStream)>,
     ) -> Result<u64> {
-        let (_held, mut state) = self.open_upload(repo, id).await?;
-        if let Some((check, body)) = last_chunk {
-            state = self.append(repo, id, state, check, body).await?;
-        }
-        let got = Digest::from_sha256(state.hasher.finalize().as_slice());
+        let (_held, opened) = self.open_upload(repo, id).await?;
+        let (size, hasher) = match last_chunk {
+            Some((check, body)) => {
+                // Nothing is acknowledged before the blob is in place: no mark, and the bytes made
+                // durable while the hash is finished.
+                let chunk = self.receive(repo, id, opened.hashed, check, body).await?;
+                let (size, hasher) = tokio::try_join!(
+                    async { Ok::<_, Error>(chunk.writer.commit().await?) },
+                    chunk.hash.get()
+                )?;
+                (check_size(size, chunk.end)?, hasher)
+            }
+            None => (opened.hashed.offset, opened.hashed.hash.get().await?),
+        };
+        let got = Digest::from_sha256(hasher.finalize().as_slice());
         if &got != expected {
             self.discard_upload(repo, id).await?;
             return Err(Error::DigestMismatch {
@@ -239,21 +162,19 @@ impl Registry {
         let _pin = self.fence.pin(expected);
         self.fence.settle().await;
         let blob = paths::blob_data(expected);
-        let present = matches!(self.driver.stat(&blob).await, Ok(m) if m.size == state.offset);
+        let present = matches!(self.driver.stat(&blob).await, Ok(m) if m.size == size);
         if !present {
-            if state.offset == 0 {
+            if size == 0 {
                 self.driver.put(&blob, Bytes::new()).await?;
             } else {
                 // Exactly the acknowledged bytes, whatever a later, unacknowledged chunk left.
                 match self
                     .driver
-                    .seal(&paths::upload_data(repo, id), state.offset, &blob)
+                    .seal(&paths::upload_data(repo, id), size, &blob)
                     .await
                 {
                     Ok(()) => {}
-                    Err(e) if e.kind == ErrorKind::BadOffset => {
-                        return Err(lost_data(state.offset))
-                    }
+                    Err(e) if e.kind == ErrorKind::BadOffset => return Err(lost_data(size)),
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -263,7 +184,7 @@ impl Registry {
         self.link(&paths::layer_link(repo, expected), expected)
             .await?;
         self.discard_upload(repo, id).await?;
-        Ok(state.offset)
+        Ok(size)
     }
 
     /// Cancels an upload and discards its data.
@@ -278,19 +199,21 @@ impl Registry {
         self.discard_upload(repo, id).await
     }
 
-    /// Takes an upload's lock and loads its state. The lock's entry lives only while a request holds or
+    /// Takes an upload's lock and loads its hash. The lock's entry lives only while a request holds or
     /// waits for it, so requests for made-up ids cannot grow the map.
-    async fn open_upload(&self, repo: &RepoName, id: &str) -> Result<(Held<String>, State)> {
+    async fn open_upload(&self, repo: &RepoName, id: &str) -> Result<(Held<String>, Opened)> {
         if !paths::is_valid_upload_id(id) {
             return Err(Error::UploadUnknown);
         }
         let held = self.upload_locks.lock(id.to_owned()).await;
-        let state = self.load_state(repo, id).await?;
-        Ok((held, state))
+        let stored = self.stored_offsets(repo, id).await?;
+        let hashed = self.load_hash(repo, id, &stored).await?;
+        Ok((held, Opened { hashed, stored }))
     }
 
     /// Removes an upload's directory; the caller holds the lock.
     async fn discard_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+        lock(&self.hashes).remove(id);
         self.driver.delete(&paths::upload_dir(repo, id)).await?;
         self.note_upload(id, false);
         Ok(())
@@ -315,7 +238,17 @@ impl Registry {
         result
     }
 
-    async fn load_state(&self, repo: &RepoName, id: &str) -> Result<State> {
+    /// Keeps an upload's hash for its next request, while fewer than [`HASHES_KEPT`] are kept.
+    fn keep_hash(&self, id: &str, hashed: Hashed) {
+        let mut hashes = lock(&self.hashes);
+        if hashes.len() < HASHES_KEPT || hashes.contains_key(id) {
+            hashes.insert(id.to_owned(), hashed);
+        }
+    }
+
+    /// The offsets of an upload's stored hash states and marks, newest first; `UploadUnknown` if there
+    /// are none.
+    async fn stored_offsets(&self, repo: &RepoName, id: &str) -> Result<Vec<u64>> {
         if !paths::is_valid_upload_id(id) {
             return Err(Error::UploadUnknown);
         }
@@ -323,74 +256,108 @@ impl Registry {
             .driver
             .list(&paths::upload_hashstates(repo, id))
             .await?;
-        let Some(offset) = names.iter().filter_map(|n| n.parse::<u64>().ok()).max() else {
+        let mut offsets: Vec<u64> = names.iter().filter_map(|n| n.parse().ok()).collect();
+        offsets.sort_unstable_by(|a, b| b.cmp(a));
+        if offsets.is_empty() {
             return Err(Error::UploadUnknown);
-        };
-        let raw = match self
-            .driver
-            .get(&paths::upload_hashstate(repo, id, offset), 1024)
-            .await
-        {
-            Ok(raw) => raw,
-            // Gone, or too large to be one of ours (see below).
-            Err(e) if e.is_not_found() || e.kind == ErrorKind::TooLarge => {
-                return Err(Error::UploadUnknown)
-            }
-            Err(e) => return Err(e.into()),
-        };
-        // A state we cannot read (for instance one written by distribution, whose format differs) is an
-        // upload we cannot continue.
-        let arr = raw[..].try_into().map_err(|_| Error::UploadUnknown)?;
-        let hasher = Sha256::deserialize(arr).map_err(|_| Error::UploadUnknown)?;
-        Ok(State { offset, hasher })
-    }
-
-    /// Removes the state at `previous` once `state` is saved. The newest state is the acknowledged offset,
-    /// so a superseded state that a crash brings back is harmless: its removal need not be durable (on a
-    /// filesystem, one sync round fewer per chunk).
-    async fn drop_state(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        state: &State,
-        previous: u64,
-    ) -> Result<()> {
-        if previous != state.offset {
-            self.driver
-                .delete_object(&paths::upload_hashstate(repo, id, previous))
-                .await?;
         }
-        Ok(())
+        Ok(offsets)
     }
 
-    async fn append(
+    /// The hash at the acknowledged offset (`stored[0]`): the one kept in memory if it is at that offset,
+    /// else the newest stored hash state, brought up to the offset from the stored data.
+    async fn load_hash(&self, repo: &RepoName, id: &str, stored: &[u64]) -> Result<Hashed> {
+        let acked = stored[0];
+        let kept = lock(&self.hashes).remove(id);
+        if let Some(hashed) = kept.filter(|h| h.offset == acked) {
+            return Ok(hashed);
+        }
+        for &offset in stored {
+            let raw = match self
+                .driver
+                .get(&paths::upload_hashstate(repo, id, offset), 1024)
+                .await
+            {
+                Ok(raw) => raw,
+                Err(e) if e.is_not_found() => continue,
+                // Too large to be one of ours.
+                Err(e) if e.kind == ErrorKind::TooLarge => return Err(Error::UploadUnknown),
+                Err(e) => return Err(e.into()),
+            };
+            if raw.is_empty() {
+                // A mark: the hash state is further back.
+                continue;
+            }
+            // A state we cannot read (for instance one written by distribution, whose format differs) is
+            // an upload we cannot continue.
+            let hasher = hashing::deserialize(&raw).ok_or(Error::UploadUnknown)?;
+            if offset == acked {
+                return Ok(Hashed {
+                    offset,
+                    hash: Hash::Ready(hasher),
+                    saved: true,
+                });
+            }
+            let hasher = self.rehash(repo, id, hasher, offset, acked).await?;
+            return Ok(Hashed {
+                offset: acked,
+                hash: Hash::Ready(hasher),
+                saved: false,
+            });
+        }
+        Err(Error::UploadUnknown)
+    }
+
+    /// Hashes the stored data from `from` (the hash at `start`) up to `end`.
+    async fn rehash(
         &self,
         repo: &RepoName,
         id: &str,
-        state: State,
+        from: Sha256,
+        start: u64,
+        end: u64,
+    ) -> Result<Sha256> {
+        let data = paths::upload_data(repo, id);
+        match self.driver.stat(&data).await {
+            Ok(meta) if meta.size >= end => {}
+            Ok(_) => return Err(lost_data(end)),
+            Err(e) if e.is_not_found() => return Err(lost_data(end)),
+            Err(e) => return Err(e.into()),
+        }
+        let bytes = self.driver.read(&data, start, end - start).await?;
+        let on_read = |e| Error::Storage(crate::storage::StorageError::io(&data, e));
+        hashing::hash_stream(from, bytes, on_read).await
+    }
+
+    /// Streams a chunk into the upload's data and a hashing thread that starts from `hashed`.
+    async fn receive(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        hashed: Hashed,
         check: ChunkCheck,
         mut body: ByteStream,
-    ) -> Result<State> {
-        if let Some(start) = check.start {
-            if start != state.offset {
+    ) -> Result<Received> {
+        let start = hashed.offset;
+        if let Some(got) = check.start {
+            if got != start {
                 return Err(Error::UploadOutOfOrder {
-                    expected: state.offset,
-                    got: start,
+                    expected: start,
+                    got,
                 });
             }
         }
-        let previous = state.offset;
         let writer = match self
             .driver
-            .writer(&paths::upload_data(repo, id), state.offset)
+            .writer(&paths::upload_data(repo, id), start)
             .await
         {
             Ok(w) => w,
             // The data ends before the saved state's offset: damaged, or cut short by hand.
-            Err(e) if e.kind == ErrorKind::BadOffset => return Err(lost_data(state.offset)),
+            Err(e) if e.kind == ErrorKind::BadOffset => return Err(lost_data(start)),
             Err(e) => return Err(e.into()),
         };
-        let mut feed = Feed::new(writer, HashPipe::start(state.hasher));
+        let mut feed = Feed::new(writer, HashPipe::start(hashed.hash));
         let mut written: u64 = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(Error::Body)?;
@@ -407,7 +374,6 @@ impl Registry {
             }
             feed.push(chunk).await?;
         }
-        let (writer, hasher) = feed.finish().await?;
         if let Some(len) = check.len {
             if written != len {
                 return Err(Error::SizeInvalid(format!(
@@ -415,24 +381,72 @@ impl Registry {
                 )));
             }
         }
-        let hasher = hasher.finish().await?;
-        let state = State {
-            offset: previous + written,
-            hasher,
-        };
-        // The hash state that acknowledges the bytes is put once they are durable, in one call.
-        let size = writer
-            .commit_then(vec![state_object(repo, id, &state)])
-            .await?;
-        if size != state.offset {
-            return Err(Error::UploadInvalid(format!(
-                "upload data has {size} bytes, expected {}",
-                state.offset
-            )));
-        }
-        self.drop_state(repo, id, &state, previous).await?;
-        Ok(state)
+        let (writer, started, hash) = feed.finish().await?;
+        Ok(Received {
+            writer,
+            started,
+            hash,
+            end: start + written,
+        })
     }
+
+    /// Appends a chunk and acknowledges it: its bytes durable, then its mark (or, on a store that cannot
+    /// read them back before they are sealed, its hash state).
+    async fn append(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        opened: Opened,
+        check: ChunkCheck,
+        body: ByteStream,
+    ) -> Result<Hashed> {
+        let Opened { hashed, stored } = opened;
+        let (start, saved) = (hashed.offset, hashed.saved);
+        let chunk = self.receive(repo, id, hashed, check, body).await?;
+        let end = chunk.end;
+        let state = |offset, raw| (paths::upload_hashstate(repo, id, offset), raw);
+        let deferred = self.driver.reads_unsealed();
+        let (objects, hash, newest_state) = if deferred {
+            // The hash this chunk started from goes with it, if the store does not have it yet (it was
+            // worked out after the last acknowledgement).
+            let mut objects = Vec::new();
+            if !saved {
+                objects.push(state(start, chunk.started.get().await?));
+            }
+            if end > start {
+                objects.push(state(end, Bytes::new()));
+            }
+            (objects, chunk.hash, start)
+        } else {
+            let hasher = chunk.hash.get().await?;
+            let objects = vec![state(end, hashing::serialize(&hasher))];
+            (objects, Hash::Ready(hasher), end)
+        };
+        let size = chunk.writer.commit_then(objects).await?;
+        check_size(size, end)?;
+        // Below the newest stored hash state, states and marks are superseded: a crash that brings one
+        // back is harmless, so their removal need not be durable (one sync round fewer per chunk).
+        for &offset in stored.iter().filter(|&&o| o < newest_state) {
+            self.driver
+                .delete_object(&paths::upload_hashstate(repo, id, offset))
+                .await?;
+        }
+        Ok(Hashed {
+            offset: end,
+            hash,
+            saved: !deferred || end == start,
+        })
+    }
+}
+
+/// The size a writer's commit returned, checked against what the upload expects.
+fn check_size(size: u64, expected: u64) -> Result<u64> {
+    if size != expected {
+        return Err(Error::UploadInvalid(format!(
+            "upload data has {size} bytes, expected {expected}"
+        )));
+    }
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -465,5 +479,90 @@ mod tests {
 
     fn lock_count(registry: &Registry) -> usize {
         registry.upload_locks.len()
+    }
+
+    fn body(bytes: &'static [u8]) -> ByteStream {
+        futures_util::stream::iter([Ok(Bytes::from_static(bytes))]).boxed()
+    }
+
+    async fn patch(registry: &Registry, repo: &RepoName, id: &str, bytes: &'static [u8]) -> u64 {
+        let check = ChunkCheck {
+            start: None,
+            len: Some(bytes.len() as u64),
+        };
+        let status = registry.upload_chunk(repo, id, check, body(bytes)).await;
+        status.unwrap().offset
+    }
+
+    fn digest(bytes: &[u8]) -> Digest {
+        Digest::from_sha256(Sha256::digest(bytes).as_slice())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunks_acknowledged_before_their_hash_survive_a_restart() {
+        let driver: Arc<dyn crate::storage::Driver> = Arc::new(MemoryDriver::new());
+        let repo = RepoName::parse("a").unwrap();
+        let first = Registry::new(driver.clone());
+        let id = first.start_upload(&repo).await.unwrap().id;
+        assert_eq!(patch(&first, &repo, &id, b"aaa").await, 3);
+        assert_eq!(patch(&first, &repo, &id, b"bbbb").await, 7);
+        // The hash state at 3 went with the second chunk, which is marked by an empty file at 7.
+        let states = paths::upload_hashstates(&repo, &id);
+        assert_eq!(driver.list(&states).await.unwrap(), ["3", "7"]);
+        let at = |offset| paths::upload_hashstate(&repo, &id, offset);
+        assert_eq!(driver.get(&at(3), 1024).await.unwrap().len(), 104);
+        assert!(driver.get(&at(7), 1024).await.unwrap().is_empty());
+        drop(first);
+
+        // A new process knows nothing of the hash in memory: it hashes the stored bytes from 3 to 7.
+        let second = Registry::new(driver.clone());
+        assert_eq!(second.upload_status(&repo, &id).await.unwrap().offset, 7);
+        assert_eq!(patch(&second, &repo, &id, b"cc").await, 9);
+        let size = second
+            .finish_upload(&repo, &id, &digest(b"aaabbbbcc"), None)
+            .await
+            .unwrap();
+        assert_eq!(size, 9);
+        let blob = driver
+            .get(&paths::blob_data(&digest(b"aaabbbbcc")), 100)
+            .await
+            .unwrap();
+        assert_eq!(&blob[..], b"aaabbbbcc");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hash_kept_at_an_older_offset_is_not_used() {
+        // Two instances on one store take turns with one upload.
+        let driver: Arc<dyn crate::storage::Driver> = Arc::new(MemoryDriver::new());
+        let repo = RepoName::parse("a").unwrap();
+        let one = Registry::new(driver.clone());
+        let two = Registry::new(driver.clone());
+        let id = one.start_upload(&repo).await.unwrap().id;
+        assert_eq!(patch(&one, &repo, &id, b"aa").await, 2);
+        assert_eq!(patch(&two, &repo, &id, b"bb").await, 4);
+        assert_eq!(patch(&one, &repo, &id, b"cc").await, 6);
+        let got = one
+            .finish_upload(&repo, &id, &digest(b"aabbcc"), None)
+            .await;
+        assert_eq!(got.unwrap(), 6);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mark_past_the_stored_data_is_an_invalid_upload() {
+        let driver: Arc<dyn crate::storage::Driver> = Arc::new(MemoryDriver::new());
+        let repo = RepoName::parse("a").unwrap();
+        let first = Registry::new(driver.clone());
+        let id = first.start_upload(&repo).await.unwrap().id;
+        assert_eq!(patch(&first, &repo, &id, b"abc").await, 3);
+        drop(first);
+        // Cut short by hand.
+        let data = paths::upload_data(&repo, &id);
+        driver.put(&data, Bytes::from_static(b"ab")).await.unwrap();
+        let second = Registry::new(driver.clone());
+        let err = second
+            .upload_chunk(&repo, &id, ChunkCheck::default(), body(b"d"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::UploadInvalid(_)), "{err}");
     }
 }

@@ -47,6 +47,7 @@ macro_rules! with_contracts {
             purge_incomplete_spares_recent_writes,
             redirect_url_is_none_or_a_url,
             is_shared_is_fixed,
+            unsealed_commits_read_back,
         }
     };
 }
@@ -567,6 +568,24 @@ pub async fn is_shared_is_fixed(d: &dyn Driver) {
     let before = d.is_shared();
     d.put("shared/x", Bytes::new()).await.unwrap();
     assert_eq!(d.is_shared(), before);
+}
+
+pub async fn unsealed_commits_read_back(d: &dyn Driver) {
+    let says = d.reads_unsealed();
+    let mut w = d.writer("unsealed/data", 0).await.unwrap();
+    w.write(Bytes::from_static(b"hello ")).await.unwrap();
+    assert_eq!(w.commit().await.unwrap(), 6);
+    let mut w = d.writer("unsealed/data", 6).await.unwrap();
+    w.write(Bytes::from_static(b"world")).await.unwrap();
+    assert_eq!(w.commit().await.unwrap(), 11);
+    // A later writer that never commits does not change the committed range.
+    let mut w = d.writer("unsealed/data", 11).await.unwrap();
+    w.write(Bytes::from_static(b"!")).await.unwrap();
+    drop(w);
+    if says {
+        assert_eq!(read_all(d, "unsealed/data", 3, 8).await, b"lo world");
+    }
+    assert_eq!(d.reads_unsealed(), says);
 }
 
 /// Writes and reads back `len` bytes through a writer in chunks of `chunk` bytes, committing after every

@@ -693,6 +693,10 @@ impl Driver for FsDriver {
     fn is_shared(&self) -> bool {
         false
     }
+
+    fn reads_unsealed(&self) -> bool {
+        true
+    }
 }
 
 /// Every file under `dir`, at any depth, as a path relative to the walk's start (`rel` is where `dir`

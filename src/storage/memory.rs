@@ -182,6 +182,10 @@ impl Driver for MemoryDriver {
     fn is_shared(&self) -> bool {
         false
     }
+
+    fn reads_unsealed(&self) -> bool {
+        true
+    }
 }
 
 /// The direct children of `prefix`, sorted, each once.

@@ -212,6 +212,12 @@ pub trait Driver: Send + Sync + 'static {
     /// bucket): listings must then come from the store, not from what this process has seen. Fixed for
     /// the driver's life.
     fn is_shared(&self) -> bool;
+
+    /// Whether `read` of a writer's path gives what its `commit`s made durable before `seal` publishes
+    /// it: the filesystem and memory do; an object store does not (a multipart upload is no object until
+    /// it is completed). Uploads are then acknowledged before their hash is worked out, and recovered
+    /// from their data after a restart. Fixed for the driver's life.
+    fn reads_unsealed(&self) -> bool;
 }
 
 /// An open streamed write to one object (see [`Driver::writer`]). Dropping it without `commit` may

@@ -113,6 +113,10 @@ impl Driver for TimedDriver {
         self.inner.is_shared()
     }
 
+    fn reads_unsealed(&self) -> bool {
+        self.inner.reads_unsealed()
+    }
+
     async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
         let t = Instant::now();
         let r = self.inner.open(path).await;

@@ -661,6 +661,11 @@ impl Driver for S3Driver {
     fn is_shared(&self) -> bool {
         true
     }
+
+    fn reads_unsealed(&self) -> bool {
+        // A writer's parts are a multipart upload, readable only once `seal` completes it.
+        false
+    }
 }
 
 #[cfg(test)]
