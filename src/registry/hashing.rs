@@ -3,23 +3,22 @@
 //! with is handed to the next chunk's thread in memory: a chunk can be acknowledged as soon as its bytes
 //! are durable, while its thread still hashes what it has queued.
 
-use bytes::{Bytes, BytesMut};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Error, Result};
+use super::lock;
 use crate::storage::{ByteStream, Writer};
 
-/// Batches queued for a hashing thread, at most: with [`BATCH`], what an upload holds in memory.
+/// Batches (blocks) queued for a hashing thread, at most.
 const HASHER_QUEUE: usize = 4;
-/// Body frames are handed to the hashing thread in batches of at least this many bytes.
+/// Stored data is hashed in batches of at least this many bytes (see [`hash_stream`]).
 const BATCH: usize = 1 << 20;
-/// Frames smaller than this are small (see [`Feed`]) ...
-const SMALL: usize = 64 << 10;
-/// ... and gathered into buffers of this size.
-const GATHER: usize = 256 << 10;
 
 /// A hash state: known, or still being worked out by the hashing thread of the chunk that ends there.
 pub(super) enum Hash {
@@ -89,11 +88,6 @@ impl HashPipe {
         self.tx.send(batch).await.map_err(|_| stopped())
     }
 
-    /// Whether everything sent has been taken up by the hashing thread.
-    fn is_idle(&self) -> bool {
-        self.tx.capacity() == self.tx.max_capacity()
-    }
-
     /// Sends `last` without waiting for room in the queue (a task delivers it when the thread takes it
     /// up) and closes the channel. Returns the hash the thread started from and the one it will end
     /// with, neither waited for.
@@ -118,62 +112,180 @@ impl Started {
     }
 }
 
-/// Hands a body's frames to the writer and the hasher. Large frames (what a fast client's body arrives
-/// in) go to the writer as they are, and to the hasher in batches of them: no copy here, and one
-/// hand-off to the hashing thread (two thread wake-ups) per batch. Small frames (a slow client's, a
-/// chunked transfer encoding's) are first gathered into one buffer, a copy that costs less than a
-/// hand-off each.
+/// Upload bodies are copied, as they arrive, into blocks of this size ...
+const BLOCK: usize = 1 << 20;
+/// ... at addresses aligned to this (what direct I/O asks for).
+const ALIGN: usize = 4096;
+/// Blocks kept for reuse once written and hashed, at most (for all uploads together).
+const BLOCKS_KEPT: usize = 8;
+
+/// Blocks kept for reuse. A block is written to fresh memory once, not every time: a body frame is
+/// dropped as soon as it is copied (so hyper reads the next ones into the same buffer), and the block
+/// goes back here when the writer and the hasher are done with it. Without this, every frame waiting for
+/// them pinned a receive buffer, and the socket's bytes went into new memory, page fault by page fault.
+#[derive(Default)]
+pub(super) struct BlockPool(Mutex<Vec<Vec<u8>>>);
+
+impl BlockPool {
+    fn take(&self) -> Vec<u8> {
+        lock(&self.0)
+            .pop()
+            .unwrap_or_else(|| vec![0; BLOCK + ALIGN])
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        let mut kept = lock(&self.0);
+        if kept.len() < BLOCKS_KEPT {
+            kept.push(buf);
+        }
+    }
+}
+
+/// A block being filled: `cap` bytes from `head`, the first aligned address of `buf`.
+struct Block {
+    buf: Vec<u8>,
+    head: usize,
+    fill: usize,
+    cap: usize,
+}
+
+impl Block {
+    fn new(buf: Vec<u8>, cap: usize) -> Block {
+        // Always possible for bytes; were it not, the block is merely unaligned (the writer copies it).
+        let head = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        Block {
+            buf,
+            head,
+            fill: 0,
+            cap,
+        }
+    }
+
+    /// The filled bytes, shared; the block goes back to `pool` when the last of them is dropped.
+    fn freeze(self, pool: &Arc<BlockPool>) -> Bytes {
+        Bytes::from_owner(Filled {
+            range: self.head..self.head + self.fill,
+            buf: self.buf,
+            pool: pool.clone(),
+        })
+    }
+}
+
+struct Filled {
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+    pool: Arc<BlockPool>,
+}
+
+impl AsRef<[u8]> for Filled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+impl Drop for Filled {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.buf));
+    }
+}
+
+/// Hands a body to the writer and the hasher: its frames are copied into aligned blocks (the one copy
+/// the bytes take in user space), and each full block goes to both, one hand-off per megabyte each. The
+/// first block ends where the file offset is a multiple of [`ALIGN`], so the filesystem writes every
+/// later block directly from it. After a pause in the body of [`IDLE_FLUSH`], the aligned part of the
+/// block goes too, so a slow or stalled client's bytes reach the writer.
 pub(super) struct Feed {
     writer: Box<dyn Writer>,
     hasher: HashPipe,
-    gathered: BytesMut,
-    batch: Vec<Bytes>,
-    batched: usize,
+    pool: Arc<BlockPool>,
+    block: Block,
+    /// The file offset of the block's first byte.
+    offset: u64,
+}
+
+/// How long a partly filled block waits for more of the body.
+const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The bytes of a block starting at `offset` that fit before it ends: up to the next whole block of the
+/// file (`ALIGN`) past a megabyte.
+fn block_cap(offset: u64) -> usize {
+    BLOCK - (offset % ALIGN as u64) as usize
 }
 
 impl Feed {
-    pub(super) fn new(writer: Box<dyn Writer>, hasher: HashPipe) -> Feed {
+    /// A body written from `offset`.
+    pub(super) fn new(
+        writer: Box<dyn Writer>,
+        hasher: HashPipe,
+        pool: Arc<BlockPool>,
+        offset: u64,
+    ) -> Feed {
+        let block = Block::new(pool.take(), block_cap(offset));
         Feed {
             writer,
             hasher,
-            gathered: BytesMut::new(),
-            batch: Vec::new(),
-            batched: 0,
+            pool,
+            block,
+            offset,
         }
+    }
+
+    /// The body's next frame; while waiting for it, after [`IDLE_FLUSH`], hands over the aligned part of
+    /// the block.
+    pub(super) async fn next(&mut self, body: &mut ByteStream) -> Result<Option<Bytes>> {
+        let next = if self.block.fill == 0 {
+            body.next().await
+        } else {
+            match tokio::time::timeout(IDLE_FLUSH, body.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    self.flush_aligned().await?;
+                    body.next().await
+                }
+            }
+        };
+        next.transpose().map_err(Error::Body)
+    }
+
+    /// Hands over the block up to its last byte that ends a whole block of the file, and starts the next
+    /// block with the rest (less than `ALIGN` bytes).
+    async fn flush_aligned(&mut self) -> Result<()> {
+        let end = self.offset + self.block.fill as u64;
+        let keep = (end % ALIGN as u64) as usize;
+        if keep >= self.block.fill {
+            return Ok(());
+        }
+        let mut next = Block::new(self.pool.take(), BLOCK);
+        let b = &mut self.block;
+        let from = b.head + b.fill - keep;
+        next.buf[next.head..next.head + keep].copy_from_slice(&b.buf[from..from + keep]);
+        next.fill = keep;
+        b.fill -= keep;
+        self.hand_over(next).await
+    }
+
+    /// Hands the block over to the writer and the hasher, and goes on with `next`.
+    async fn hand_over(&mut self, next: Block) -> Result<()> {
+        let full = std::mem::replace(&mut self.block, next).freeze(&self.pool);
+        self.offset += full.len() as u64;
+        self.writer.write(full.clone()).await?;
+        self.hasher.send(vec![full]).await
     }
 
     pub(super) async fn push(&mut self, frame: Bytes) -> Result<()> {
-        if frame.len() >= SMALL {
-            self.flush_gathered().await?;
-            return self.pass(frame).await;
-        }
-        if self.gathered.capacity() == 0 {
-            self.gathered.reserve(GATHER);
-        }
-        self.gathered.extend_from_slice(&frame);
-        if self.gathered.len() >= GATHER {
-            self.flush_gathered().await?;
-        }
-        Ok(())
-    }
-
-    async fn flush_gathered(&mut self) -> Result<()> {
-        if self.gathered.is_empty() {
-            return Ok(());
-        }
-        let buf = self.gathered.split().freeze();
-        self.pass(buf).await
-    }
-
-    async fn pass(&mut self, buf: Bytes) -> Result<()> {
-        self.batched += buf.len();
-        self.batch.push(buf.clone());
-        self.writer.write(buf).await?;
-        // A batch goes when it is full, or as soon as the hasher has nothing queued: at the start of a
-        // chunk it begins on the first frames instead of waiting for a whole batch.
-        if self.batched >= BATCH || (self.batched >= SMALL && self.hasher.is_idle()) {
-            self.batched = 0;
-            self.hasher.send(std::mem::take(&mut self.batch)).await?;
+        let mut data = &frame[..];
+        while !data.is_empty() {
+            let b = &mut self.block;
+            let take = (b.cap - b.fill).min(data.len());
+            let at = b.head + b.fill;
+            b.buf[at..at + take].copy_from_slice(&data[..take]);
+            b.fill += take;
+            data = &data[take..];
+            if b.fill == b.cap {
+                let end = self.offset + b.cap as u64;
+                self.hand_over(Block::new(self.pool.take(), block_cap(end)))
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -181,8 +293,14 @@ impl Feed {
     /// Hands everything over: the writer, not yet committed, and the hasher, closed (see
     /// [`HashPipe::close`]).
     pub(super) async fn finish(mut self) -> Result<(Box<dyn Writer>, Started, Hash)> {
-        self.flush_gathered().await?;
-        let (started, hash) = self.hasher.close(std::mem::take(&mut self.batch));
+        let mut last = Vec::new();
+        if self.block.fill > 0 {
+            let empty = Block::new(Vec::new(), 0);
+            let part = std::mem::replace(&mut self.block, empty).freeze(&self.pool);
+            self.writer.write(part.clone()).await?;
+            last.push(part);
+        }
+        let (started, hash) = self.hasher.close(last);
         Ok((self.writer, started, hash))
     }
 }

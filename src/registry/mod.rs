@@ -92,6 +92,8 @@ pub struct Registry {
     uploads: Mutex<HashSet<String>>,
     /// Uploads' hashes at their acknowledged offsets, for their next requests (see [`upload`]).
     hashes: Mutex<HashMap<String, upload::Hashed>>,
+    /// Upload bodies' blocks, for reuse.
+    blocks: Arc<hashing::BlockPool>,
 }
 
 /// Where listings come from. A store this process owns has the in-memory listing index, kept current by
@@ -186,6 +188,7 @@ impl Registry {
             last_collection: Mutex::default(),
             uploads: Mutex::default(),
             hashes: Mutex::default(),
+            blocks: Arc::default(),
         }
     }
 

@@ -13,7 +13,6 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 
 use super::error::{Error, Result};
@@ -357,10 +356,10 @@ impl Registry {
             Err(e) if e.kind == ErrorKind::BadOffset => return Err(lost_data(start)),
             Err(e) => return Err(e.into()),
         };
-        let mut feed = Feed::new(writer, HashPipe::start(hashed.hash));
+        let hasher = HashPipe::start(hashed.hash);
+        let mut feed = Feed::new(writer, hasher, self.blocks.clone(), start);
         let mut written: u64 = 0;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(Error::Body)?;
+        while let Some(chunk) = feed.next(&mut body).await? {
             if chunk.is_empty() {
                 continue;
             }
@@ -452,6 +451,8 @@ fn check_size(size: u64, expected: u64) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use futures_util::StreamExt;
 
     use super::*;
     use crate::storage::memory::MemoryDriver;

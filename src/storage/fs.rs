@@ -858,6 +858,17 @@ impl Sink {
     }
 
     fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        // Bytes already aligned in memory (the registry copies upload bodies into aligned blocks as they
+        // arrive) go out from where they are while nothing is buffered: their whole blocks directly, the
+        // rest into the buffer.
+        if self.direct.is_some() && self.fill == 0 && data.as_ptr().align_offset(DIRECT_ALIGN) == 0
+        {
+            let whole = data.len() - data.len() % DIRECT_ALIGN;
+            if whole > 0 {
+                self.write_direct(&data[..whole])?;
+                data = &data[whole..];
+            }
+        }
         if self.direct.is_none() {
             self.file.write_all_at(data, self.pos)?;
             self.pos += data.len() as u64;
@@ -892,10 +903,33 @@ impl Sink {
 
     /// Writes the buffer's first `len` bytes (a multiple of the alignment) directly and keeps the rest.
     fn write_blocks(&mut self, len: usize) -> io::Result<()> {
+        if self.direct.is_none() {
+            return Ok(());
+        }
+        let raw = std::mem::take(&mut self.raw);
+        let written = self.write_direct(&raw[self.head..self.head + len]);
+        self.raw = raw;
+        written?;
+        self.raw
+            .copy_within(self.head + len..self.head + self.fill, self.head);
+        self.fill -= len;
+        if self.direct.is_none() {
+            let rest = self.raw[self.head..self.head + self.fill].to_vec();
+            self.fill = 0;
+            self.raw = Vec::new();
+            self.write(&rest)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `block` (whole blocks at an aligned address) at `pos`: directly, or through the page cache
+    /// from the first refusal on.
+    fn write_direct(&mut self, block: &[u8]) -> io::Result<()> {
         let Some(direct) = &self.direct else {
+            self.file.write_all_at(block, self.pos)?;
+            self.pos += block.len() as u64;
             return Ok(());
         };
-        let block = &self.raw[self.head..self.head + len];
         match direct.write_all_at(block, self.pos) {
             Ok(()) => {}
             // Refused on the first write (a filesystem that opens O_DIRECT but cannot do it at this
@@ -906,16 +940,7 @@ impl Sink {
             }
             Err(e) => return Err(e),
         }
-        self.pos += len as u64;
-        self.raw
-            .copy_within(self.head + len..self.head + self.fill, self.head);
-        self.fill -= len;
-        if self.direct.is_none() {
-            let rest = self.raw[self.head..self.head + self.fill].to_vec();
-            self.fill = 0;
-            self.raw = Vec::new();
-            self.write(&rest)?;
-        }
+        self.pos += block.len() as u64;
         Ok(())
     }
 
@@ -1101,13 +1126,26 @@ mod tests {
             2 * DIRECT_CHUNK,
             data.len(),
         ];
-        for root in &roots {
+        // Pieces at any address, and pieces at aligned addresses whose whole blocks go out without a
+        // copy whenever nothing is buffered.
+        let unaligned = |piece: &[u8]| Bytes::copy_from_slice(piece);
+        let aligned = |piece: &[u8]| {
+            let mut buf = vec![0u8; piece.len() + DIRECT_ALIGN];
+            let head = buf.as_ptr().align_offset(DIRECT_ALIGN);
+            buf[head..head + piece.len()].copy_from_slice(piece);
+            Bytes::from(buf).slice(head..head + piece.len())
+        };
+        let ways: [(usize, &dyn Fn(&[u8]) -> Bytes); 2] = [
+            (100_003, &unaligned),
+            (DIRECT_CHUNK / 4 + 3 * DIRECT_ALIGN, &aligned),
+        ];
+        for (root, (size, make)) in roots.iter().flat_map(|r| ways.iter().map(move |w| (r, w))) {
             let driver = FsDriver::new(root.path());
             let mut at = 0;
             for &cut in &cuts {
                 let mut w = driver.writer("up/data", at as u64).await.unwrap();
-                for piece in data[at..cut].chunks(100_003) {
-                    w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+                for piece in data[at..cut].chunks(*size) {
+                    w.write(make(piece)).await.unwrap();
                 }
                 assert_eq!(w.commit().await.unwrap(), cut as u64);
                 at = cut;
