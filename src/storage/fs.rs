@@ -1128,24 +1128,27 @@ mod tests {
         ];
         // Pieces at any address, and pieces at aligned addresses whose whole blocks go out without a
         // copy whenever nothing is buffered.
-        let unaligned = |piece: &[u8]| Bytes::copy_from_slice(piece);
-        let aligned = |piece: &[u8]| {
+        let piece_at = |piece: &[u8], aligned: bool| {
+            if !aligned {
+                return Bytes::copy_from_slice(piece);
+            }
             let mut buf = vec![0u8; piece.len() + DIRECT_ALIGN];
             let head = buf.as_ptr().align_offset(DIRECT_ALIGN);
             buf[head..head + piece.len()].copy_from_slice(piece);
             Bytes::from(buf).slice(head..head + piece.len())
         };
-        let ways: [(usize, &dyn Fn(&[u8]) -> Bytes); 2] = [
-            (100_003, &unaligned),
-            (DIRECT_CHUNK / 4 + 3 * DIRECT_ALIGN, &aligned),
+        let ways = [
+            (100_003, false),
+            (DIRECT_CHUNK / 4 + 3 * DIRECT_ALIGN, true),
         ];
-        for (root, (size, make)) in roots.iter().flat_map(|r| ways.iter().map(move |w| (r, w))) {
+        for (root, &(size, aligned)) in roots.iter().flat_map(|r| ways.iter().map(move |w| (r, w)))
+        {
             let driver = FsDriver::new(root.path());
             let mut at = 0;
             for &cut in &cuts {
                 let mut w = driver.writer("up/data", at as u64).await.unwrap();
-                for piece in data[at..cut].chunks(*size) {
-                    w.write(make(piece)).await.unwrap();
+                for piece in data[at..cut].chunks(size) {
+                    w.write(piece_at(piece, aligned)).await.unwrap();
                 }
                 assert_eq!(w.commit().await.unwrap(), cut as u64);
                 at = cut;
