@@ -141,16 +141,19 @@ impl BlockPool {
     }
 }
 
-/// A block being filled: `cap` bytes from `head`, the first aligned address of `buf`.
+/// A block: `cap` bytes from `head`, the first aligned address of `buf`, of which `fill` are written. It
+/// goes back to its pool when dropped, frozen (when the writer and the hasher are done with it) or not.
 struct Block {
     buf: Vec<u8>,
     head: usize,
     fill: usize,
     cap: usize,
+    pool: Arc<BlockPool>,
 }
 
 impl Block {
-    fn new(buf: Vec<u8>, cap: usize) -> Block {
+    fn new(pool: &Arc<BlockPool>, cap: usize) -> Block {
+        let buf = pool.take();
         // Always possible for bytes; were it not, the block is merely unaligned (the writer copies it).
         let head = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
         Block {
@@ -158,32 +161,23 @@ impl Block {
             head,
             fill: 0,
             cap,
+            pool: pool.clone(),
         }
     }
 
-    /// The filled bytes, shared; the block goes back to `pool` when the last of them is dropped.
-    fn freeze(self, pool: &Arc<BlockPool>) -> Bytes {
-        Bytes::from_owner(Filled {
-            range: self.head..self.head + self.fill,
-            buf: self.buf,
-            pool: pool.clone(),
-        })
+    /// The filled bytes, shared by whoever is handed them.
+    fn freeze(self) -> Bytes {
+        Bytes::from_owner(self)
     }
 }
 
-struct Filled {
-    buf: Vec<u8>,
-    range: std::ops::Range<usize>,
-    pool: Arc<BlockPool>,
-}
-
-impl AsRef<[u8]> for Filled {
+impl AsRef<[u8]> for Block {
     fn as_ref(&self) -> &[u8] {
-        &self.buf[self.range.clone()]
+        &self.buf[self.head..self.head + self.fill]
     }
 }
 
-impl Drop for Filled {
+impl Drop for Block {
     fn drop(&mut self) {
         self.pool.give_back(std::mem::take(&mut self.buf));
     }
@@ -206,8 +200,8 @@ pub(super) struct Feed {
 /// How long a partly filled block waits for more of the body.
 const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The bytes of a block starting at `offset` that fit before it ends: up to the next whole block of the
-/// file (`ALIGN`) past a megabyte.
+/// The size of a block that starts at file offset `offset`: a megabyte, less the part of a file block
+/// (`ALIGN`) before `offset`, so that the block ends on a file block boundary.
 fn block_cap(offset: u64) -> usize {
     BLOCK - (offset % ALIGN as u64) as usize
 }
@@ -220,7 +214,7 @@ impl Feed {
         pool: Arc<BlockPool>,
         offset: u64,
     ) -> Feed {
-        let block = Block::new(pool.take(), block_cap(offset));
+        let block = Block::new(&pool, block_cap(offset));
         Feed {
             writer,
             hasher,
@@ -255,7 +249,7 @@ impl Feed {
         if keep >= self.block.fill {
             return Ok(());
         }
-        let mut next = Block::new(self.pool.take(), BLOCK);
+        let mut next = Block::new(&self.pool, BLOCK);
         let b = &mut self.block;
         let from = b.head + b.fill - keep;
         next.buf[next.head..next.head + keep].copy_from_slice(&b.buf[from..from + keep]);
@@ -266,7 +260,7 @@ impl Feed {
 
     /// Hands the block over to the writer and the hasher, and goes on with `next`.
     async fn hand_over(&mut self, next: Block) -> Result<()> {
-        let full = std::mem::replace(&mut self.block, next).freeze(&self.pool);
+        let full = std::mem::replace(&mut self.block, next).freeze();
         self.offset += full.len() as u64;
         self.writer.write(full.clone()).await?;
         self.hasher.send(vec![full]).await
@@ -283,7 +277,7 @@ impl Feed {
             data = &data[take..];
             if b.fill == b.cap {
                 let end = self.offset + b.cap as u64;
-                self.hand_over(Block::new(self.pool.take(), block_cap(end)))
+                self.hand_over(Block::new(&self.pool, block_cap(end)))
                     .await?;
             }
         }
@@ -292,16 +286,21 @@ impl Feed {
 
     /// Hands everything over: the writer, not yet committed, and the hasher, closed (see
     /// [`HashPipe::close`]).
-    pub(super) async fn finish(mut self) -> Result<(Box<dyn Writer>, Started, Hash)> {
+    pub(super) async fn finish(self) -> Result<(Box<dyn Writer>, Started, Hash)> {
+        let Feed {
+            mut writer,
+            hasher,
+            block,
+            ..
+        } = self;
         let mut last = Vec::new();
-        if self.block.fill > 0 {
-            let empty = Block::new(Vec::new(), 0);
-            let part = std::mem::replace(&mut self.block, empty).freeze(&self.pool);
-            self.writer.write(part.clone()).await?;
+        if block.fill > 0 {
+            let part = block.freeze();
+            writer.write(part.clone()).await?;
             last.push(part);
         }
-        let (started, hash) = self.hasher.close(last);
-        Ok((self.writer, started, hash))
+        let (started, hash) = hasher.close(last);
+        Ok((writer, started, hash))
     }
 }
 
