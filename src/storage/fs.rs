@@ -37,6 +37,8 @@ pub struct FsDriver {
     /// so a new writer or a seal of that path waits for a writer that was dropped mid-request (whose
     /// queued bytes are discarded, but one write may be under way) instead of racing its bytes.
     writing: Arc<KeyedLocks<PathBuf>>,
+    /// Whether writers try `O_DIRECT` (tests turn it off to run the buffered path anywhere).
+    direct: bool,
 }
 
 /// Listings of large directories (a repository's tags, a namespace of many repositories), kept with the
@@ -136,6 +138,16 @@ impl FsDriver {
             sync: Arc::new(GroupSync::new()),
             listings: Arc::default(),
             writing: Arc::default(),
+            direct: true,
+        }
+    }
+
+    /// A driver whose writers write through the page cache, as where `O_DIRECT` is refused.
+    #[cfg(test)]
+    fn buffered(root: &Path) -> FsDriver {
+        FsDriver {
+            direct: false,
+            ..FsDriver::new(root)
         }
     }
 
@@ -596,6 +608,7 @@ impl Driver for FsDriver {
         let full = self.full(path)?;
         let hold = self.writing.lock(full.clone()).await;
         let sync = self.sync.clone();
+        let direct = self.direct;
         let sink = blocking(path, move || {
             let mut created = Vec::new();
             ensure_dir(parent_of(&full)?, &mut created)?;
@@ -611,7 +624,7 @@ impl Driver for FsDriver {
                 return Ok(None);
             }
             f.set_len(offset)?;
-            Sink::open(&full, f, offset).map(Some)
+            Sink::open(&full, f, offset, direct).map(Some)
         })
         .await?
         .ok_or_else(|| StorageError::new(ErrorKind::BadOffset, path))?;
@@ -826,7 +839,7 @@ struct Sink {
 }
 
 impl Sink {
-    fn open(full: &Path, file: File, offset: u64) -> io::Result<Sink> {
+    fn open(full: &Path, file: File, offset: u64, direct: bool) -> io::Result<Sink> {
         let mut sink = Sink {
             file,
             direct: None,
@@ -835,7 +848,7 @@ impl Sink {
             fill: 0,
             pos: offset,
         };
-        let Ok(direct) = open_direct(full) else {
+        let Some(direct) = direct.then(|| open_direct(full).ok()).flatten() else {
             return Ok(sink);
         };
         let raw = vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN];
@@ -1141,24 +1154,28 @@ mod tests {
             (100_003, false),
             (DIRECT_CHUNK / 4 + 3 * DIRECT_ALIGN, true),
         ];
-        for (root, &(size, aligned)) in roots.iter().flat_map(|r| ways.iter().map(move |w| (r, w)))
-        {
-            let driver = FsDriver::new(root.path());
-            let mut at = 0;
-            for &cut in &cuts {
-                let mut w = driver.writer("up/data", at as u64).await.unwrap();
-                for piece in data[at..cut].chunks(size) {
-                    w.write(piece_at(piece, aligned)).await.unwrap();
+        // Direct where the filesystem allows it, and through the page cache everywhere.
+        let drivers = roots
+            .iter()
+            .flat_map(|r| [FsDriver::new(r.path()), FsDriver::buffered(r.path())].map(|d| (r, d)));
+        for (root, driver) in drivers {
+            for &(size, aligned) in &ways {
+                let mut at = 0;
+                for &cut in &cuts {
+                    let mut w = driver.writer("up/data", at as u64).await.unwrap();
+                    for piece in data[at..cut].chunks(size) {
+                        w.write(piece_at(piece, aligned)).await.unwrap();
+                    }
+                    assert_eq!(w.commit().await.unwrap(), cut as u64);
+                    at = cut;
                 }
-                assert_eq!(w.commit().await.unwrap(), cut as u64);
-                at = cut;
+                driver
+                    .seal("up/data", data.len() as u64, "blob")
+                    .await
+                    .unwrap();
+                let got = std::fs::read(root.path().join("blob")).unwrap();
+                assert!(got == data, "{:?}: contents differ", root.path());
             }
-            driver
-                .seal("up/data", data.len() as u64, "blob")
-                .await
-                .unwrap();
-            let got = std::fs::read(root.path().join("blob")).unwrap();
-            assert!(got == data, "{:?}: contents differ", root.path());
         }
     }
 
