@@ -33,6 +33,9 @@ pub enum Error {
     Body(std::io::Error),
     #[error("storage failure: {0}")]
     Storage(#[from] StorageError),
+    /// An upload's hashing thread ended before its work was done (a fault of the server, not the client).
+    #[error("the upload's hashing stopped")]
+    HashingStopped,
 }
 
 impl Error {
@@ -52,7 +55,7 @@ impl Error {
             | Error::ManifestTooLarge { .. } => ErrorCode::ManifestInvalid,
             Error::ManifestBlobUnknown(_) => ErrorCode::ManifestBlobUnknown,
             Error::NameUnknown(_) => ErrorCode::NameUnknown,
-            Error::Storage(_) => ErrorCode::Unknown,
+            Error::Storage(_) | Error::HashingStopped => ErrorCode::Unknown,
         }
     }
 

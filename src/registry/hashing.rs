@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::error::{Error, Result};
 use super::lock;
@@ -17,6 +17,9 @@ use crate::storage::{ByteStream, Writer};
 
 /// Batches (blocks) queued for a hashing thread, at most.
 const HASHER_QUEUE: usize = 4;
+/// Blocks handed to hashing threads and not hashed yet, at most, over all uploads. A chunk is
+/// acknowledged before it is hashed, so its blocks outlive its request: this bounds what they hold.
+const UNHASHED: usize = 64;
 /// Stored data is hashed in batches of at least this many bytes (see [`hash_stream`]).
 const BATCH: usize = 1 << 20;
 
@@ -27,7 +30,7 @@ pub(super) enum Hash {
 }
 
 fn stopped() -> Error {
-    Error::Body(std::io::Error::other("hasher stopped"))
+    Error::HashingStopped
 }
 
 impl Hash {
@@ -53,7 +56,7 @@ pub(super) fn deserialize(raw: &[u8]) -> Option<Sha256> {
 /// chunk's thread if that one is still running), hashes the batches it is sent, and hands its hash on
 /// when its channel closes.
 pub(super) struct HashPipe {
-    tx: mpsc::Sender<Vec<Bytes>>,
+    tx: mpsc::Sender<Batch>,
     /// The hash the thread started from, serialized, sent as soon as it has it.
     start: oneshot::Receiver<Bytes>,
     end: oneshot::Receiver<Sha256>,
@@ -61,7 +64,7 @@ pub(super) struct HashPipe {
 
 impl HashPipe {
     pub(super) fn start(from: Hash) -> HashPipe {
-        let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(HASHER_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Batch>(HASHER_QUEUE);
         let (start_tx, start) = oneshot::channel();
         let (end_tx, end) = oneshot::channel();
         // Detached: the thread ends when the channel closes, whoever waits for it.
@@ -74,8 +77,9 @@ impl HashPipe {
                 return;
             };
             let _ = start_tx.send(serialize(&hasher));
+            // A batch's permit goes when its bytes are hashed.
             while let Some(batch) = rx.blocking_recv() {
-                for buf in &batch {
+                for buf in &batch.bytes {
                     hasher.update(buf);
                 }
             }
@@ -84,15 +88,15 @@ impl HashPipe {
         HashPipe { tx, start, end }
     }
 
-    pub(super) async fn send(&self, batch: Vec<Bytes>) -> Result<()> {
+    pub(super) async fn send(&self, batch: Batch) -> Result<()> {
         self.tx.send(batch).await.map_err(|_| stopped())
     }
 
     /// Sends `last` without waiting for room in the queue (a task delivers it when the thread takes it
     /// up) and closes the channel. Returns the hash the thread started from and the one it will end
     /// with, neither waited for.
-    pub(super) fn close(self, last: Vec<Bytes>) -> (Started, Hash) {
-        if !last.is_empty() {
+    pub(super) fn close(self, last: Batch) -> (Started, Hash) {
+        if !last.bytes.is_empty() {
             if let Err(mpsc::error::TrySendError::Full(last)) = self.tx.try_send(last) {
                 let tx = self.tx;
                 // Ends when the thread takes the batch up, or stops.
@@ -100,6 +104,22 @@ impl HashPipe {
             }
         }
         (Started(self.start), Hash::Running(self.end))
+    }
+}
+
+/// Bytes for a hashing thread, with the permit of [`UNHASHED`] they hold, if any.
+pub(super) struct Batch {
+    bytes: Vec<Bytes>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Batch {
+    /// Bytes not counted in [`UNHASHED`]: for a request that waits for their hash.
+    fn unbounded(bytes: Vec<Bytes>) -> Batch {
+        Batch {
+            bytes,
+            _permit: None,
+        }
     }
 }
 
@@ -123,18 +143,39 @@ const BLOCKS_KEPT: usize = 8;
 /// dropped as soon as it is copied (so hyper reads the next ones into the same buffer), and the block
 /// goes back here when the writer and the hasher are done with it. Without this, every frame waiting for
 /// them pinned a receive buffer, and the socket's bytes went into new memory, page fault by page fault.
-#[derive(Default)]
-pub(super) struct BlockPool(Mutex<Vec<Vec<u8>>>);
+pub(super) struct BlockPool {
+    kept: Mutex<Vec<Vec<u8>>>,
+    /// One permit per block that may wait for a hashing thread (see [`UNHASHED`]).
+    unhashed: Arc<Semaphore>,
+}
+
+impl Default for BlockPool {
+    fn default() -> BlockPool {
+        BlockPool {
+            kept: Mutex::default(),
+            unhashed: Arc::new(Semaphore::new(UNHASHED)),
+        }
+    }
+}
 
 impl BlockPool {
     fn take(&self) -> Vec<u8> {
-        lock(&self.0)
+        lock(&self.kept)
             .pop()
             .unwrap_or_else(|| vec![0; BLOCK + ALIGN])
     }
 
+    /// A block as a batch for a hashing thread, once one of [`UNHASHED`] is free.
+    async fn for_hashing(&self, block: Bytes) -> Result<Batch> {
+        let permit = self.unhashed.clone().acquire_owned().await;
+        Ok(Batch {
+            bytes: vec![block],
+            _permit: Some(permit.map_err(|_| stopped())?),
+        })
+    }
+
     fn give_back(&self, buf: Vec<u8>) {
-        let mut kept = lock(&self.0);
+        let mut kept = lock(&self.kept);
         if kept.len() < BLOCKS_KEPT {
             kept.push(buf);
         }
@@ -263,7 +304,8 @@ impl Feed {
         let full = std::mem::replace(&mut self.block, next).freeze();
         self.offset += full.len() as u64;
         self.writer.write(full.clone()).await?;
-        self.hasher.send(vec![full]).await
+        let batch = self.pool.for_hashing(full).await?;
+        self.hasher.send(batch).await
     }
 
     pub(super) async fn push(&mut self, frame: Bytes) -> Result<()> {
@@ -291,13 +333,14 @@ impl Feed {
             mut writer,
             hasher,
             block,
+            pool,
             ..
         } = self;
-        let mut last = Vec::new();
+        let mut last = Batch::unbounded(Vec::new());
         if block.fill > 0 {
             let part = block.freeze();
             writer.write(part.clone()).await?;
-            last.push(part);
+            last = pool.for_hashing(part).await?;
         }
         let (started, hash) = hasher.close(last);
         Ok((writer, started, hash))
@@ -320,9 +363,10 @@ pub(super) async fn hash_stream(
         batch.push(buf);
         if batched >= BATCH {
             batched = 0;
-            pipe.send(std::mem::take(&mut batch)).await?;
+            pipe.send(Batch::unbounded(std::mem::take(&mut batch)))
+                .await?;
         }
     }
-    let (_, hash) = pipe.close(batch);
+    let (_, hash) = pipe.close(Batch::unbounded(batch));
     hash.get().await
 }

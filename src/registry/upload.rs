@@ -2,13 +2,13 @@
 //! `hashstates/sha256/<offset>`, the newest of which names the upload's acknowledged offset. A chunk is
 //! streamed into the data file and a hashing thread at the same time.
 //!
-//! On a store that reads back what a writer committed before it is sealed (the filesystem), a chunk is
-//! acknowledged once its bytes are durable, marked by an empty file at its end offset, while its hash is
-//! still being worked out: the hash goes on in memory to the upload's next request, which stores it with
-//! its own mark. After a restart an upload goes on from its newest stored hash state, hashing the stored
-//! data from there to the mark. On an object store the hash state at the chunk's end is stored with its
-//! bytes, so a chunk waits for its hash. Either way a chunk cut off half-way is simply overwritten by the
-//! next one.
+//! On a store that reads back what a writer committed before it is sealed (the filesystem, memory), a
+//! chunk is acknowledged once its bytes are durable, marked by an empty file at its end offset, while
+//! its hash is still being worked out: the hash goes on in memory to the upload's next request, which
+//! stores it with its own mark. After a restart an upload goes on from its newest stored hash state,
+//! hashing the stored data from there to the mark. On an object store the hash state at the chunk's end
+//! is stored with its bytes, so a chunk waits for its hash. Either way a chunk cut off half-way is simply
+//! overwritten by the next one.
 
 use std::time::SystemTime;
 
@@ -87,14 +87,6 @@ impl Registry {
             )
             .await?;
         self.note_upload(&id, true);
-        self.keep_hash(
-            &id,
-            Hashed {
-                offset: 0,
-                hash: Hash::Ready(empty),
-                saved: true,
-            },
-        );
         Ok(UploadStatus { id, offset: 0 })
     }
 
@@ -115,7 +107,7 @@ impl Registry {
         check: ChunkCheck,
         body: ByteStream,
     ) -> Result<UploadStatus> {
-        let (_held, opened) = self.open_upload(repo, id).await?;
+        let (_held, opened) = self.open_upload(repo, id, check.start).await?;
         let hashed = self.append(repo, id, opened, check, body).await?;
         let offset = hashed.offset;
         self.keep_hash(id, hashed);
@@ -134,7 +126,8 @@ impl Registry {
         expected: &Digest,
         last_chunk: Option<(ChunkCheck, ByteStream)>,
     ) -> Result<u64> {
-        let (_held, opened) = self.open_upload(repo, id).await?;
+        let start = last_chunk.as_ref().and_then(|(check, _)| check.start);
+        let (_held, opened) = self.open_upload(repo, id, start).await?;
         let (size, hasher) = match last_chunk {
             Some((check, body)) => {
                 // Nothing is acknowledged before the blob is in place: no mark, and the bytes made
@@ -188,7 +181,9 @@ impl Registry {
 
     /// Cancels an upload and discards its data.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
-        let (_held, _) = self.open_upload(repo, id).await?;
+        let _held = self.lock_upload(id).await?;
+        // Known (its hash is not needed).
+        self.stored_offsets(repo, id).await?;
         self.discard_upload(repo, id).await
     }
 
@@ -198,14 +193,32 @@ impl Registry {
         self.discard_upload(repo, id).await
     }
 
-    /// Takes an upload's lock and loads its hash. The lock's entry lives only while a request holds or
-    /// waits for it, so requests for made-up ids cannot grow the map.
-    async fn open_upload(&self, repo: &RepoName, id: &str) -> Result<(Held<String>, Opened)> {
+    /// Takes an upload's lock. The lock's entry lives only while a request holds or waits for it, so
+    /// requests for made-up ids cannot grow the map.
+    async fn lock_upload(&self, id: &str) -> Result<Held<String>> {
         if !paths::is_valid_upload_id(id) {
             return Err(Error::UploadUnknown);
         }
-        let held = self.upload_locks.lock(id.to_owned()).await;
+        Ok(self.upload_locks.lock(id.to_owned()).await)
+    }
+
+    /// Takes an upload's lock, checks that a chunk said to begin at `start` begins at the acknowledged
+    /// offset, and loads the upload's hash.
+    async fn open_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+    ) -> Result<(Held<String>, Opened)> {
+        let held = self.lock_upload(id).await?;
         let stored = self.stored_offsets(repo, id).await?;
+        if let Some(got) = start.filter(|&got| got != stored[0]) {
+            // Before the hash is taken up, so that a client's retry at a wrong offset costs nothing.
+            return Err(Error::UploadOutOfOrder {
+                expected: stored[0],
+                got,
+            });
+        }
         let hashed = self.load_hash(repo, id, &stored).await?;
         Ok((held, Opened { hashed, stored }))
     }
@@ -237,12 +250,21 @@ impl Registry {
         result
     }
 
-    /// Keeps an upload's hash for its next request, while fewer than [`HASHES_KEPT`] are kept.
+    /// Keeps an upload's hash for its next request; past [`HASHES_KEPT`], in place of another one's
+    /// (which is then recovered from the store if its upload goes on). Not on a store shared with other
+    /// instances: there another instance may have taken the upload further with other bytes, even to
+    /// the same offset, so the hash comes from the store every time.
     fn keep_hash(&self, id: &str, hashed: Hashed) {
-        let mut hashes = lock(&self.hashes);
-        if hashes.len() < HASHES_KEPT || hashes.contains_key(id) {
-            hashes.insert(id.to_owned(), hashed);
+        if self.driver.is_shared() {
+            return;
         }
+        let mut hashes = lock(&self.hashes);
+        if hashes.len() >= HASHES_KEPT {
+            if let Some(other) = hashes.keys().next().cloned() {
+                hashes.remove(&other);
+            }
+        }
+        hashes.insert(id.to_owned(), hashed);
     }
 
     /// The offsets of an upload's stored hash states and marks, newest first; `UploadUnknown` if there
@@ -338,14 +360,6 @@ impl Registry {
         mut body: ByteStream,
     ) -> Result<Received> {
         let start = hashed.offset;
-        if let Some(got) = check.start {
-            if got != start {
-                return Err(Error::UploadOutOfOrder {
-                    expected: start,
-                    got,
-                });
-            }
-        }
         let writer = match self
             .driver
             .writer(&paths::upload_data(repo, id), start)
@@ -565,5 +579,62 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::UploadInvalid(_)), "{err}");
+        // It can still be cancelled: a cancel needs no hash.
+        second.cancel_upload(&repo, &id).await.unwrap();
+        let states = paths::upload_hashstates(&repo, &id);
+        assert!(driver.list(&states).await.unwrap().is_empty());
+    }
+
+    fn kept_offset(registry: &Registry, id: &str) -> Option<u64> {
+        lock(&registry.hashes).get(id).map(|h| h.offset)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chunk_at_the_wrong_offset_leaves_the_kept_hash() {
+        let registry = Registry::new(Arc::new(MemoryDriver::new()));
+        let repo = RepoName::parse("a").unwrap();
+        let id = registry.start_upload(&repo).await.unwrap().id;
+        assert_eq!(patch(&registry, &repo, &id, b"aaa").await, 3);
+        assert_eq!(kept_offset(&registry, &id), Some(3));
+        let wrong = ChunkCheck {
+            start: Some(1),
+            len: Some(1),
+        };
+        let err = registry
+            .upload_chunk(&repo, &id, wrong, body(b"b"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UploadOutOfOrder {
+                    expected: 3,
+                    got: 1
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(kept_offset(&registry, &id), Some(3));
+        let got = registry
+            .finish_upload(&repo, &id, &digest(b"aaa"), None)
+            .await;
+        assert_eq!(got.unwrap(), 3);
+        assert_eq!(kept_offset(&registry, &id), None);
+    }
+
+    #[tokio::test]
+    async fn kept_hashes_are_bounded_and_the_newest_is_kept() {
+        let registry = Registry::new(Arc::new(MemoryDriver::new()));
+        let hashed = || Hashed {
+            offset: 1,
+            hash: Hash::Ready(Sha256::new()),
+            saved: true,
+        };
+        for n in 0..HASHES_KEPT + 10 {
+            registry.keep_hash(&format!("id{n}"), hashed());
+        }
+        assert_eq!(lock(&registry.hashes).len(), HASHES_KEPT);
+        let last = format!("id{}", HASHES_KEPT + 9);
+        assert_eq!(kept_offset(&registry, &last), Some(1));
     }
 }

@@ -37,8 +37,22 @@ pub struct FsDriver {
     /// so a new writer or a seal of that path waits for a writer that was dropped mid-request (whose
     /// queued bytes are discarded, but one write may be under way) instead of racing its bytes.
     writing: Arc<KeyedLocks<PathBuf>>,
-    /// Whether writers try `O_DIRECT` (tests turn it off to run the buffered path anywhere).
-    direct: bool,
+    /// How writers use `O_DIRECT` (tests make it fail to run the buffered paths anywhere).
+    direct: DirectIo,
+}
+
+/// How writers use `O_DIRECT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirectIo {
+    /// Where the filesystem allows it.
+    Try,
+    /// Never, as where opening with `O_DIRECT` fails (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Never,
+    /// Opened, but every direct write refused, as on a filesystem that cannot do it at our alignment
+    /// (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Refused,
 }
 
 /// Listings of large directories (a repository's tags, a namespace of many repositories), kept with the
@@ -138,15 +152,15 @@ impl FsDriver {
             sync: Arc::new(GroupSync::new()),
             listings: Arc::default(),
             writing: Arc::default(),
-            direct: true,
+            direct: DirectIo::Try,
         }
     }
 
-    /// A driver whose writers write through the page cache, as where `O_DIRECT` is refused.
+    /// A driver whose writers cannot write directly (`how` is not `Try`).
     #[cfg(test)]
-    fn buffered(root: &Path) -> FsDriver {
+    fn without_direct_io(root: &Path, how: DirectIo) -> FsDriver {
         FsDriver {
-            direct: false,
+            direct: how,
             ..FsDriver::new(root)
         }
     }
@@ -836,10 +850,12 @@ struct Sink {
     /// File offset of the buffer's first byte (aligned while writing directly); the next byte's offset
     /// when buffered.
     pos: u64,
+    /// Every direct write is taken as refused ([`DirectIo::Refused`]).
+    refused: bool,
 }
 
 impl Sink {
-    fn open(full: &Path, file: File, offset: u64, direct: bool) -> io::Result<Sink> {
+    fn open(full: &Path, file: File, offset: u64, how: DirectIo) -> io::Result<Sink> {
         let mut sink = Sink {
             file,
             direct: None,
@@ -847,8 +863,13 @@ impl Sink {
             head: 0,
             fill: 0,
             pos: offset,
+            refused: how == DirectIo::Refused,
         };
-        let Some(direct) = direct.then(|| open_direct(full).ok()).flatten() else {
+        let direct = match how {
+            DirectIo::Never => None,
+            DirectIo::Try | DirectIo::Refused => open_direct(full).ok(),
+        };
+        let Some(direct) = direct else {
             return Ok(sink);
         };
         let raw = vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN];
@@ -872,15 +893,19 @@ impl Sink {
 
     fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         // Bytes already aligned in memory (the registry copies upload bodies into aligned blocks as they
-        // arrive) go out from where they are while nothing is buffered: their whole blocks directly, the
-        // rest into the buffer.
-        if self.direct.is_some() && self.fill == 0 && data.as_ptr().align_offset(DIRECT_ALIGN) == 0
+        // arrive) go out from where they are while the buffer holds only whole blocks (written first):
+        // their whole blocks directly, the rest into the buffer.
+        let whole = data.len() - data.len() % DIRECT_ALIGN;
+        if self.direct.is_some()
+            && whole > 0
+            && self.fill % DIRECT_ALIGN == 0
+            && data.as_ptr().align_offset(DIRECT_ALIGN) == 0
         {
-            let whole = data.len() - data.len() % DIRECT_ALIGN;
-            if whole > 0 {
-                self.write_direct(&data[..whole])?;
-                data = &data[whole..];
+            if self.fill > 0 {
+                self.write_blocks(self.fill)?;
             }
+            self.write_direct(&data[..whole])?;
+            data = &data[whole..];
         }
         if self.direct.is_none() {
             self.file.write_all_at(data, self.pos)?;
@@ -895,6 +920,10 @@ impl Sink {
             data = &data[take..];
             if self.fill == DIRECT_CHUNK {
                 self.write_blocks(DIRECT_CHUNK)?;
+                if self.direct.is_none() {
+                    // Refused: the buffer went through the page cache, and so does the rest.
+                    return self.write(data);
+                }
             }
         }
         Ok(())
@@ -943,7 +972,13 @@ impl Sink {
             self.pos += block.len() as u64;
             return Ok(());
         };
-        match direct.write_all_at(block, self.pos) {
+        let written = match self.refused {
+            true => Err(io::Error::from_raw_os_error(
+                rustix::io::Errno::INVAL.raw_os_error(),
+            )),
+            false => direct.write_all_at(block, self.pos),
+        };
+        match written {
             Ok(()) => {}
             // Refused on the first write (a filesystem that opens O_DIRECT but cannot do it at this
             // alignment): from here on, through the page cache.
@@ -1154,10 +1189,16 @@ mod tests {
             (100_003, false),
             (DIRECT_CHUNK / 4 + 3 * DIRECT_ALIGN, true),
         ];
-        // Direct where the filesystem allows it, and through the page cache everywhere.
-        let drivers = roots
-            .iter()
-            .flat_map(|r| [FsDriver::new(r.path()), FsDriver::buffered(r.path())].map(|d| (r, d)));
+        // Direct where the filesystem allows it, through the page cache, and through the page cache from
+        // a first refused direct write on.
+        let drivers = roots.iter().flat_map(|r| {
+            [
+                FsDriver::new(r.path()),
+                FsDriver::without_direct_io(r.path(), DirectIo::Never),
+                FsDriver::without_direct_io(r.path(), DirectIo::Refused),
+            ]
+            .map(|d| (r, d))
+        });
         for (root, driver) in drivers {
             for &(size, aligned) in &ways {
                 let mut at = 0;

@@ -215,8 +215,7 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Whether `read` of a writer's path gives what its `commit`s made durable before `seal` publishes
     /// it: the filesystem and memory do; an object store does not (a multipart upload is no object until
-    /// it is completed). Uploads are then acknowledged before their hash is worked out, and recovered
-    /// from their data after a restart. Fixed for the driver's life.
+    /// it is completed). Fixed for the driver's life.
     fn reads_unsealed(&self) -> bool;
 }
 
