@@ -20,8 +20,6 @@ const HASHER_QUEUE: usize = 4;
 /// Blocks handed to hashing threads and not hashed yet, at most, over all uploads. A chunk is
 /// acknowledged before it is hashed, so its blocks outlive its request: this bounds what they hold.
 const UNHASHED: usize = 64;
-/// Stored data is hashed in batches of at least this many bytes (see [`hash_stream`]).
-const BATCH: usize = 1 << 20;
 
 /// A hash state: known, or still being worked out by the hashing thread of the chunk that ends there.
 pub(super) enum Hash {
@@ -355,18 +353,10 @@ pub(super) async fn hash_stream(
     on_read: impl Fn(std::io::Error) -> Error,
 ) -> Result<Sha256> {
     let pipe = HashPipe::start(Hash::Ready(from));
-    let mut batch = Vec::new();
-    let mut batched = 0;
     while let Some(buf) = bytes.next().await {
-        let buf = buf.map_err(&on_read)?;
-        batched += buf.len();
-        batch.push(buf);
-        if batched >= BATCH {
-            batched = 0;
-            pipe.send(Batch::unbounded(std::mem::take(&mut batch)))
-                .await?;
-        }
+        pipe.send(Batch::unbounded(vec![buf.map_err(&on_read)?]))
+            .await?;
     }
-    let (_, hash) = pipe.close(Batch::unbounded(batch));
+    let (_, hash) = pipe.close(Batch::unbounded(Vec::new()));
     hash.get().await
 }

@@ -128,18 +128,32 @@ impl Registry {
     ) -> Result<u64> {
         let start = last_chunk.as_ref().and_then(|(check, _)| check.start);
         let (_held, opened) = self.open_upload(repo, id, start).await?;
+        self.complete(repo, id, expected, opened.hashed, last_chunk)
+            .await
+    }
+
+    /// [`Registry::finish_upload`] from `hashed`, the upload's hash at its acknowledged offset; the caller
+    /// holds the upload's lock.
+    async fn complete(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        expected: &Digest,
+        hashed: Hashed,
+        last_chunk: Option<(ChunkCheck, ByteStream)>,
+    ) -> Result<u64> {
         let (size, hasher) = match last_chunk {
             Some((check, body)) => {
                 // Nothing is acknowledged before the blob is in place: no mark, and the bytes made
                 // durable while the hash is finished.
-                let chunk = self.receive(repo, id, opened.hashed, check, body).await?;
+                let chunk = self.receive(repo, id, hashed, check, body).await?;
                 let (size, hasher) = tokio::try_join!(
                     async { Ok::<_, Error>(chunk.writer.commit().await?) },
                     chunk.hash.get()
                 )?;
                 (check_size(size, chunk.end)?, hasher)
             }
-            None => (opened.hashed.offset, opened.hashed.hash.get().await?),
+            None => (hashed.offset, hashed.hash.get().await?),
         };
         let got = Digest::from_sha256(hasher.finalize().as_slice());
         if &got != expected {
@@ -240,9 +254,19 @@ impl Registry {
         body: ByteStream,
     ) -> Result<u64> {
         let status = self.start_upload(repo).await?;
-        let result = self
-            .finish_upload(repo, &status.id, digest, Some((check, body)))
-            .await;
+        // The upload starts empty: no listing or hash state to read back.
+        let empty = Hashed {
+            offset: 0,
+            hash: Hash::Ready(Sha256::new()),
+            saved: true,
+        };
+        let result = match self.lock_upload(&status.id).await {
+            Ok(_held) => {
+                self.complete(repo, &status.id, digest, empty, Some((check, body)))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             // Nobody else knows this upload's id: do not leave it (or its lock) behind.
             let _ = self.purge_upload(repo, &status.id).await;
@@ -509,16 +533,22 @@ mod tests {
         status.unwrap().offset
     }
 
+    /// A memory store, a registry on it and an upload it started in repository `a`.
+    async fn started() -> (Arc<dyn crate::storage::Driver>, Registry, RepoName, String) {
+        let driver: Arc<dyn crate::storage::Driver> = Arc::new(MemoryDriver::new());
+        let registry = Registry::new(driver.clone());
+        let repo = RepoName::parse("a").unwrap();
+        let id = registry.start_upload(&repo).await.unwrap().id;
+        (driver, registry, repo, id)
+    }
+
     fn digest(bytes: &[u8]) -> Digest {
         Digest::from_sha256(Sha256::digest(bytes).as_slice())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chunks_acknowledged_before_their_hash_survive_a_restart() {
-        let driver: Arc<dyn crate::storage::Driver> = Arc::new(MemoryDriver::new());
-        let repo = RepoName::parse("a").unwrap();
-        let first = Registry::new(driver.clone());
-        let id = first.start_upload(&repo).await.unwrap().id;
+        let (driver, first, repo, id) = started().await;
         assert_eq!(patch(&first, &repo, &id, b"aaa").await, 3);
         assert_eq!(patch(&first, &repo, &id, b"bbbb").await, 7);
         // The hash state at 3 went with the second chunk, which is marked by an empty file at 7.
@@ -548,11 +578,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hash_kept_at_an_older_offset_is_not_used() {
         // Two instances on one store take turns with one upload.
-        let driver: Arc<dyn crate::storage::Driver> = Arc::new(MemoryDriver::new());
-        let repo = RepoName::parse("a").unwrap();
-        let one = Registry::new(driver.clone());
+        let (driver, one, repo, id) = started().await;
         let two = Registry::new(driver.clone());
-        let id = one.start_upload(&repo).await.unwrap().id;
         assert_eq!(patch(&one, &repo, &id, b"aa").await, 2);
         assert_eq!(patch(&two, &repo, &id, b"bb").await, 4);
         assert_eq!(patch(&one, &repo, &id, b"cc").await, 6);
@@ -564,10 +591,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mark_past_the_stored_data_is_an_invalid_upload() {
-        let driver: Arc<dyn crate::storage::Driver> = Arc::new(MemoryDriver::new());
-        let repo = RepoName::parse("a").unwrap();
-        let first = Registry::new(driver.clone());
-        let id = first.start_upload(&repo).await.unwrap().id;
+        let (driver, first, repo, id) = started().await;
         assert_eq!(patch(&first, &repo, &id, b"abc").await, 3);
         drop(first);
         // Cut short by hand.
@@ -591,9 +615,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_chunk_at_the_wrong_offset_leaves_the_kept_hash() {
-        let registry = Registry::new(Arc::new(MemoryDriver::new()));
-        let repo = RepoName::parse("a").unwrap();
-        let id = registry.start_upload(&repo).await.unwrap().id;
+        let (_, registry, repo, id) = started().await;
         assert_eq!(patch(&registry, &repo, &id, b"aaa").await, 3);
         assert_eq!(kept_offset(&registry, &id), Some(3));
         let wrong = ChunkCheck {
